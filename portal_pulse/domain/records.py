@@ -1,0 +1,88 @@
+"""What the stateful processors emit: alerts (SPEC §8) and message response facts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+__all__ = ["Alert", "Outputs", "ResponseFact", "route_staff_pool"]
+
+_ROUTES = {
+    "clinical": "nurse",
+    "administrative": "front_desk",
+    "billing": "billing",
+    "other": "front_desk",
+}
+
+
+def route_staff_pool(category: str) -> str:
+    """SPEC §5 triage: which staff pool a message category routes to."""
+    return _ROUTES.get(category, "front_desk")
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert version; a resolution repeats the alert_id with ``resolved_at`` set.
+
+    ``raised_at``/``updated_at`` are event-time instants derived from the rules (never from the
+    wall clock), so the worker and the replay produce identical records.
+    """
+
+    alert_id: str
+    kind: str
+    practice_id: str
+    subject_id: str
+    patient_pseudonym: str
+    category: str | None
+    staff_pool: str | None
+    due_at: datetime
+    raised_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None = None
+    response_business_minutes: float | None = None
+
+    def resolve(self, at: datetime, business_minutes: float | None = None) -> Alert:
+        return replace(
+            self,
+            resolved_at=at,
+            updated_at=max(at, self.raised_at),
+            response_business_minutes=business_minutes,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFact:
+    """One answered clock: a reply that answered one or more pending patient messages."""
+
+    response_id: str
+    practice_id: str
+    thread_id: str
+    patient_pseudonym: str
+    category: str
+    routed_pool: str
+    replied_by_pool: str
+    first_message_at: datetime
+    clock_started_at: datetime
+    replied_at: datetime
+    messages_answered: int
+    response_business_minutes: float
+    response_wall_minutes: float
+    internal_due_at: datetime
+    external_due_at: datetime
+    met_internal_target: bool
+    met_external_promise: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Outputs(Protocol):
+    """Where processors put what they produce; the worker sends to Kafka, the replay to ClickHouse."""
+
+    def alert(self, alert: Alert) -> None: ...
+
+    def response(self, fact: ResponseFact) -> None: ...

@@ -1,0 +1,154 @@
+"""Checks an event in the flat SPEC §2 shape (envelope plus type fields) against the catalogue.
+
+The same checks serve JSON Lines files, JSON on the raw topics and decoded Avro, so an event is
+accepted or refused for the same reason wherever it enters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.catalogue import FieldSpec, event_types
+from schemas.model import RawEvent
+
+__all__ = ["InvalidEvent", "TimeBounds", "parse_instant", "validate_event"]
+
+ENVELOPE = ("event_id", "event_type", "occurred_at", "practice_id", "patient_id")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+class InvalidEvent(ValueError):
+    """An event the pipeline refuses; ``reason`` is a stable code, ``field`` names the culprit."""
+
+    def __init__(self, reason: str, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """How far from the wall clock an ``occurred_at`` may be before it is absurd."""
+
+    max_future: timedelta = timedelta(days=1)
+    max_past: timedelta = timedelta(days=3650)
+
+    def check(self, at: datetime, now: datetime) -> None:
+        if at > now + self.max_future:
+            raise InvalidEvent(
+                "timestamp_out_of_range", f"occurred_at {at.isoformat()} is in the future", "occurred_at"
+            )
+        if at < now - self.max_past:
+            raise InvalidEvent(
+                "timestamp_out_of_range", f"occurred_at {at.isoformat()} is too far in the past", "occurred_at"
+            )
+
+
+def parse_instant(value: Any, field: str = "occurred_at") -> datetime:
+    """ISO-8601 with an explicit offset (or an aware datetime) → aware UTC datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidEvent("bad_timestamp", f"{field} has no time zone offset", field)
+        return value.astimezone(UTC)
+    if not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"{field} must be an ISO-8601 string", field)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidEvent("bad_timestamp", f"{field} {value!r} is not ISO-8601", field) from None
+    if parsed.tzinfo is None:
+        raise InvalidEvent("bad_timestamp", f"{field} {value!r} has no UTC offset", field)
+    return parsed.astimezone(UTC)
+
+
+def _required_string(obj: Mapping[str, Any], name: str) -> str:
+    if name not in obj or obj[name] is None:
+        raise InvalidEvent("missing_field", f"missing required field {name}", name)
+    value = obj[name]
+    if not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"{name} must be a string", name)
+    if not value.strip():
+        raise InvalidEvent("empty_field", f"{name} is empty", name)
+    return value
+
+
+def _check_field(spec: FieldSpec, obj: Mapping[str, Any]) -> Any:
+    name = spec.name
+    if name not in obj or obj[name] is None:
+        if spec.optional:
+            return spec.default
+        raise InvalidEvent("missing_field", f"missing required field {name}", name)
+    value = obj[name]
+    if spec.kind == "enum":
+        if value not in spec.symbols:
+            allowed = ", ".join(spec.symbols)
+            raise InvalidEvent("bad_enum", f"{name}={value!r} is not one of {allowed}", name)
+    elif spec.kind == "string":
+        if not isinstance(value, str):
+            raise InvalidEvent("wrong_type", f"{name} must be a string", name)
+        if not value.strip():
+            raise InvalidEvent("empty_field", f"{name} is empty", name)
+    elif spec.kind in ("int", "long"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidEvent("wrong_type", f"{name} must be an integer", name)
+    elif spec.kind == "boolean":
+        if not isinstance(value, bool):
+            raise InvalidEvent("wrong_type", f"{name} must be true or false", name)
+    return value
+
+
+def _check_rules(event_type: str, details: dict[str, Any]) -> None:
+    if event_type == "payment.made":
+        if details["amount_cents"] <= 0:
+            raise InvalidEvent("non_positive_amount", "amount_cents must be > 0", "amount_cents")
+        if not _CURRENCY.match(details["currency"]):
+            raise InvalidEvent("bad_currency", "currency must be an ISO 4217 code", "currency")
+    elif event_type == "survey.response" and not 1 <= details["score"] <= 5:
+        raise InvalidEvent("score_out_of_range", "score must be 1..5", "score")
+
+
+def validate_event(
+    obj: Any, *, now: datetime | None = None, bounds: TimeBounds | None = None
+) -> RawEvent:
+    """Return the event as a ``RawEvent`` or raise ``InvalidEvent`` naming the first bad field.
+
+    ``now``/``bounds`` enable the absurd-timestamp check, which offline files may skip.
+    """
+    if not isinstance(obj, Mapping):
+        raise InvalidEvent("not_an_object", "event must be a JSON object")
+    event_id = _required_string(obj, "event_id")
+    event_type = _required_string(obj, "event_type")
+    spec = event_types().get(event_type)
+    if spec is None:
+        raise InvalidEvent("unknown_event_type", f"unknown event_type {event_type!r}", "event_type")
+    if "occurred_at" not in obj or obj["occurred_at"] is None:
+        raise InvalidEvent("missing_field", "missing required field occurred_at", "occurred_at")
+    occurred_at = parse_instant(obj["occurred_at"])
+    if now is not None:
+        (bounds or TimeBounds()).check(occurred_at, now)
+    practice_id = _required_string(obj, "practice_id")
+    patient_id = _required_string(obj, "patient_id")
+    details = {f.name: _check_field(f, obj) for f in spec.fields}
+    _check_rules(event_type, details)
+    return RawEvent(event_id, event_type, occurred_at, practice_id, patient_id, details)
+
+
+def to_flat_json(event: RawEvent) -> dict[str, Any]:
+    """The SPEC §2 JSON shape of an event (used by the simulator and the JSONL writer)."""
+    out: dict[str, Any] = {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "occurred_at": event.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "practice_id": event.practice_id,
+        "patient_id": event.patient_id,
+    }
+    out.update({k: v for k, v in event.details.items() if v is not None})
+    return out
