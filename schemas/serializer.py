@@ -73,8 +73,10 @@ class AvroCodec:
             from confluent_kafka.schema_registry import Schema as RegistrySchema
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            self._registry = SchemaRegistryClient({"url": registry_url})
-            full = json.dumps(self.schema)
+            # new_client: a mock:// URL gets the in-memory registry (tests), others the REST client.
+            self._registry = SchemaRegistryClient.new_client({"url": registry_url})
+            # Register the plain schema, without fastavro's parse markers and named-type cache.
+            full = json.dumps({k: v for k, v in self.schema.items() if not k.startswith("__")})
             self._schema_id = self._registry.register_schema(
                 f"portalpulse.{name}-value", RegistrySchema(full, "AVRO")
             )
@@ -91,6 +93,8 @@ class AvroCodec:
 
     def decode_record(self, data: bytes) -> dict[str, Any]:
         if data[:2] == SINGLE_OBJECT_MAGIC:
+            if len(data) < len(self._header):
+                raise SerializationError(f"truncated {self.name} single-object header")
             (fp,) = struct.unpack_from("<Q", data, 2)
             if fp != self.fingerprint:
                 raise SerializationError(f"unknown schema fingerprint {fp:#018x} for {self.name}")
@@ -111,8 +115,19 @@ class AvroCodec:
         if schema_id not in self._writers_by_id:
             if self._registry is None:
                 raise SerializationError("Confluent-framed record but no SCHEMA_REGISTRY_URL set")
-            fetched = self._registry.get_schema(schema_id)
-            self._writers_by_id[schema_id] = fastavro.parse_schema(json.loads(fetched.schema_str))
+            from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+            try:
+                fetched = self._registry.get_schema(schema_id)
+            except SchemaRegistryError as exc:
+                if exc.http_status_code != 404:
+                    raise  # registry trouble is not the record's fault: let the caller retry
+                raise SerializationError(f"schema id {schema_id} is not in the registry") from exc
+            try:
+                writer = fastavro.parse_schema(json.loads(fetched.schema_str))
+            except Exception as exc:
+                raise SerializationError(f"unusable writer schema id {schema_id}: {exc}") from exc
+            self._writers_by_id[schema_id] = writer
         return self._writers_by_id[schema_id]
 
 

@@ -109,7 +109,7 @@ def _check_rules(event_type: str, details: dict[str, Any]) -> None:
     if event_type == "payment.made":
         if details["amount_cents"] <= 0:
             raise InvalidEvent("non_positive_amount", "amount_cents must be > 0", "amount_cents")
-        if not _CURRENCY.match(details["currency"]):
+        if not _CURRENCY.fullmatch(details["currency"]):
             raise InvalidEvent("bad_currency", "currency must be an ISO 4217 code", "currency")
     elif event_type == "survey.response" and not 1 <= details["score"] <= 5:
         raise InvalidEvent("score_out_of_range", "score must be 1..5", "score")

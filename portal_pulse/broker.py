@@ -1,0 +1,248 @@
+"""A real Kafka broker for local runs and tests, chosen in one order everywhere.
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` when set;
+2. a broker started by testcontainers when a Docker engine answers;
+3. a native single-node KRaft broker assembled from Maven Central and run with ``java`` on loopback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["BrokerError", "LocalBroker", "docker_available", "resolve_bootstrap"]
+
+logger = logging.getLogger(__name__)
+
+DATA = Path(__file__).with_name("data")
+KAFKA_VERSION = "4.4.0"
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be assembled, started or reached."""
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        out = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+@dataclass
+class LocalBroker:
+    """A single-node KRaft broker under ``home`` (libs, config, data, log, pid)."""
+
+    home: Path
+    port: int = 19092
+    controller_port: int = 19093
+    heap: str = "512m"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def libs(self) -> Path:
+        return self.home / "libs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "broker.log"
+
+    def assemble(self) -> None:
+        """Fetch kafka_2.13 and its runtime dependencies from Maven Central, once."""
+        marker = self.libs / f"kafka_2.13-{KAFKA_VERSION}.jar"
+        if marker.exists():
+            return
+        if shutil.which("mvn") is None:
+            raise BrokerError(
+                "mvn is not installed; it is needed to assemble Kafka from Maven Central"
+            )
+        self.libs.mkdir(parents=True, exist_ok=True)
+        logger.info("assembling Kafka %s from Maven Central into %s", KAFKA_VERSION, self.libs)
+        cmd = [
+            "mvn", "-q", "-B", "-f", str(DATA / "kafka-pom.xml"),
+            "dependency:copy-dependencies", f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime",
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0 or not marker.exists():
+            raise BrokerError(f"mvn failed to assemble Kafka:\n{result.stdout}\n{result.stderr}")
+
+    def _java(self, *args: str) -> list[str]:
+        return [
+            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={DATA / 'kafka-log4j2.properties'}",
+            "-cp", f"{self.libs}/*", *args,
+        ]  # fmt: skip
+
+    def _write_config(self) -> Path:
+        data = self.home / "data"
+        cfg = self.home / "server.properties"
+        cfg.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=4",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=true",
+                    "log.retention.hours=-1",
+                    "log.segment.bytes=67108864",
+                    "",
+                ]
+            )
+        )
+        if not (data / "meta.properties").exists():
+            data.mkdir(parents=True, exist_ok=True)
+            cluster_id = uuid.uuid4().hex[:22]
+            result = subprocess.run(
+                self._java(
+                    "kafka.tools.StorageTool", "format", "-t", _kraft_id(cluster_id), "-c", str(cfg)
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise BrokerError(
+                    f"formatting KRaft storage failed:\n{result.stdout}{result.stderr}"
+                )
+        return cfg
+
+    def running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return None
+        return pid
+
+    def start(self, timeout: float = 90.0) -> str:
+        """Start (or reuse) the broker and wait until it answers metadata requests."""
+        if self.running_pid() and self.ready():
+            return self.bootstrap
+        if _port_open("127.0.0.1", self.port):
+            raise BrokerError(f"port {self.port} is taken by another process")
+        self.assemble()
+        self.home.mkdir(parents=True, exist_ok=True)
+        cfg = self._write_config()
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                self._java("kafka.Kafka", str(cfg)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(f"broker exited with {proc.returncode}; see {self.log_file}")
+            if self.ready():
+                logger.info("Kafka broker ready on %s (pid %d)", self.bootstrap, proc.pid)
+                return self.bootstrap
+            time.sleep(0.5)
+        self.stop()
+        raise BrokerError(f"broker did not answer within {timeout:.0f}s; see {self.log_file}")
+
+    def ready(self) -> bool:
+        if not _port_open("127.0.0.1", self.port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=3)
+        except Exception:
+            return False
+        return bool(md.brokers)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        pid = self.running_pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def _kraft_id(seed: str) -> str:
+    """A KRaft cluster id: 16 bytes, URL-safe base64 without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(
+        uuid.UUID(hex=uuid.uuid5(uuid.NAMESPACE_URL, seed).hex).bytes
+    ).decode()[:22]
+
+
+_container = None
+
+
+def resolve_bootstrap(data_dir: Path, *, start: bool = True) -> str:
+    """Bootstrap servers by the project's choice order; starts a broker if need be."""
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env:
+        return env
+    global _container
+    if docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        if _container is None:
+            _container = KafkaContainer(f"apache/kafka:{KAFKA_VERSION}").with_kraft()
+            _container.start()
+        return _container.get_bootstrap_server()
+    broker = LocalBroker(
+        Path(data_dir) / "kafka", port=int(os.environ.get("PORTAL_PULSE_BROKER_PORT", "19092"))
+    )
+    broker.controller_port = broker.port + 1
+    if not start:
+        return broker.bootstrap
+    return broker.start()

@@ -1,0 +1,1 @@
+"""Read models over ClickHouse: alerts, follow-ups, the monthly dashboard."""

@@ -1,0 +1,1 @@
+"""Writers into ClickHouse: one client (chDB embedded or a server), migrations, batching sinks."""

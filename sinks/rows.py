@@ -1,0 +1,110 @@
+"""Row shapes of the ClickHouse tables, from the records the pipeline carries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from portal_pulse.domain.records import Alert, ResponseFact
+from schemas.model import CleanEvent
+
+__all__ = [
+    "ALERT_COLUMNS",
+    "DEAD_LETTER_COLUMNS",
+    "EVENT_COLUMNS",
+    "RESPONSE_COLUMNS",
+    "alert_row",
+    "dead_letter_row",
+    "event_row",
+    "response_row",
+]
+
+_DETAIL_COLUMNS = (
+    "encounter_id", "method", "channel", "platform", "thread_id", "message_id", "category",
+    "staff_pool", "automated", "result_id", "appointment_id", "appointment_type", "payment_id",
+    "amount_cents", "currency", "call_id", "direction", "reason", "refill_id", "survey_id", "score",
+)  # fmt: skip
+_NUMERIC = {"automated": 0, "amount_cents": 0, "score": 0}
+
+EVENT_COLUMNS = (
+    "event_id", "event_type", "occurred_at", "practice_id", "patient_pseudonym", *_DETAIL_COLUMNS,
+)  # fmt: skip
+
+
+def event_row(event: CleanEvent) -> list[Any]:
+    details = event.details
+    row: list[Any] = [
+        event.event_id,
+        event.event_type,
+        event.occurred_at,
+        event.practice_id,
+        event.patient_pseudonym,
+    ]
+    for name in _DETAIL_COLUMNS:
+        value = details.get(name)
+        if value is None:
+            value = _NUMERIC.get(name, "")
+        elif name == "automated":
+            value = int(bool(value))
+        row.append(value)
+    return row
+
+
+ALERT_COLUMNS = (
+    "alert_id", "kind", "practice_id", "subject_id", "patient_pseudonym", "category", "staff_pool",
+    "due_at", "raised_at", "resolved_at", "response_business_minutes", "updated_at", "version",
+)  # fmt: skip
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def alert_row(alert: Alert) -> list[Any]:
+    # A resolution outranks the raise even at the same instant.
+    version = _ms(alert.updated_at) * 2 + (1 if alert.resolved_at is not None else 0)
+    return [
+        alert.alert_id,
+        alert.kind,
+        alert.practice_id,
+        alert.subject_id,
+        alert.patient_pseudonym,
+        alert.category,
+        alert.staff_pool,
+        alert.due_at,
+        alert.raised_at,
+        alert.resolved_at,
+        alert.response_business_minutes,
+        alert.updated_at,
+        version,
+    ]
+
+
+RESPONSE_COLUMNS = tuple(ResponseFact.__dataclass_fields__)
+
+
+def response_row(fact: ResponseFact) -> list[Any]:
+    return [
+        int(v) if isinstance(v, bool) else v for v in (getattr(fact, c) for c in RESPONSE_COLUMNS)
+    ]
+
+
+DEAD_LETTER_COLUMNS = (
+    "source_topic", "source_partition", "source_offset", "reason", "detail", "field", "event_id",
+    "practice_id", "received_at",
+)  # fmt: skip
+
+
+def dead_letter_row(record: dict[str, Any]) -> list[Any]:
+    """A DeadLetter record minus ``raw``: the raw bytes (PHI) stay in Kafka only."""
+    return [
+        record["source_topic"],
+        record["source_partition"],
+        record["source_offset"],
+        record["reason"],
+        record["detail"],
+        record.get("field") or "",
+        record.get("event_id") or "",
+        record.get("practice_id") or "",
+        record["received_at"],
+    ]

@@ -1,0 +1,1 @@
+"""Faust plumbing: the app, its topics and agents. Domain logic lives in portal_pulse.domain."""

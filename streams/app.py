@@ -1,0 +1,127 @@
+"""The Faust application and the runtime objects its agents share.
+
+Agents live one per module beside this one; ``build_app`` wires them to one runtime so the
+whole worker can be built from settings (tests build their own with other topic prefixes).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from collections.abc import Iterable
+
+import faust
+from clickhouse_connect.driver.client import Client
+
+from portal_pulse.ingest import Ingestor, bounds_from
+from portal_pulse.pseudonym import Pseudonymizer, load_key
+from portal_pulse.settings import Settings
+from schemas.serializer import AvroCodec, get_codec
+from sinks.client import connect
+from sinks.migrate import migrate
+from streams.progress import Progress
+from streams.topics import PipelineTopics, declare_topics
+
+__all__ = ["Runtime", "build_app"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    topics: PipelineTopics
+    clickhouse: Client
+    raw_codec: AvroCodec
+    clean_codec: AvroCodec
+    alert_codec: AvroCodec
+    dead_letter_codec: AvroCodec
+    ingestor: Ingestor
+    # ClickHouse calls run on one thread: off the event loop, and never two at once.
+    db_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
+    )
+    progress: dict[str, Progress] = field(default_factory=dict)
+    sinks: dict[str, Any] = field(default_factory=dict)
+
+    def progress_of(self, agent: str, topics: Iterable[str]) -> Progress:
+        return self.progress.setdefault(agent, Progress(topics))
+
+
+def _broker_credentials(settings: Settings) -> object | None:
+    if settings.kafka_sasl_mechanism:
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username or "",
+            password=settings.kafka_sasl_password.get_secret_value()
+            if settings.kafka_sasl_password
+            else "",
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=_ssl_context(settings),
+        )
+    if settings.kafka_security_protocol == "SSL":
+        return _ssl_context(settings)
+    return None
+
+
+def _ssl_context(settings: Settings):  # type: ignore[no-untyped-def]
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    import ssl
+
+    return ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    )
+
+
+def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
+    """A worker app with every agent registered; refuses to build without a pseudonym key."""
+    pseudonym = Pseudonymizer(load_key(settings))
+    registry = settings.schema_registry_url
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{b}" for b in bootstrap.split(",")],
+        broker_credentials=_broker_credentials(settings),
+        store="memory://",
+        topic_partitions=settings.clean_partitions,
+        topic_replication_factor=1,
+        web_enabled=False,
+        producer_linger_ms=5,
+        producer_max_batch_size=1_048_576,
+        stream_buffer_maxsize=16_384,
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        table_cleanup_interval=3600.0,
+        logging_config=None,
+    )
+    client = connect(
+        settings.clickhouse_dsn,
+        user=settings.clickhouse_user,
+        password=settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None,
+        verify=settings.clickhouse_verify_tls,
+    )
+    migrate(client)
+    raw_codec = get_codec("RawEvent", registry)
+    runtime = Runtime(
+        settings=settings,
+        topics=declare_topics(app, settings),
+        clickhouse=client,
+        raw_codec=raw_codec,
+        clean_codec=get_codec("CleanEvent", registry),
+        alert_codec=get_codec("Alert", registry),
+        dead_letter_codec=get_codec("DeadLetter", registry),
+        ingestor=Ingestor(
+            raw_codec,
+            pseudonym,
+            dedup_capacity=settings.dedup_capacity,
+            bounds=bounds_from(settings.max_future_skew_seconds, settings.max_past_days),
+        ),
+    )
+    from streams import ingest_agent, processor_agent, sink_agents
+
+    ingest_agent.register(app, runtime)
+    processor_agent.register(app, runtime)
+    sink_agents.register(app, runtime)
+    return app, runtime

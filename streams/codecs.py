@@ -1,0 +1,44 @@
+"""Wire forms of what the agents pass between them: alerts in Avro, response facts in JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any
+
+from portal_pulse.domain.records import Alert, ResponseFact
+from schemas.serializer import AvroCodec
+
+__all__ = ["alert_from_bytes", "alert_to_bytes", "response_from_bytes", "response_to_bytes"]
+
+_RESPONSE_TIMES = {f.name for f in fields(ResponseFact) if f.name.endswith("_at")}
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    if at is None:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def alert_to_bytes(codec: AvroCodec, alert: Alert) -> bytes:
+    return codec.encode_record(alert.as_dict())
+
+
+def alert_from_bytes(codec: AvroCodec, data: bytes) -> Alert:
+    rec: dict[str, Any] = codec.decode_record(data)
+    for name in ("due_at", "raised_at", "updated_at", "resolved_at"):
+        rec[name] = _aware(rec.get(name))
+    return Alert(**{f.name: rec.get(f.name) for f in fields(Alert)})
+
+
+def response_to_bytes(fact: ResponseFact) -> bytes:
+    out = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in fact.as_dict().items()}
+    return json.dumps(out, separators=(",", ":")).encode()
+
+
+def response_from_bytes(data: bytes) -> ResponseFact:
+    obj = json.loads(data)
+    for name in _RESPONSE_TIMES:
+        obj[name] = datetime.fromisoformat(obj[name])
+    return ResponseFact(**obj)

@@ -1,0 +1,85 @@
+"""Raw topics → clean topic (keyed by patient) or dead-letter topic. Never stops on bad input.
+
+Every clean record carries the raw-topic watermark in a header; when all raw partitions are
+caught up, a timer sends the final watermark as an empty control record to each clean partition
+so the processors' clocks reach the newest event time.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import faust
+
+from schemas.model import CleanEvent
+from schemas.serializer import clean_event_to_record
+from streams.app import Runtime
+from streams.watermark import HEADER, Watermark, header_value
+
+__all__ = ["clean_key", "register"]
+
+logger = logging.getLogger(__name__)
+
+
+def clean_key(event: CleanEvent) -> bytes:
+    """One patient's events share a key, hence a partition, hence an order."""
+    return f"{event.practice_id}|{event.patient_pseudonym}".encode()
+
+
+def register(app: faust.App, rt: Runtime) -> None:
+    topics = rt.topics
+    raw_names = set(rt.settings.topics.raw.values())
+    progress = rt.progress_of("ingest", raw_names)
+    stats = {"clean": 0, "dead_letter": 0, "duplicate": 0}
+    watermark = Watermark()
+    announced: list[datetime | None] = [None]
+
+    def current_watermark() -> datetime | None:
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic in raw_names]
+        return watermark.compute(assigned, lambda tp: progress.caught_up(app, tp))
+
+    @app.agent(topics.raw, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            data = event.value or b""
+            result = rt.ingestor.ingest(data)
+            if result is None:
+                stats["duplicate"] += 1
+            elif isinstance(result, CleanEvent):
+                watermark.observe(msg.tp, result.occurred_at)
+                wm = current_watermark()
+                value = rt.clean_codec.encode_record(clean_event_to_record(result))
+                headers = {HEADER: header_value(wm)} if wm is not None else None
+                await topics.clean.send(key=clean_key(result), value=value, headers=headers)
+                stats["clean"] += 1
+            else:
+                record = result.dead_letter(data, msg.topic, msg.partition, msg.offset, datetime.now(UTC))
+                # The reason and position are logged; the raw bytes (PHI) are not.
+                logger.warning(
+                    "dead letter %s:%d@%d: %s (%s)",
+                    msg.topic, msg.partition, msg.offset, result.reason, result.detail,
+                )  # fmt: skip
+                await topics.dead_letter.send(
+                    key=(result.event_id or "").encode() or None,
+                    value=rt.dead_letter_codec.encode_record(record),
+                )
+                stats["dead_letter"] += 1
+            progress.done(msg.tp, msg.offset)
+
+    @app.timer(rt.settings.tick_interval_seconds)
+    async def announce_watermark() -> None:
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic in raw_names]
+        if app.rebalancing or not assigned:
+            return
+        if not all(progress.caught_up(app, tp) for tp in assigned):
+            return
+        wm = current_watermark()
+        if wm is None or wm == announced[0]:
+            return
+        for partition in range(rt.settings.clean_partitions):
+            await topics.clean.send(value=b"", partition=partition, headers={HEADER: header_value(wm)})
+        announced[0] = wm
+
+    ingest.stats = stats  # type: ignore[attr-defined]

@@ -1,0 +1,149 @@
+"""Clean topic → the keyed state machines → alerts and response facts on their topics.
+
+State lives in changelog-backed tables (a restarted worker carries on). Each source partition
+has its own event-time clock; a timer moves the clocks of caught-up, idle partitions with the
+wall clock so deadlines fire within about a second when no event arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from portal_pulse.domain.clock import EventClock
+from portal_pulse.domain.records import Alert, ResponseFact
+from portal_pulse.engine import Engine
+from portal_pulse.pipeline import build_machines, load_practices
+from schemas.serializer import clean_event_from_record
+from streams.app import Runtime
+from streams.codecs import alert_to_bytes, response_to_bytes
+from streams.watermark import read_header
+
+__all__ = ["CollectingOutputs", "FaustTableStore", "register"]
+
+logger = logging.getLogger(__name__)
+
+
+class FaustTableStore:
+    """A Faust table written with an explicit partition, so timers may change state too."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self.table = table
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.table.data.get(key)
+
+    def put(self, key: str, value: dict[str, Any], partition: int) -> None:
+        self.table.data[key] = value
+        self.table.send_changelog(partition, key, value)
+
+    def delete(self, key: str, partition: int) -> None:
+        if self.table.data.pop(key, None) is not None:
+            self.table.send_changelog(partition, key, None, value_serializer="raw")
+
+    def items(self) -> list[tuple[str, dict[str, Any]]]:
+        return list(self.table.data.items())
+
+
+class CollectingOutputs:
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+        self.responses: list[ResponseFact] = []
+
+    def alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def response(self, fact: ResponseFact) -> None:
+        self.responses.append(fact)
+
+
+def register(app: faust.App, rt: Runtime) -> None:
+    topics = rt.topics
+    settings = rt.settings
+    machines = build_machines(load_practices(settings))
+    parts = settings.clean_partitions
+    # JSON keys and values: keys read back from the changelog are str, as they were written.
+    json_schema = faust.Schema(key_serializer="json", value_serializer="json")
+    tables = {
+        m.name: app.Table(f"{m.name}-state", partitions=parts, schema=json_schema) for m in machines
+    }
+    clock_table = app.Table("clocks", partitions=parts, schema=json_schema)
+    stores = {name: FaustTableStore(t) for name, t in tables.items()}
+    clock_store = FaustTableStore(clock_table)
+    out = CollectingOutputs()
+    engine = Engine(machines, stores, out)
+    clocks: dict[int, EventClock] = {}
+    indexed: set[int] = set()
+    saved_clock: dict[int, str | None] = {}
+    progress = rt.progress_of("processors", [settings.topics.clean])
+
+    def clock_for(partition: int) -> EventClock:
+        if partition not in indexed:
+            # First touch since assignment: rebuild this partition's deadline index and clock.
+            engine.rebuild([partition], keep_others=True)
+            clock = EventClock(settings.idle_grace_seconds)
+            saved = clock_store.get(str(partition))
+            clock.restore(saved.get("s") if saved else None)
+            clocks[partition] = clock
+            indexed.add(partition)
+        return clocks[partition]
+
+    async def flush_outputs() -> None:
+        for alert in out.alerts:
+            await topics.alerts.send(key=alert.alert_id.encode(), value=alert_to_bytes(rt.alert_codec, alert))
+        for fact in out.responses:
+            await topics.responses.send(key=fact.response_id.encode(), value=response_to_bytes(fact))
+        out.alerts.clear()
+        out.responses.clear()
+
+    @app.agent(topics.clean, name="processors")
+    async def processors(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            clock = clock_for(msg.partition)
+            watermark = read_header(event.headers)
+            if not event.value:  # a watermark control record
+                if watermark is not None:
+                    engine.advance(clock.observe(watermark, time.monotonic()), msg.partition)
+                    await flush_outputs()
+                progress.done(msg.tp, msg.offset)
+                continue
+            clean = clean_event_from_record(rt.clean_codec.decode_record(event.value))
+            # The partition clock follows the sources' watermark, not this event's own time:
+            # an event from a fast source must not fire other keys' deadlines early.
+            if watermark is not None:
+                engine.advance(clock.observe(watermark, time.monotonic()), msg.partition)
+            engine.on_event(clean, msg.partition)
+            await flush_outputs()
+            progress.done(msg.tp, msg.offset)
+
+    @app.timer(settings.tick_interval_seconds)
+    async def tick() -> None:
+        if app.rebalancing:
+            return
+        wall = time.monotonic()
+        for tp in app.consumer.assignment():
+            if tp.topic != settings.topics.clean or not progress.caught_up(app, tp):
+                continue
+            clock = clock_for(tp.partition)
+            now: datetime | None = clock.now(wall)
+            if now is None:
+                continue
+            engine.advance(now, tp.partition)
+            snap = now.replace(microsecond=0).isoformat()
+            if snap != saved_clock.get(tp.partition):
+                clock_store.put(str(tp.partition), {"p": tp.partition, "s": snap}, tp.partition)
+                saved_clock[tp.partition] = snap
+        await flush_outputs()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app_: faust.App, assigned: set[TP], **_: Any) -> None:
+        indexed.clear()
+        clocks.clear()
+
+    processors.engine = engine  # type: ignore[attr-defined]

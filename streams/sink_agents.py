@@ -1,0 +1,109 @@
+"""Kafka → ClickHouse: one agent per table, batched, offsets acknowledged only after the write.
+
+A batch's insert carries a deduplication token made from the offsets it covers, so a batch
+re-read after a crash or a lost acknowledgement adds no rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import faust
+
+from schemas.serializer import clean_event_from_record
+from sinks.batching import Batch, ClickHouseTableSink
+from sinks.rows import (
+    ALERT_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    EVENT_COLUMNS,
+    RESPONSE_COLUMNS,
+    alert_row,
+    dead_letter_row,
+    event_row,
+    response_row,
+)
+from streams.app import Runtime
+from streams.codecs import alert_from_bytes, response_from_bytes
+
+__all__ = ["register"]
+
+logger = logging.getLogger(__name__)
+
+RowOf = Callable[[bytes], list[Any]]
+
+
+def register(app: faust.App, rt: Runtime) -> None:
+    topics = rt.topics
+    settings = rt.settings
+    specs: list[tuple[str, faust.TopicT, str, Sequence[str], RowOf]] = [
+        (
+            "sink-events",
+            topics.clean,
+            "events",
+            EVENT_COLUMNS,
+            lambda b: event_row(clean_event_from_record(rt.clean_codec.decode_record(b))),
+        ),
+        (
+            "sink-dead-letters",
+            topics.dead_letter,
+            "dead_letters",
+            DEAD_LETTER_COLUMNS,
+            lambda b: dead_letter_row(rt.dead_letter_codec.decode_record(b)),
+        ),
+        (
+            "sink-alerts",
+            topics.alerts,
+            "alerts",
+            ALERT_COLUMNS,
+            lambda b: alert_row(alert_from_bytes(rt.alert_codec, b)),
+        ),
+        (
+            "sink-responses",
+            topics.responses,
+            "message_responses",
+            RESPONSE_COLUMNS,
+            lambda b: response_row(response_from_bytes(b)),
+        ),
+    ]
+    for name, topic, table, columns, row_of in specs:
+        sink = ClickHouseTableSink(rt.clickhouse, table, columns)
+        rt.sinks[table] = sink
+        _register_sink(app, rt, name, topic, sink, row_of, settings.sink_batch_size, settings.sink_flush_seconds)
+
+
+def _register_sink(
+    app: faust.App,
+    rt: Runtime,
+    name: str,
+    topic: faust.TopicT,
+    sink: ClickHouseTableSink,
+    row_of: RowOf,
+    batch_size: int,
+    within: float,
+) -> None:
+    progress = rt.progress_of(name, topic.topics)
+
+    async def agent(stream: faust.StreamT) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.noack_take(batch_size, within=within):
+            batch = Batch()
+            for event in events:
+                msg = event.message
+                if not event.value:
+                    continue  # control record (watermark), not data
+                try:
+                    row = row_of(event.value)
+                except Exception as exc:  # our own topics: a bad record is a bug, not input
+                    logger.error("%s: skipping undecodable record %s@%d: %s", name, msg.tp, msg.offset, exc)
+                    continue
+                batch.add(row, msg.topic, msg.partition, msg.offset)
+            await loop.run_in_executor(rt.db_executor, sink.write, batch)
+            for event in events:
+                await stream.ack(event)
+                progress.done(event.message.tp, event.message.offset)
+
+    agent.__name__ = name.replace("-", "_")
+    app.agent(topic, name=name)(agent)
