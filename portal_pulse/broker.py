@@ -66,7 +66,11 @@ class LocalBroker:
 
     @property
     def libs(self) -> Path:
-        return self.home / "libs"
+        """Jars are shared by every broker home on the machine: assembled once, reused."""
+        cache = os.environ.get("PORTAL_PULSE_KAFKA_LIBS")
+        if cache:
+            return Path(cache)
+        return Path.home() / ".cache" / "portal-pulse" / f"kafka-{KAFKA_VERSION}"
 
     @property
     def pid_file(self) -> Path:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # Sinks and the event-time clock
     sink_batch_size: int = 10_000
     sink_flush_seconds: float = 0.5
+    # Fault injection for resilience tests: after this share of successful inserts, act as if
+    # the acknowledgement was lost, so the batch is sent again (it must add no rows).
+    sink_fault_rate: float = 0.0
     tick_interval_seconds: float = 0.25
     idle_grace_seconds: float = 0.5
 

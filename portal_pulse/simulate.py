@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.catalogue import event_types
 from schemas.jsonl import write_jsonl
@@ -185,7 +185,10 @@ class SimulationSpec:
         if not self.timezones:
             raise ValueError("timezones must not be empty")
         for name in self.timezones:
-            ZoneInfo(name)  # raises for an unknown zone
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {name!r}") from None
 
     @property
     def dup_fraction(self) -> float:

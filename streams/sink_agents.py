@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,10 +69,23 @@ def register(app: faust.App, rt: Runtime) -> None:
             lambda b: response_row(response_from_bytes(b)),
         ),
     ]
+    fault = _lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
     for name, topic, table, columns, row_of in specs:
-        sink = ClickHouseTableSink(rt.clickhouse, table, columns)
+        sink = ClickHouseTableSink(rt.clickhouse, table, columns, after_insert=fault)
         rt.sinks[table] = sink
         _register_sink(app, rt, name, topic, sink, row_of, settings.sink_batch_size, settings.sink_flush_seconds)
+
+
+def _lost_ack_fault(rate: float) -> Callable[[Batch], None]:
+    """Raise after a share of successful inserts, as if the acknowledgement was lost."""
+    rng = random.Random(20260101)
+
+    def fault(batch: Batch) -> None:
+        if rng.random() < rate:
+            logger.warning("fault injection: pretending the insert of %d rows was not acknowledged", len(batch))
+            raise ConnectionError("injected: acknowledgement lost")
+
+    return fault
 
 
 def _register_sink(

@@ -1,0 +1,121 @@
+"""Integration fixtures: a real Kafka broker (choice order as everywhere) and chDB in subprocesses.
+
+chDB opens one on-disk path per process, so workers, replays and queries of their output each
+run in a process of their own; the test process never opens those paths itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from portal_pulse.broker import LocalBroker, docker_available
+
+PSEUDONYM_KEY = "integration-test-key-not-a-secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """KAFKA_BOOTSTRAP_SERVERS → testcontainers (Docker) → a native KRaft broker on loopback."""
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env:
+        yield env
+        return
+    if docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        from portal_pulse.broker import KAFKA_VERSION
+
+        with KafkaContainer(f"apache/kafka:{KAFKA_VERSION}").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    port = _free_port()
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka"), port=port, controller_port=_free_port())
+    bootstrap = broker.start(timeout=120)
+    try:
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+class Pipeline:
+    """One isolated pipeline: its own topic prefix, consumer group and chDB directory."""
+
+    def __init__(self, bootstrap: str, root: Path) -> None:
+        run = uuid.uuid4().hex[:8]
+        self.root = root
+        self.chdb = root / "chdb"
+        self.env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "PORTAL_PULSE_TOPIC_PREFIX": f"it{run}",
+            "PORTAL_PULSE_APP_ID": f"it-{run}",
+            "PORTAL_PULSE_DATA_DIR": str(root / "var"),
+            "PORTAL_PULSE_CLICKHOUSE_URL": f"chdb://{self.chdb}",
+            "PORTAL_PULSE_PSEUDONYM_KEY": PSEUDONYM_KEY,
+            "PORTAL_PULSE_SINK_FLUSH_SECONDS": "0.2",
+        }
+        self.prefix = self.env["PORTAL_PULSE_TOPIC_PREFIX"]
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "portal_pulse.cli", *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return result
+
+    def run_worker(self, *, idle: float = 3.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        result = self.cli("worker", "--exit-when-idle", str(idle), env=env)
+        assert result.returncode == 0, result.stderr[-4000:]
+        return result
+
+    def query(self, sql: str, chdb: Path | None = None) -> list[list[Any]]:
+        return query_chdb(chdb or self.chdb, [sql])[0]
+
+
+def query_chdb(path: Path, sqls: list[str]) -> list[list[list[Any]]]:
+    """Run queries against a chDB path in a fresh process; values come back JSON-encoded."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from sinks.client import connect
+        client = connect("chdb://" + sys.argv[1])
+        out = [[list(r) for r in client.query(q).result_rows] for q in json.loads(sys.stdin.read())]
+        print(json.dumps(out, default=str))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        input=json.dumps(sqls),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Pipeline:
+    return Pipeline(kafka_bootstrap, tmp_path)
