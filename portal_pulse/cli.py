@@ -44,7 +44,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     broker = LocalBroker(settings.data_dir / "kafka", port=args.port, controller_port=args.port + 1)
-    if args.action == "start":
+    if args.action == "assemble":
+        broker.assemble()
+        print(f"Kafka jars in {broker.libs}")
+    elif args.action == "start":
         print(resolve_bootstrap(settings.data_dir) if args.any else broker.start())
     elif args.action == "stop":
         broker.stop()
@@ -151,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("broker", help="the local Kafka broker (native, KRaft, loopback)")
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("action", choices=["assemble", "start", "stop", "status"])
     p.add_argument("--port", type=int, default=19092)
     p.add_argument(
         "--any", action="store_true", help="start: follow the choice order (env, Docker, native)"

@@ -24,6 +24,16 @@ def _ensure_demo_key(data_dir: Path) -> None:
     print(f"[demo] no pseudonym key configured: using a demo key in {key_file} (set PORTAL_PULSE_PSEUDONYM_KEY for real data)")
 
 
+def _write_practices(spec: object, path: Path) -> Path:
+    """Practice rules matching the simulated practices' time zones (SPEC §3 defaults otherwise)."""
+    import yaml
+
+    zones = spec.timezones  # type: ignore[attr-defined]
+    listed = {f"P{i + 1:03d}": {"timezone": zones[i % len(zones)]} for i in range(spec.practices)}  # type: ignore[attr-defined]
+    path.write_text(yaml.safe_dump({"practices": {"default": {}, **listed}}, sort_keys=False))
+    return path
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from portal_pulse.broker import resolve_bootstrap
     from portal_pulse.kafka_admin import ensure_topics
@@ -40,7 +50,12 @@ def run_demo(args: argparse.Namespace) -> int:
     demo_dir.mkdir(parents=True)
     _ensure_demo_key(base.data_dir)
     run_id = time.strftime("%Y%m%d%H%M%S")
+    spec = SimulationSpec(
+        practices=args.practices, patients=args.patients, months=args.months, seed=args.seed, bad_fraction=args.bad_fraction
+    )
+    practices_file = base.practices_file or _write_practices(spec, demo_dir / "practices.yaml")
     settings = Settings(
+        practices_file=practices_file,
         topic_prefix=f"demo{run_id}",
         app_id=f"portal-pulse-demo-{run_id}",
         clickhouse_url=base.clickhouse_url or f"chdb://{(demo_dir / 'chdb').resolve()}",
@@ -51,9 +66,6 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"[demo] Kafka broker: {bootstrap} ({time.monotonic() - t0:.1f}s)")
 
     events_file = demo_dir / "events.jsonl"
-    spec = SimulationSpec(
-        practices=args.practices, patients=args.patients, months=args.months, seed=args.seed, bad_fraction=args.bad_fraction
-    )
     summary = simulate_to_file(spec, events_file)
     print(f"[demo] simulated {spec.practices} practices × {spec.patients} patients × {spec.months} months → {events_file}: {summary}")
 

@@ -1,0 +1,56 @@
+# Portal Pulse — developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PP := $(VENV)/bin/portal-pulse
+
+.PHONY: help demo test lint format broker-start broker-stop broker-status kafka-libs browser bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed ## simulate practices → Kafka → worker → chDB, then show what landed
+	$(PP) demo
+
+test: $(VENV)/.installed kafka-libs browser ## run the whole test suite (unit + integration on a real broker)
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed ## apply ruff format and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+kafka-libs: $(VENV)/.installed ## assemble the Kafka broker from Maven Central (once)
+	$(PP) broker assemble
+
+broker-start: $(VENV)/.installed ## start the native KRaft broker on 127.0.0.1:19092
+	$(PP) broker start
+
+broker-stop: $(VENV)/.installed ## stop it
+	$(PP) broker stop
+
+broker-status: $(VENV)/.installed
+	$(PP) broker status
+
+browser: ## install Debian's headless Chromium for the dashboard rendering test (if missing)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+	      && echo "installed chromium"; \
+	  else echo "chromium not installed: the browser test will be skipped"; fi; }
+
+bench: $(VENV)/.installed kafka-libs ## end-to-end and raw-baseline throughput, alert latency, dashboard query time
+	$(PY) benchmarks/run.py
+
+clean: ## remove local state (chDB, broker data, demo files)
+	rm -rf var
