@@ -247,7 +247,7 @@ def test_rebuild_from_stores_after_restart() -> None:
 
 
 def test_rebuild_selected_partitions() -> None:
-    engine, _, stores, _ = make()
+    engine, _, _, _ = make()
     for p in (0, 1, 2):
         engine.on_event(ev(f"k{p}", T0, T0 + H), partition=p)
     engine.rebuild([1])

@@ -61,7 +61,11 @@ def test_accepts_and_pseudonymizes(ingestor: Ingestor, encode: Any) -> None:
     assert out.event_id == "ev-1"
     assert out.event_type == "message.sent"
     assert out.occurred_at == datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
-    assert out.details == {"thread_id": "th-1", "message_id": "msg-ev-1", "category": "administrative"}
+    assert out.details == {
+        "thread_id": "th-1",
+        "message_id": "msg-ev-1",
+        "category": "administrative",
+    }
     assert not hasattr(out, "patient_id")
 
 

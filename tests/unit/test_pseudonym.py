@@ -1,4 +1,4 @@
-"""SPEC §9 pseudonyms: HMAC-SHA256(key, practice:patient), first 32 hex digits, key from env/file."""
+"""SPEC §9 pseudonyms: HMAC-SHA256(key, practice:patient), 32 hex digits; key from env/file."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from portal_pulse.domain.clock import EventClock
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
+H = timedelta(hours=1)
 
 
 def test_empty_clock_has_no_time() -> None:
@@ -112,8 +113,6 @@ def test_restored_clock_observe_does_not_jump() -> None:
     assert clock.observe(T0 + S, wall=1_000_000.0) == T0 + S
     assert clock.now(1_000_000.2) == T0 + S
 
-
-H = timedelta(hours=1)
 
 _ops = st.lists(
     st.one_of(

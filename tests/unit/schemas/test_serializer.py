@@ -39,17 +39,25 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "app.installed": {"platform": "android"},
     "message.sent": {"thread_id": "th-1", "message_id": "msg-1", "category": "clinical"},
     "message.replied": {
-        "thread_id": "th-1", "message_id": "msg-2", "staff_pool": "nurse", "automated": True,
-    },  # fmt: skip
+        "thread_id": "th-1",
+        "message_id": "msg-2",
+        "staff_pool": "nurse",
+        "automated": True,
+    },
     "result.posted": {"result_id": "res-1"},
     "result.viewed": {"result_id": "res-1"},
     "result.staff_contacted": {"result_id": "res-1"},
     "appointment.booked": {
-        "appointment_id": "ap-1", "channel": "portal", "appointment_type": "annual_exam",
-    },  # fmt: skip
+        "appointment_id": "ap-1",
+        "channel": "portal",
+        "appointment_type": "annual_exam",
+    },
     "payment.made": {
-        "payment_id": "pay-1", "amount_cents": 2_345_000, "currency": "USD", "channel": "portal",
-    },  # fmt: skip
+        "payment_id": "pay-1",
+        "amount_cents": 2_345_000,
+        "currency": "USD",
+        "channel": "portal",
+    },
     "phone.call": {"call_id": "call-1", "direction": "inbound", "reason": "results"},
     "refill.requested": {"refill_id": "rf-1", "channel": "portal"},
     "record.viewed": {},
@@ -81,7 +89,9 @@ def clean_event(event_type: str) -> CleanEvent:
 def fastavro_fingerprint(codec: AvroCodec) -> int:
     canonical = fastavro.schema.to_parsing_canonical_form(codec.schema)
     # fastavro returns the hex of the fingerprint's little-endian bytes.
-    return int.from_bytes(bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")), "little")
+    return int.from_bytes(
+        bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")), "little"
+    )
 
 
 def test_examples_cover_every_event_type() -> None:
@@ -222,7 +232,10 @@ def dead_letter_record(**overrides: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "record",
-    [dead_letter_record(), dead_letter_record(field=None, event_id=None, practice_id=None, raw=b"")],
+    [
+        dead_letter_record(),
+        dead_letter_record(field=None, event_id=None, practice_id=None, raw=b""),
+    ],
     ids=["full", "nulls"],
 )
 def test_dead_letter_round_trip(record: dict[str, Any]) -> None:

@@ -31,7 +31,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "result.posted": {"result_id": "r1"},
     "result.viewed": {"result_id": "r1"},
     "result.staff_contacted": {"result_id": "r1"},
-    "appointment.booked": {"appointment_id": "a", "channel": "phone", "appointment_type": "same_day"},
+    "appointment.booked": {
+        "appointment_id": "a",
+        "channel": "phone",
+        "appointment_type": "same_day",
+    },
     "payment.made": {"payment_id": "p", "amount_cents": 1, "currency": "EUR", "channel": "mail"},
     "phone.call": {"call_id": "c", "direction": "outbound", "reason": "refill"},
     "refill.requested": {"refill_id": "f", "channel": "phone"},
@@ -95,7 +99,12 @@ def test_missing_envelope_field(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("event_type", "name"),
-    [(t, f.name) for t, spec in sorted(event_types().items()) for f in spec.fields if not f.optional],
+    [
+        (t, f.name)
+        for t, spec in sorted(event_types().items())
+        for f in spec.fields
+        if not f.optional
+    ],
 )
 def test_missing_type_field(event_type: str, name: str) -> None:
     assert reason_of(flat(event_type, **{name: ...})) == ("missing_field", name)
@@ -171,7 +180,14 @@ def test_unknown_event_type(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["yesterday", "2026-01-05", "2026-01-05T09:30:00", "2026-13-05T09:30:00Z", "", "05/01/2026 09:30"],
+    [
+        "yesterday",
+        "2026-01-05",
+        "2026-01-05T09:30:00",
+        "2026-13-05T09:30:00Z",
+        "",
+        "05/01/2026 09:30",
+    ],
 )
 def test_bad_timestamp(value: str) -> None:
     assert reason_of(flat(occurred_at=value)) == ("bad_timestamp", "occurred_at")

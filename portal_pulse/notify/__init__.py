@@ -1,0 +1,10 @@
+"""Pushing alerts to people: a webhook for every raised and resolved alert (SPEC §8 fields)."""
+
+from portal_pulse.notify.webhook import (
+    WebhookNotifier,
+    WebhookStats,
+    alert_payload,
+    notifier_from_settings,
+)
+
+__all__ = ["WebhookNotifier", "WebhookStats", "alert_payload", "notifier_from_settings"]
