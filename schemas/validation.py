@@ -99,6 +99,9 @@ def _check_field(spec: FieldSpec, obj: Mapping[str, Any]) -> Any:
     elif spec.kind in ("int", "long"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidEvent("wrong_type", f"{name} must be an integer", name)
+        bits = 32 if spec.kind == "int" else 64  # what Avro (and ClickHouse) can hold
+        if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+            raise InvalidEvent("wrong_type", f"{name} does not fit a {bits}-bit integer", name)
     elif spec.kind == "boolean":
         if not isinstance(value, bool):
             raise InvalidEvent("wrong_type", f"{name} must be true or false", name)

@@ -142,6 +142,21 @@ def test_non_string_ids_are_not_carried(ingestor: Ingestor) -> None:
     assert (out.event_id, out.practice_id) == (None, None)
 
 
+def test_an_amount_too_large_for_avro_is_a_dead_letter_not_a_crash(ingestor: Ingestor) -> None:
+    data = as_json(
+        flat(
+            event_type="payment.made",
+            payment_id="pay-1",
+            amount_cents=10**20,
+            currency="USD",
+            channel="portal",
+        )
+    )
+    out = ingestor.ingest(data, NOW)
+    assert isinstance(out, Rejected)
+    assert (out.reason, out.field) == ("wrong_type", "amount_cents")
+
+
 def test_avro_details_of_another_type_are_refused(ingestor: Ingestor) -> None:
     record = raw_event_to_record(validate_event(flat()))
     record["details"] = ("portalpulse.PortalLogin", {"channel": "web"})

@@ -135,6 +135,13 @@ def test_wrong_type_for_int_and_boolean_fields() -> None:
     assert reason_of(flat("message.replied", automated=1)) == ("wrong_type", "automated")
 
 
+def test_integers_must_fit_their_avro_type() -> None:
+    assert reason_of(flat(amount_cents=2**63)) == ("wrong_type", "amount_cents")
+    assert validate_event(flat(amount_cents=2**63 - 1)).details["amount_cents"] == 2**63 - 1
+    assert reason_of(flat("survey.response", score=2**31)) == ("wrong_type", "score")
+    assert reason_of(flat("survey.response", score=-(2**31) - 1)) == ("wrong_type", "score")
+
+
 @pytest.mark.parametrize("name", ["event_id", "event_type", "practice_id", "patient_id"])
 @pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
 def test_empty_envelope_field(name: str, blank: str) -> None:

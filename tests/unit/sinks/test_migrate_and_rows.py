@@ -103,8 +103,8 @@ def event(event_type: str, practice: str, event_id: str | None = None) -> CleanE
 # -- client and migrations -----------------------------------------------------------------------
 
 
-def test_connect_caches_the_embedded_client_per_dsn(chdb: Any) -> None:
-    assert connect(chdb.dsn) is chdb.client
+def test_connect_caches_the_embedded_client_per_dsn(ch: Client, chdb_dsn: str) -> None:
+    assert connect(chdb_dsn) is connect(chdb_dsn)
 
 
 def test_connect_refuses_unknown_schemes() -> None:
@@ -112,14 +112,20 @@ def test_connect_refuses_unknown_schemes() -> None:
         connect("ftp://clickhouse.example")
 
 
-def test_migrate_applies_once(chdb: Any) -> None:
+def test_migrate_applies_once(empty_database: Client) -> None:
     versions = sorted(int(p.name[:4]) for p in MIGRATIONS_DIR.glob("*.sql"))
     assert versions and versions[0] == 1
-    assert chdb.first_migration == versions
-    assert migrate(chdb.client) == []
-    assert migrate(chdb.client) == []
-    recorded = chdb.client.query("SELECT version FROM schema_migrations ORDER BY version")
+    assert migrate(empty_database) == versions
+    assert migrate(empty_database) == []
+    assert migrate(empty_database) == []
+    recorded = empty_database.query("SELECT version FROM schema_migrations ORDER BY version")
     assert [r[0] for r in recorded.result_rows] == versions
+    tables = {r[0] for r in empty_database.query("SHOW TABLES").result_rows}
+    assert {"events", "alerts", "message_responses", "dead_letters"} <= tables
+
+
+def test_shared_database_is_migrated(ch: Client) -> None:
+    assert migrate(ch) == []
 
 
 def test_migration_file_with_a_bad_name_is_refused(
