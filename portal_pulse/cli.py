@@ -125,6 +125,48 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_followups(args: argparse.Namespace) -> int:
+    from portal_pulse.reports.followups import followups_command
+
+    sys.stdout.write(followups_command(_clickhouse(args.clickhouse), args.practice, args.format, now=args.now))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from portal_pulse.reports.dashboard import (
+        MonthNotFound,
+        fetch_month,
+        fetch_trailing,
+        previous_month,
+        render_html,
+        render_json,
+        render_text,
+    )
+
+    client = _clickhouse(args.clickhouse)
+    try:
+        current = fetch_month(client, args.practice, args.month)
+        if args.format == "json":
+            out = render_json(current)
+        elif args.format == "html":
+            out = render_html(fetch_trailing(client, args.practice, args.month))
+        else:
+            try:
+                previous = fetch_month(client, args.practice, previous_month(args.month))
+            except MonthNotFound:
+                previous = None
+            out = render_text(current, previous)
+    except (MonthNotFound, ValueError) as exc:
+        print(f"portal-pulse dashboard: {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        Path(args.out).write_text(out, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(out)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from portal_pulse.demo import run_demo
 
@@ -194,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open", action="store_true", help="only unresolved alerts")
     p.add_argument("--format", choices=["json", "table"], default="table")
     p.set_defaults(func=cmd_alerts)
+
+    p = sub.add_parser("followups", help="the front desk's worklist of open enrollment follow-ups")
+    p.add_argument("--clickhouse")
+    p.add_argument("--practice", required=True)
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--now", type=_instant, help="overdue as of this instant (default: the data's clock)")
+    p.set_defaults(func=cmd_followups)
+
+    p = sub.add_parser("dashboard", help="a practice's monthly portal dashboard (SPEC §1, §4)")
+    p.add_argument("--clickhouse", help="chdb:///path or http(s)://host:8123 (default: settings)")
+    p.add_argument("--practice", required=True)
+    p.add_argument("--month", required=True, help="YYYY-MM, in the practice's time zone")
+    p.add_argument("--format", choices=["text", "json", "html"], default="text")
+    p.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("config", help="print the effective settings (secrets masked)")
     p.set_defaults(func=cmd_config)

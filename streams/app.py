@@ -45,6 +45,7 @@ class Runtime:
     )
     progress: dict[str, Progress] = field(default_factory=dict)
     sinks: dict[str, Any] = field(default_factory=dict)
+    notifier: Any = None
 
     def progress_of(self, agent: str, topics: Iterable[str]) -> Progress:
         return self.progress.setdefault(agent, Progress(topics))
@@ -87,7 +88,7 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
         topic_partitions=settings.clean_partitions,
         topic_replication_factor=1,
         web_enabled=False,
-        producer_linger_ms=5,
+        producer_linger_ms=20,
         producer_max_batch_size=1_048_576,
         stream_buffer_maxsize=16_384,
         broker_commit_every=10_000,
@@ -119,9 +120,10 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
             bounds=bounds_from(settings.max_future_skew_seconds, settings.max_past_days),
         ),
     )
-    from streams import ingest_agent, processor_agent, sink_agents
+    from streams import ingest_agent, notify_agent, processor_agent, sink_agents
 
     ingest_agent.register(app, runtime)
     processor_agent.register(app, runtime)
     sink_agents.register(app, runtime)
+    notify_agent.register(app, runtime)
     return app, runtime

@@ -16,12 +16,15 @@ class Progress:
     def __init__(self, topics: Iterable[str] = ()) -> None:
         self.topics = set(topics)
         self.offsets: dict[TP, int] = {}
+        self.first_activity: float | None = None
         self.last_activity = time.monotonic()
 
     def done(self, tp: TP, offset: int) -> None:
         if offset > self.offsets.get(tp, -1):
             self.offsets[tp] = offset
         self.last_activity = time.monotonic()
+        if self.first_activity is None:
+            self.first_activity = self.last_activity
 
     def caught_up(self, app: AppT, tp: TP) -> bool:
         """True when every record up to the partition's high-water mark has been processed."""

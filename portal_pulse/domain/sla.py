@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from portal_pulse.domain.machine import State
@@ -30,6 +30,8 @@ REPLIED = "message.replied"
 
 MAX_PENDING_IDS = 100
 """Pending message ids tracked per clock; more messages still count but are not de-duplicated."""
+ANSWERED_RETENTION = timedelta(days=7)
+"""How long an answered thread's state is kept (bounds state: threads do not live forever)."""
 MAX_ANSWERED_IDS = 20
 """Recently answered message ids kept after a reply, so a redelivered message starts no clock."""
 
@@ -103,7 +105,9 @@ class SlaMachine:
     def advance(self, state: State, now: datetime, out: Outputs) -> State | None:
         clock = state.get("clock")
         if not clock:
-            return state
+            # An answered thread is kept only to recognise redelivered messages, for a while.
+            expires = self._expiry(state)
+            return None if expires is not None and expires < _utc(now) else state
         now = _utc(now)
         due = [(at, kind) for kind, at in self._unfired(clock) if at < now]
         if not due:
@@ -118,8 +122,13 @@ class SlaMachine:
     def next_due(self, state: State) -> datetime | None:
         clock = state.get("clock")
         if not clock:
-            return None
+            return self._expiry(state)
         return min((at for _, at in self._unfired(clock)), default=None)
+
+    @staticmethod
+    def _expiry(state: State) -> datetime | None:
+        replied = state.get("replied_at")
+        return _instant(replied) + ANSWERED_RETENTION if replied else None
 
     # -- events --------------------------------------------------------------------------------
 

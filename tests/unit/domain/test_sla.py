@@ -347,7 +347,8 @@ def test_duplicate_replies_do_nothing() -> None:
     assert len(host.responses) == 1
     assert host.alerts == []
     assert host.state() == state
-    assert host.next_due() is None
+    # The answered thread is kept a week for redelivered messages, then dropped.
+    assert host.next_due() == ny(2026, 1, 5, 10) + timedelta(days=7)
     # A reply on a thread with nothing pending keeps no state at all.
     host.send(replied(ny(2026, 1, 5, 11), thread="T9"))
     assert host.state(thread="T9") is None
@@ -360,7 +361,7 @@ def test_duplicate_message_sent_is_ignored() -> None:
     assert host.responses[0].messages_answered == 1
     # Redelivered after the answer: no new clock, no alerts later.
     host.send(sent(ny(2026, 1, 5, 9)))
-    assert host.next_due() is None
+    assert host.next_due() == ny(2026, 1, 5, 10) + timedelta(days=7), "only the state's expiry"
     host.tick(ny(2026, 1, 9))
     assert host.alerts == []
     assert len(host.responses) == 1
@@ -498,3 +499,13 @@ def test_alert_invariants(script: list[tuple[int, str, int]], practice: str) -> 
         assert (clock_ids[BREACHED] in raised) == (not fact.met_external_promise)
         for kind_id in clock_ids.values():
             assert (kind_id in raised) == (kind_id in resolved)
+
+
+def test_answered_thread_state_expires_after_a_week() -> None:
+    host = Host()
+    host.send(sent(ny(2026, 1, 5, 9)), replied(ny(2026, 1, 5, 10)))
+    host.tick(ny(2026, 1, 12, 10))
+    assert host.state() is not None, "not strictly past the expiry yet"
+    host.tick(ny(2026, 1, 12, 10, 0, 1))
+    assert host.state() is None
+    assert len(host.alerts) == 0

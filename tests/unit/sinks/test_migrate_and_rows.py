@@ -163,7 +163,7 @@ def test_tables_have_the_expected_columns(ch: Client) -> None:
 def test_column_types(ch: Client) -> None:
     events = columns(ch, "events")
     assert events["occurred_at"] == "DateTime64(3, 'UTC')"
-    assert events["patient_pseudonym"] == "FixedString(32)"
+    assert events["patient_pseudonym"] == "String"
     assert events["amount_cents"] == "Int64"
     alerts = columns(ch, "alerts")
     assert alerts["resolved_at"] == "Nullable(DateTime64(3, 'UTC'))"

@@ -1,0 +1,161 @@
+"""Portal Pulse benchmark: prints figures, asserts nothing (targets live here, not in tests).
+
+1. produce: a simulated recording to the raw topics as Avro;
+2. raw baseline: confluent-kafka consume + fastavro decode of those topics;
+3. end to end: the full worker (ingest, SLA + follow-ups, ClickHouse sinks) until the last event
+   row is in chDB, in its own process (events/s and peak RSS);
+4. alert latency: deadline → alert row in ClickHouse, idle and under load (p50/p99);
+5. dashboard query time (after issue #4's view exists), one practice-month and all practices.
+Run several times on a noisy machine and quote medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from portal_pulse.broker import resolve_bootstrap  # noqa: E402
+from portal_pulse.kafka_admin import ensure_topics  # noqa: E402
+from portal_pulse.produce import produce_file  # noqa: E402
+from portal_pulse.settings import Settings  # noqa: E402
+from portal_pulse.simulate import SimulationSpec, simulate_to_file  # noqa: E402
+from schemas.serializer import get_codec  # noqa: E402
+
+
+def raw_baseline(bootstrap: str, topics: list[str], expected: int) -> dict[str, float]:
+    codec = get_codec("RawEvent")
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-raw-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 52_428_800,
+        }
+    )
+    consumer.subscribe(topics)
+    n = 0
+    start = None
+    deadline = time.monotonic() + 300
+    while n < expected and time.monotonic() < deadline:
+        batch = consumer.consume(10_000, 1.0)
+        if batch and start is None:
+            start = time.monotonic()
+        for msg in batch:
+            if msg.error():
+                continue
+            value = msg.value()
+            if value[:2] == b"\xc3\x01":
+                codec.decode_record(value)
+            n += 1
+    seconds = time.monotonic() - (start or time.monotonic())
+    consumer.close()
+    return {"events": n, "seconds": round(seconds, 3), "events_per_second": round(n / max(seconds, 1e-9), 1)}
+
+
+def run_phase(script: str, env: dict[str, str], *args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    for line in reversed(result.stdout.splitlines()):
+        if "{" in line:  # the worker's console may prefix terminal control codes
+            return json.loads(line[line.index("{") :])
+    raise RuntimeError(f"{script} printed no result:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--practices", type=int, default=10)
+    parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--months", type=int, default=2)
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args()
+
+    base = Settings()
+    work = (base.data_dir / "bench").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    bootstrap = resolve_bootstrap(base.data_dir)
+    run = time.strftime("%Y%m%d%H%M%S")
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "PORTAL_PULSE_TOPIC_PREFIX": f"bench{run}",
+        "PORTAL_PULSE_APP_ID": f"bench-{run}",
+        "PORTAL_PULSE_CLICKHOUSE_URL": f"chdb://{work / ('chdb-' + run)}",
+        "PORTAL_PULSE_PSEUDONYM_KEY": os.environ.get("PORTAL_PULSE_PSEUDONYM_KEY", "benchmark-key"),
+        "PORTAL_PULSE_DEDUP_CAPACITY": "2000000",
+    }
+    os.environ.update(env)
+    settings = Settings()
+
+    recording = work / f"events-{args.practices}x{args.patients}x{args.months}.jsonl"
+    if not recording.exists():
+        spec = SimulationSpec(practices=args.practices, patients=args.patients, months=args.months, seed=42)
+        summary = simulate_to_file(spec, recording)
+        print(f"simulated {summary.valid} events ({summary.events_per_second:,.0f} events/s)")
+    ensure_topics(settings, bootstrap)
+    t0 = time.monotonic()
+    produced = produce_file(settings, bootstrap, recording)
+    produce_s = time.monotonic() - t0
+    n = produced.valid
+    print(f"produce:      {n:,} events in {produce_s:.1f}s = {n / produce_s:,.0f} events/s (JSONL parse + validate + Avro)")
+
+    raw = raw_baseline(bootstrap, list(settings.topics.raw.values()), n)
+    print(f"raw baseline: {raw['events']:,} events in {raw['seconds']}s = {raw['events_per_second']:,.0f} events/s (consume + fastavro decode)")
+
+    e2e = run_phase("worker_phase.py", env, "--expect", str(n), "--bootstrap", bootstrap)
+    ratio = e2e["events_per_second"] / raw["events_per_second"]
+    print(
+        f"end to end:   {e2e['events']:,} events in {e2e['seconds']}s = {e2e['events_per_second']:,.0f} events/s "
+        f"(ingest → clean → SLA/follow-ups → chDB); ratio to raw baseline {ratio:.3f}; worker peak RSS {e2e['peak_rss_mb']} MB"
+    )
+    figures = {"produce_events_per_second": round(n / produce_s, 1), "raw": raw, "end_to_end": e2e, "ratio": round(ratio, 4)}
+
+    if not args.skip_latency:
+        lat_env = dict(env)
+        lat_env["PORTAL_PULSE_TOPIC_PREFIX"] = f"benchlat{run}"
+        lat_env["PORTAL_PULSE_APP_ID"] = f"benchlat-{run}"
+        lat_env["PORTAL_PULSE_CLICKHOUSE_URL"] = f"chdb://{work / ('chdb-lat-' + run)}"
+        practices = work / "latency-practices.yaml"
+        days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        practices.write_text(
+            json.dumps(
+                {
+                    "practices": {
+                        "default": {},
+                        "BENCH": {
+                            "timezone": "UTC",
+                            "holidays": [],
+                            "hours": {d: "00:00-24:00" for d in days},
+                            "sla": {"internal_target": "0.2 business minutes", "external_promise": "0.5 business minutes"},
+                        },
+                    }
+                }
+            )
+        )
+        lat_env["PORTAL_PULSE_PRACTICES_FILE"] = str(practices)
+        latency = run_phase("latency_phase.py", lat_env, "--bootstrap", bootstrap)
+        for name, vals in latency.items():
+            print(f"alert latency ({name}): {vals}")
+        figures["alert_latency"] = latency
+
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Put the practices' time zones and roster look-back where the monthly metrics' SQL can see them.
+
+The metrics views (migration 0002) read ``practices`` for each practice's zone and look-back and
+``local_days`` for the local midnights of every zone in use. Both are upserts: calling this at
+start-up and after each processing run is cheap and idempotent, and a changed practice file
+takes effect on the next query with no backfill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from clickhouse_connect.driver.client import Client
+
+from portal_pulse.domain.practices import PracticeConfig, Practices
+from portal_pulse.reports.local_time import LOCAL_DAYS_FIRST, LOCAL_DAYS_LAST, local_midnights
+
+__all__ = ["DEFAULT_ROW_ID", "sync_practices"]
+
+DEFAULT_ROW_ID = "default"
+"""The ``practices`` row the views fall back on for practices not synced yet (a reserved id)."""
+
+_COLUMNS = ("practice_id", "timezone", "roster_lookback_days", "updated_at")
+
+
+def sync_practices(client: Client, practices: Practices, practice_ids: Iterable[str] = ()) -> int:
+    """Upsert the listed practices, ``practice_ids``, every practice in ``events`` and the default.
+
+    Only rows that differ from what is stored are written. Returns how many practice rows were.
+    """
+    ids = set(practices.listed_ids) | set(practice_ids)
+    ids |= {row[0] for row in client.query("SELECT DISTINCT practice_id FROM events").result_rows}
+    ids.discard(DEFAULT_ROW_ID)
+    wanted: dict[str, PracticeConfig] = {pid: practices.for_practice(pid) for pid in ids}
+    wanted[DEFAULT_ROW_ID] = practices.default
+
+    stored = {
+        pid: (tz, days)
+        for pid, tz, days in client.query(
+            "SELECT practice_id, timezone, roster_lookback_days FROM practices FINAL"
+        ).result_rows
+    }
+    now = datetime.now(UTC)
+    rows = [
+        [pid, cfg.timezone, cfg.roster_lookback_days, now]
+        for pid, cfg in sorted(wanted.items())
+        if stored.get(pid) != (cfg.timezone, cfg.roster_lookback_days)
+    ]
+    if rows:
+        client.insert("practices", rows, column_names=_COLUMNS)
+    _ensure_local_days(client, {cfg.timezone for cfg in wanted.values()})
+    return len(rows)
+
+
+def _ensure_local_days(client: Client, zones: set[str]) -> None:
+    """Write the local midnights of every zone that does not have its full span yet."""
+    complete = {
+        row[0]
+        for row in client.query(
+            "SELECT timezone FROM local_days GROUP BY timezone "
+            "HAVING min(local_date) <= {first:Date} AND max(local_date) >= {last:Date}",
+            parameters={"first": LOCAL_DAYS_FIRST, "last": LOCAL_DAYS_LAST},
+        ).result_rows
+    }
+    for zone in sorted(zones - complete):
+        rows = [[zone, start, day] for start, day in local_midnights(zone)]
+        client.insert("local_days", rows, column_names=("timezone", "starts_at", "local_date"))
