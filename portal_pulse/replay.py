@@ -14,6 +14,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from portal_pulse.domain.live import LiveMetrics
 from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.engine import DictStore, Engine
 from portal_pulse.ingest import Ingestor, Rejected, bounds_from
@@ -29,10 +30,12 @@ from sinks.rows import (
     ALERT_COLUMNS,
     DEAD_LETTER_COLUMNS,
     EVENT_COLUMNS,
+    LIVE_METRIC_COLUMNS,
     RESPONSE_COLUMNS,
     alert_row,
     dead_letter_row,
     event_row,
+    live_row,
     response_row,
 )
 
@@ -108,8 +111,11 @@ def replay_file(
         "message_responses": _TableBuffer(client, "message_responses", RESPONSE_COLUMNS, batch_size),
     }
     outputs = ClickHouseOutputs(buffers["alerts"], buffers["message_responses"], summary)
-    machines = build_machines(load_practices(settings))
+    practices = load_practices(settings)
+    machines = build_machines(practices)
     engine = Engine(machines, {m.name: DictStore() for m in machines}, outputs)
+    live = LiveMetrics(DictStore(), lambda pid, at: practices.for_practice(pid).calendar.local_date(at))
+    buffers["live_metrics"] = _TableBuffer(client, "live_metrics", LIVE_METRIC_COLUMNS, batch_size)
 
     now = datetime.now(UTC)
     source = f"file:{Path(path).name}"
@@ -136,6 +142,7 @@ def replay_file(
     for _, _, event in accepted:
         engine.advance(event.occurred_at)
         engine.on_event(event)
+        live.apply(event)
         buffers["events"].add(event_row(event))
         summary.events += 1
     clock = accepted[-1][0] if accepted else None
@@ -144,6 +151,8 @@ def replay_file(
     if clock is not None:
         # Fire everything strictly before the clock, as the worker does when it reaches it.
         engine.advance(clock)
+        for row in live.drain(0, clock):
+            buffers["live_metrics"].add(live_row(row))
     summary.clock = clock
     for buf in buffers.values():
         buf.flush()

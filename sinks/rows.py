@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from portal_pulse.domain.live import LiveRow
 from portal_pulse.domain.records import Alert, ResponseFact
 from schemas.model import CleanEvent
 
@@ -107,4 +108,26 @@ def dead_letter_row(record: dict[str, Any]) -> list[Any]:
         record.get("event_id") or "",
         record.get("practice_id") or "",
         record["received_at"],
+    ]
+
+
+LIVE_METRIC_COLUMNS = (
+    "practice_id", "partition", "day",
+    "logins", "active_patients", "patient_messages", "portal_bookings", "total_bookings", "inbound_calls",
+    "logins_7d", "active_patients_7d", "patient_messages_7d", "portal_bookings_7d", "total_bookings_7d",
+    "inbound_calls_7d", "open_provider", "open_nurse", "open_front_desk", "open_billing", "as_of", "version",
+)  # fmt: skip
+_LIVE_COUNTS = ("logins", "active_patients", "patient_messages", "portal_bookings", "total_bookings", "inbound_calls")
+
+
+def live_row(row: LiveRow) -> list[Any]:
+    return [
+        row.practice_id,
+        row.partition,
+        row.day,
+        *(row.today.get(k, 0) for k in _LIVE_COUNTS),
+        *(row.trailing_7d.get(k, 0) for k in _LIVE_COUNTS),
+        *(row.open_by_pool.get(p, 0) for p in ("provider", "nurse", "front_desk", "billing")),
+        row.as_of,
+        _ms(row.as_of),
     ]

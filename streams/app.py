@@ -7,10 +7,10 @@ whole worker can be built from settings (tests build their own with other topic 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterable
 
 import faust
 from clickhouse_connect.driver.client import Client

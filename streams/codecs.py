@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
+from portal_pulse.domain.live import LiveRow
 from portal_pulse.domain.records import Alert, ResponseFact
 from schemas.serializer import AvroCodec
 
-__all__ = ["alert_from_bytes", "alert_to_bytes", "response_from_bytes", "response_to_bytes"]
+__all__ = [
+    "alert_from_bytes",
+    "alert_to_bytes",
+    "live_from_bytes",
+    "live_to_bytes",
+    "response_from_bytes",
+    "response_to_bytes",
+]
 
 _RESPONSE_TIMES = {f.name for f in fields(ResponseFact) if f.name.endswith("_at")}
 
@@ -42,3 +50,29 @@ def response_from_bytes(data: bytes) -> ResponseFact:
     for name in _RESPONSE_TIMES:
         obj[name] = datetime.fromisoformat(obj[name])
     return ResponseFact(**obj)
+
+
+def live_to_bytes(row: LiveRow) -> bytes:
+    out = {
+        "practice_id": row.practice_id,
+        "partition": row.partition,
+        "day": row.day.isoformat(),
+        "today": row.today,
+        "trailing_7d": row.trailing_7d,
+        "open_by_pool": row.open_by_pool,
+        "as_of": row.as_of.isoformat(),
+    }
+    return json.dumps(out, separators=(",", ":")).encode()
+
+
+def live_from_bytes(data: bytes) -> LiveRow:
+    obj = json.loads(data)
+    return LiveRow(
+        obj["practice_id"],
+        obj["partition"],
+        date.fromisoformat(obj["day"]),
+        obj["today"],
+        obj["trailing_7d"],
+        obj["open_by_pool"],
+        datetime.fromisoformat(obj["as_of"]),
+    )

@@ -16,12 +16,13 @@ import faust
 from faust.types import TP
 
 from portal_pulse.domain.clock import EventClock
+from portal_pulse.domain.live import LiveMetrics
 from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.engine import Engine
 from portal_pulse.pipeline import build_machines, load_practices
 from schemas.serializer import clean_event_from_record
 from streams.app import Runtime
-from streams.codecs import alert_to_bytes, response_to_bytes
+from streams.codecs import alert_to_bytes, live_to_bytes, response_to_bytes
 from streams.watermark import read_header
 
 __all__ = ["CollectingOutputs", "FaustTableStore", "register"]
@@ -50,6 +51,33 @@ class FaustTableStore:
         return list(self.table.data.items())
 
 
+class BufferedTableStore(FaustTableStore):
+    """Writes the table now but its changelog on ``flush``: for hot keys rewritten per event.
+
+    A crash loses at most the unflushed changes of live counters, which are approximate by
+    nature; the exact monthly figures come from ClickHouse.
+    """
+
+    def __init__(self, table: faust.Table) -> None:
+        super().__init__(table)
+        self.dirty: dict[str, int] = {}
+
+    def put(self, key: str, value: dict[str, Any], partition: int) -> None:
+        self.table.data[key] = value
+        self.dirty[key] = partition
+
+    def delete(self, key: str, partition: int) -> None:
+        self.dirty.pop(key, None)
+        super().delete(key, partition)
+
+    def flush(self) -> None:
+        for key, partition in self.dirty.items():
+            value = self.table.data.get(key)
+            if value is not None:
+                self.table.send_changelog(partition, key, value)
+        self.dirty.clear()
+
+
 class CollectingOutputs:
     def __init__(self) -> None:
         self.alerts: list[Alert] = []
@@ -65,16 +93,19 @@ class CollectingOutputs:
 def register(app: faust.App, rt: Runtime) -> None:
     topics = rt.topics
     settings = rt.settings
-    machines = build_machines(load_practices(settings))
     parts = settings.clean_partitions
     # JSON keys and values: keys read back from the changelog are str, as they were written.
     json_schema = faust.Schema(key_serializer="json", value_serializer="json")
+    practices = load_practices(settings)
+    machines = build_machines(practices)
     tables = {
         m.name: app.Table(f"{m.name}-state", partitions=parts, schema=json_schema) for m in machines
     }
     clock_table = app.Table("clocks", partitions=parts, schema=json_schema)
     stores = {name: FaustTableStore(t) for name, t in tables.items()}
     clock_store = FaustTableStore(clock_table)
+    live_store = BufferedTableStore(app.Table("live-state", partitions=parts, schema=json_schema))
+    live = LiveMetrics(live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at))
     out = CollectingOutputs()
     engine = Engine(machines, stores, out)
     clocks: dict[int, EventClock] = {}
@@ -119,8 +150,13 @@ def register(app: faust.App, rt: Runtime) -> None:
             if watermark is not None:
                 engine.advance(clock.observe(watermark, time.monotonic()), msg.partition)
             engine.on_event(clean, msg.partition)
+            live.apply(clean, msg.partition)
+            if len(live_store.dirty) > 1000:
+                live_store.flush()
             await flush_outputs()
             progress.done(msg.tp, msg.offset)
+
+    last_published: dict[int, float] = {}
 
     @app.timer(settings.tick_interval_seconds)
     async def tick() -> None:
@@ -128,17 +164,25 @@ def register(app: faust.App, rt: Runtime) -> None:
             return
         wall = time.monotonic()
         for tp in app.consumer.assignment():
-            if tp.topic != settings.topics.clean or not progress.caught_up(app, tp):
+            if tp.topic != settings.topics.clean:
                 continue
             clock = clock_for(tp.partition)
-            now: datetime | None = clock.now(wall)
+            # Only a caught-up partition's clock moves on with the wall clock while idle.
+            idle = progress.caught_up(app, tp)
+            now: datetime | None = clock.now(wall, idle_allowed=idle)
             if now is None:
                 continue
-            engine.advance(now, tp.partition)
-            snap = now.replace(microsecond=0).isoformat()
-            if snap != saved_clock.get(tp.partition):
-                clock_store.put(str(tp.partition), {"p": tp.partition, "s": snap}, tp.partition)
-                saved_clock[tp.partition] = snap
+            if idle:
+                engine.advance(now, tp.partition)
+                snap = now.replace(microsecond=0).isoformat()
+                if snap != saved_clock.get(tp.partition):
+                    clock_store.put(str(tp.partition), {"p": tp.partition, "s": snap}, tp.partition)
+                    saved_clock[tp.partition] = snap
+            if wall - last_published.get(tp.partition, 0.0) >= 1.0:
+                last_published[tp.partition] = wall
+                for row in live.drain(tp.partition, now):
+                    await topics.live_metrics.send(key=row.practice_id.encode(), value=live_to_bytes(row))
+        live_store.flush()
         await flush_outputs()
 
     @app.on_partitions_assigned.connect

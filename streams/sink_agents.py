@@ -20,14 +20,16 @@ from sinks.rows import (
     ALERT_COLUMNS,
     DEAD_LETTER_COLUMNS,
     EVENT_COLUMNS,
+    LIVE_METRIC_COLUMNS,
     RESPONSE_COLUMNS,
     alert_row,
     dead_letter_row,
     event_row,
+    live_row,
     response_row,
 )
 from streams.app import Runtime
-from streams.codecs import alert_from_bytes, response_from_bytes
+from streams.codecs import alert_from_bytes, live_from_bytes, response_from_bytes
 
 __all__ = ["register"]
 
@@ -67,6 +69,13 @@ def register(app: faust.App, rt: Runtime) -> None:
             "message_responses",
             RESPONSE_COLUMNS,
             lambda b: response_row(response_from_bytes(b)),
+        ),
+        (
+            "sink-live-metrics",
+            topics.live_metrics,
+            "live_metrics",
+            LIVE_METRIC_COLUMNS,
+            lambda b: live_row(live_from_bytes(b)),
         ),
     ]
     fault = _lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
