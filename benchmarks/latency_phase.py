@@ -8,6 +8,7 @@ Prints one JSON line with p50/p99 latencies for both phases.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -43,7 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--threads", type=int, default=40)
-    parser.add_argument("--load-rate", type=int, default=2000, help="background events/s in the load phase")
+    parser.add_argument(
+        "--load-rate", type=int, default=2000, help="background events/s in the load phase"
+    )
     args = parser.parse_args()
     settings = Settings()
     ensure_topics(settings, args.bootstrap)
@@ -63,12 +66,20 @@ def main() -> None:
 
     def send(event: RawEvent) -> None:
         topic = settings.topics.raw[source_of(event.event_type)]
-        producer.produce(topic, key=event.patient_id.encode(), value=codec.encode_record(raw_event_to_record(event)))
+        producer.produce(
+            topic,
+            key=event.patient_id.encode(),
+            value=codec.encode_record(raw_event_to_record(event)),
+        )
 
     def messages(tag: str) -> None:
         for i in range(args.threads):
             now = datetime.now(UTC)
-            details = {"thread_id": f"{tag}-t{i}", "message_id": f"{tag}-m{i}", "category": "clinical"}
+            details = {
+                "thread_id": f"{tag}-t{i}",
+                "message_id": f"{tag}-m{i}",
+                "category": "clinical",
+            }
             send(RawEvent(f"{tag}-e{i}", "message.sent", now, "BENCH", f"bench-{tag}-{i}", details))
             producer.poll(0)
             time.sleep(10.0 / args.threads)
@@ -81,7 +92,16 @@ def main() -> None:
             for _ in range(args.load_rate // 10):
                 n += 1
                 now = datetime.now(UTC)
-                send(RawEvent(f"load-{n}", "portal.login", now, "LOAD", f"load-{n % 5000}", {"channel": "web"}))
+                send(
+                    RawEvent(
+                        f"load-{n}",
+                        "portal.login",
+                        now,
+                        "LOAD",
+                        f"load-{n % 5000}",
+                        {"channel": "web"},
+                    )
+                )
                 producer.poll(0)
             time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
         producer.flush()
@@ -115,10 +135,10 @@ def main() -> None:
     threading.Thread(target=scenario, daemon=True).start()
     import faust
 
-    try:
-        faust.Worker(app, loglevel="error", quiet=True, redirect_stdouts=False).execute_from_commandline()
-    except SystemExit:
-        pass
+    with contextlib.suppress(SystemExit):
+        faust.Worker(
+            app, loglevel="error", quiet=True, redirect_stdouts=False
+        ).execute_from_commandline()
 
 
 if __name__ == "__main__":

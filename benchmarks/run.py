@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -60,7 +60,11 @@ def raw_baseline(bootstrap: str, topics: list[str], expected: int) -> dict[str, 
             n += 1
     seconds = time.monotonic() - (start or time.monotonic())
     consumer.close()
-    return {"events": n, "seconds": round(seconds, 3), "events_per_second": round(n / max(seconds, 1e-9), 1)}
+    return {
+        "events": n,
+        "seconds": round(seconds, 3),
+        "events_per_second": round(n / max(seconds, 1e-9), 1),
+    }
 
 
 def run_phase(script: str, env: dict[str, str], *args: str) -> dict:
@@ -75,11 +79,15 @@ def run_phase(script: str, env: dict[str, str], *args: str) -> dict:
     for line in reversed(result.stdout.splitlines()):
         if "{" in line:  # the worker's console may prefix terminal control codes
             return json.loads(line[line.index("{") :])
-    raise RuntimeError(f"{script} printed no result:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    raise RuntimeError(
+        f"{script} printed no result:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--practices", type=int, default=10)
     parser.add_argument("--patients", type=int, default=2000)
     parser.add_argument("--months", type=int, default=2)
@@ -105,7 +113,9 @@ def main() -> None:
 
     recording = work / f"events-{args.practices}x{args.patients}x{args.months}.jsonl"
     if not recording.exists():
-        spec = SimulationSpec(practices=args.practices, patients=args.patients, months=args.months, seed=42)
+        spec = SimulationSpec(
+            practices=args.practices, patients=args.patients, months=args.months, seed=42
+        )
         summary = simulate_to_file(spec, recording)
         print(f"simulated {summary.valid} events ({summary.events_per_second:,.0f} events/s)")
     ensure_topics(settings, bootstrap)
@@ -113,10 +123,14 @@ def main() -> None:
     produced = produce_file(settings, bootstrap, recording)
     produce_s = time.monotonic() - t0
     n = produced.valid
-    print(f"produce:      {n:,} events in {produce_s:.1f}s = {n / produce_s:,.0f} events/s (JSONL parse + validate + Avro)")
+    print(
+        f"produce:      {n:,} events in {produce_s:.1f}s = {n / produce_s:,.0f} events/s (JSONL parse + validate + Avro)"
+    )
 
     raw = raw_baseline(bootstrap, list(settings.topics.raw.values()), n)
-    print(f"raw baseline: {raw['events']:,} events in {raw['seconds']}s = {raw['events_per_second']:,.0f} events/s (consume + fastavro decode)")
+    print(
+        f"raw baseline: {raw['events']:,} events in {raw['seconds']}s = {raw['events_per_second']:,.0f} events/s (consume + fastavro decode)"
+    )
 
     e2e = run_phase("worker_phase.py", env, "--expect", str(n), "--bootstrap", bootstrap)
     ratio = e2e["events_per_second"] / raw["events_per_second"]
@@ -124,7 +138,12 @@ def main() -> None:
         f"end to end:   {e2e['events']:,} events in {e2e['seconds']}s = {e2e['events_per_second']:,.0f} events/s "
         f"(ingest → clean → SLA/follow-ups → chDB); ratio to raw baseline {ratio:.3f}; worker peak RSS {e2e['peak_rss_mb']} MB"
     )
-    figures = {"produce_events_per_second": round(n / produce_s, 1), "raw": raw, "end_to_end": e2e, "ratio": round(ratio, 4)}
+    figures = {
+        "produce_events_per_second": round(n / produce_s, 1),
+        "raw": raw,
+        "end_to_end": e2e,
+        "ratio": round(ratio, 4),
+    }
 
     if not args.skip_latency:
         lat_env = dict(env)
@@ -142,7 +161,10 @@ def main() -> None:
                             "timezone": "UTC",
                             "holidays": [],
                             "hours": {d: "00:00-24:00" for d in days},
-                            "sla": {"internal_target": "0.2 business minutes", "external_promise": "0.5 business minutes"},
+                            "sla": {
+                                "internal_target": "0.2 business minutes",
+                                "external_promise": "0.5 business minutes",
+                            },
                         },
                     }
                 }

@@ -7,6 +7,7 @@ events/s, and the process's peak RSS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -41,7 +42,9 @@ def main() -> None:
                         "events": sink.rows_written,
                         "seconds": round(seconds, 3),
                         "events_per_second": round(sink.rows_written / seconds, 1),
-                        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                        "peak_rss_mb": round(
+                            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+                        ),
                     }
                 ),
                 flush=True,
@@ -50,10 +53,10 @@ def main() -> None:
 
     import faust
 
-    try:
-        faust.Worker(app, loglevel="error", quiet=True, redirect_stdouts=False).execute_from_commandline()
-    except SystemExit:
-        pass
+    with contextlib.suppress(SystemExit):
+        faust.Worker(
+            app, loglevel="error", quiet=True, redirect_stdouts=False
+        ).execute_from_commandline()
 
 
 if __name__ == "__main__":

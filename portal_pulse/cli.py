@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 __all__ = ["main"]
@@ -30,13 +30,25 @@ def _instant(text: str) -> datetime:
         raise argparse.ArgumentTypeError(exc.detail) from None
 
 
+def _month(text: str) -> date:
+    year, _, month = text.partition("-")
+    try:
+        return date(int(year), int(month), 1)
+    except ValueError:
+        raise SystemExit(f"portal-pulse: --start {text!r} is not YYYY-MM") from None
+
+
 def _clickhouse(url: str | None):  # type: ignore[no-untyped-def]
     from sinks.client import connect
 
     settings = _settings()
     dsn = url or settings.clickhouse_dsn
-    password = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
-    return connect(dsn, user=settings.clickhouse_user, password=password, verify=settings.clickhouse_verify_tls)
+    password = (
+        settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
+    )
+    return connect(
+        dsn, user=settings.clickhouse_user, password=password, verify=settings.clickhouse_verify_tls
+    )
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -54,7 +66,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
         print("stopped")
     else:
         pid = broker.running_pid()
-        print(f"running on {broker.bootstrap} (pid {pid})" if pid and broker.ready() else "not running")
+        print(
+            f"running on {broker.bootstrap} (pid {pid})"
+            if pid and broker.ready()
+            else "not running"
+        )
         return 0 if pid else 1
     return 0
 
@@ -68,7 +84,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         months=args.months,
         seed=args.seed,
         bad_fraction=args.bad_fraction,
-        **({"start": datetime.strptime(args.start, "%Y-%m").date()} if args.start else {}),
+        **({"start": _month(args.start)} if args.start else {}),
     )
     summary = simulate_to_file(spec, args.out)
     print(f"wrote {args.out}: {summary}")
@@ -84,7 +100,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
     bootstrap = resolve_bootstrap(settings.data_dir)
     ensure_topics(settings, bootstrap)
     summary = produce_file(settings, bootstrap, Path(args.file))
-    print(f"produced {summary.valid} valid events and {summary.invalid} invalid lines to {bootstrap}")
+    print(
+        f"produced {summary.valid} valid events and {summary.invalid} invalid lines to {bootstrap}"
+    )
     for err in summary.errors:
         print(f"  invalid (sent for dead-lettering): {err}")
     return 0
@@ -95,7 +113,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from portal_pulse.worker import run_worker
 
     settings = _settings()
-    run_worker(settings, resolve_bootstrap(settings.data_dir), exit_when_idle=args.exit_when_idle, loglevel=args.loglevel)
+    run_worker(
+        settings,
+        resolve_bootstrap(settings.data_dir),
+        exit_when_idle=args.exit_when_idle,
+        loglevel=args.loglevel,
+    )
     return 0
 
 
@@ -120,7 +143,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from portal_pulse.reports.alerts import fetch_alerts, format_alerts
 
-    rows = fetch_alerts(_clickhouse(args.clickhouse), practice=args.practice, open_only=args.open, kind=args.kind)
+    rows = fetch_alerts(
+        _clickhouse(args.clickhouse), practice=args.practice, open_only=args.open, kind=args.kind
+    )
     sys.stdout.write(format_alerts(rows, args.format))
     return 0
 
@@ -128,7 +153,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_followups(args: argparse.Namespace) -> int:
     from portal_pulse.reports.followups import followups_command
 
-    sys.stdout.write(followups_command(_clickhouse(args.clickhouse), args.practice, args.format, now=args.now))
+    sys.stdout.write(
+        followups_command(_clickhouse(args.clickhouse), args.practice, args.format, now=args.now)
+    )
     return 0
 
 
@@ -186,13 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="simulate practices, run them through Kafka and the worker into chDB, show results")
+    p = sub.add_parser(
+        "demo",
+        help="simulate practices, run them through Kafka and the worker into chDB, show results",
+    )
     p.add_argument("--practices", type=int, default=3)
     p.add_argument("--patients", type=int, default=400, help="patients per practice")
     p.add_argument("--months", type=int, default=3)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--bad-fraction", type=float, default=0.002, help="share of invalid events mixed in")
-    p.add_argument("--fresh", action="store_true", help="start from empty Kafka topics and chDB data")
+    p.add_argument(
+        "--bad-fraction", type=float, default=0.002, help="share of invalid events mixed in"
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="start from empty Kafka topics and chDB data"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("broker", help="the local Kafka broker (native, KRaft, loopback)")
@@ -203,13 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("simulate", help="write a realistic, deterministic JSON Lines event recording")
+    p = sub.add_parser(
+        "simulate", help="write a realistic, deterministic JSON Lines event recording"
+    )
     p.add_argument("--practices", type=int, default=3)
     p.add_argument("--patients", type=int, default=500, help="patients per practice")
     p.add_argument("--months", type=int, default=3)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--start", help="first month, YYYY-MM (default 2026-01)")
-    p.add_argument("--bad-fraction", type=float, default=0.0, help="share of invalid events to mix in")
+    p.add_argument(
+        "--bad-fraction", type=float, default=0.0, help="share of invalid events to mix in"
+    )
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_simulate)
 
@@ -218,14 +256,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser("worker", help="run the Faust worker (ingest, SLA, follow-ups, sinks)")
-    p.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop once caught up and idle this long")
+    p.add_argument(
+        "--exit-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="stop once caught up and idle this long",
+    )
     p.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("replay", help="process a JSON Lines file offline with the worker's processors")
+    p = sub.add_parser(
+        "replay", help="process a JSON Lines file offline with the worker's processors"
+    )
     p.add_argument("file", type=Path)
     p.add_argument("--config", type=Path, help="practices YAML (SPEC §3)")
-    p.add_argument("--clickhouse", help="chdb:///path or http(s)://host:8123 (default from settings)")
+    p.add_argument(
+        "--clickhouse", help="chdb:///path or http(s)://host:8123 (default from settings)"
+    )
     p.add_argument("--until", type=_instant, help="run the clock to this ISO-8601 instant")
     p.set_defaults(func=cmd_replay)
 
@@ -241,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clickhouse")
     p.add_argument("--practice", required=True)
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    p.add_argument("--now", type=_instant, help="overdue as of this instant (default: the data's clock)")
+    p.add_argument(
+        "--now", type=_instant, help="overdue as of this instant (default: the data's clock)"
+    )
     p.set_defaults(func=cmd_followups)
 
     p = sub.add_parser("dashboard", help="a practice's monthly portal dashboard (SPEC §1, §4)")

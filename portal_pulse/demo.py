@@ -13,7 +13,9 @@ __all__ = ["run_demo"]
 
 
 def _ensure_demo_key(data_dir: Path) -> None:
-    if os.environ.get("PORTAL_PULSE_PSEUDONYM_KEY") or os.environ.get("PORTAL_PULSE_PSEUDONYM_KEY_FILE"):
+    if os.environ.get("PORTAL_PULSE_PSEUDONYM_KEY") or os.environ.get(
+        "PORTAL_PULSE_PSEUDONYM_KEY_FILE"
+    ):
         return
     key_file = data_dir / "demo-pseudonym.key"
     if not key_file.exists():
@@ -21,7 +23,9 @@ def _ensure_demo_key(data_dir: Path) -> None:
         key_file.write_text(secrets.token_hex(32))
         key_file.chmod(0o600)
     os.environ["PORTAL_PULSE_PSEUDONYM_KEY_FILE"] = str(key_file.resolve())
-    print(f"[demo] no pseudonym key configured: using a demo key in {key_file} (set PORTAL_PULSE_PSEUDONYM_KEY for real data)")
+    print(
+        f"[demo] no pseudonym key configured: using a demo key in {key_file} (set PORTAL_PULSE_PSEUDONYM_KEY for real data)"
+    )
 
 
 def _write_practices(spec: object, path: Path) -> Path:
@@ -51,7 +55,11 @@ def run_demo(args: argparse.Namespace) -> int:
     _ensure_demo_key(base.data_dir)
     run_id = time.strftime("%Y%m%d%H%M%S")
     spec = SimulationSpec(
-        practices=args.practices, patients=args.patients, months=args.months, seed=args.seed, bad_fraction=args.bad_fraction
+        practices=args.practices,
+        patients=args.patients,
+        months=args.months,
+        seed=args.seed,
+        bad_fraction=args.bad_fraction,
     )
     practices_file = base.practices_file or _write_practices(spec, demo_dir / "practices.yaml")
     settings = Settings(
@@ -67,12 +75,16 @@ def run_demo(args: argparse.Namespace) -> int:
 
     events_file = demo_dir / "events.jsonl"
     summary = simulate_to_file(spec, events_file)
-    print(f"[demo] simulated {spec.practices} practices × {spec.patients} patients × {spec.months} months → {events_file}: {summary}")
+    print(
+        f"[demo] simulated {spec.practices} practices × {spec.patients} patients × {spec.months} months → {events_file}: {summary}"
+    )
 
     ensure_topics(settings, bootstrap)
     t1 = time.monotonic()
     produced = produce_file(settings, bootstrap, events_file)
-    print(f"[demo] produced {produced.valid} Avro events and {produced.invalid} invalid lines in {time.monotonic() - t1:.1f}s")
+    print(
+        f"[demo] produced {produced.valid} Avro events and {produced.invalid} invalid lines in {time.monotonic() - t1:.1f}s"
+    )
 
     t2 = time.monotonic()
     print("[demo] running the Faust worker until it has caught up …")

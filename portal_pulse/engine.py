@@ -68,7 +68,9 @@ class Engine:
         self._heaps: dict[int, list[tuple[datetime, int, int, str]]] = {}
         self._seq = itertools.count()
 
-    def rebuild(self, partitions: Iterable[int] | None = None, *, keep_others: bool = False) -> None:
+    def rebuild(
+        self, partitions: Iterable[int] | None = None, *, keep_others: bool = False
+    ) -> None:
         """Rebuild the deadline index from the stores (after a restart or rebalance)."""
         wanted = set(partitions) if partitions is not None else None
         if keep_others and wanted is not None:

@@ -129,7 +129,9 @@ class Ingestor:
                 if data.lstrip()[:1] == b"{":
                     return Rejected("invalid_json", f"not JSON: {exc}")
                 return Rejected("undecodable", "neither Avro (C3 01 or 00 framing) nor JSON")
-            return obj if isinstance(obj, dict) else Rejected("not_an_object", "JSON is not an object")
+            return (
+                obj if isinstance(obj, dict) else Rejected("not_an_object", "JSON is not an object")
+            )
         try:
             return record_to_flat(self.codec.decode_record(data))
         except SerializationError as exc:

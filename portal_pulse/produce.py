@@ -38,7 +38,9 @@ def _partition_key(practice_id: str, patient_id: str) -> bytes:
     return hashlib.sha256(f"{practice_id}|{patient_id}".encode()).digest()[:16]
 
 
-def produce_file(settings: Settings, bootstrap: str, path: Path, *, max_errors_shown: int = 10) -> ProduceSummary:
+def produce_file(
+    settings: Settings, bootstrap: str, path: Path, *, max_errors_shown: int = 10
+) -> ProduceSummary:
     codec = get_codec("RawEvent", settings.schema_registry_url)
     producer = Producer(
         {
@@ -74,11 +76,19 @@ def produce_file(settings: Settings, bootstrap: str, path: Path, *, max_errors_s
                     event_type = json.loads(item.raw).get("event_type")
                 except (ValueError, AttributeError):
                     event_type = None
-                send(topics[source_of(event_type if isinstance(event_type, str) else None)], None, item.raw.encode())
+                send(
+                    topics[source_of(event_type if isinstance(event_type, str) else None)],
+                    None,
+                    item.raw.encode(),
+                )
                 continue
             summary.valid += 1
             value = codec.encode_record(raw_event_to_record(item))
-            send(topics[source_of(item.event_type)], _partition_key(item.practice_id, item.patient_id), value)
+            send(
+                topics[source_of(item.event_type)],
+                _partition_key(item.practice_id, item.patient_id),
+                value,
+            )
     remaining = producer.flush(60)
     if remaining:
         raise RuntimeError(f"{remaining} messages were not delivered to Kafka")

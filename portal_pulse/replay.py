@@ -58,7 +58,9 @@ class ReplaySummary:
 class _TableBuffer:
     """Rows for one table, written in batches as they fill."""
 
-    def __init__(self, client: Client, table: str, columns: tuple[str, ...] | list[str], size: int) -> None:
+    def __init__(
+        self, client: Client, table: str, columns: tuple[str, ...] | list[str], size: int
+    ) -> None:
         self.sink = ClickHouseTableSink(client, table, columns)
         self.batch = Batch()
         self.size = size
@@ -74,7 +76,9 @@ class _TableBuffer:
 
 
 class ClickHouseOutputs:
-    def __init__(self, alerts: _TableBuffer, responses: _TableBuffer, summary: ReplaySummary) -> None:
+    def __init__(
+        self, alerts: _TableBuffer, responses: _TableBuffer, summary: ReplaySummary
+    ) -> None:
         self._alerts = alerts
         self._responses = responses
         self._summary = summary
@@ -108,13 +112,17 @@ def replay_file(
         "events": _TableBuffer(client, "events", EVENT_COLUMNS, batch_size),
         "dead_letters": _TableBuffer(client, "dead_letters", DEAD_LETTER_COLUMNS, batch_size),
         "alerts": _TableBuffer(client, "alerts", ALERT_COLUMNS, batch_size),
-        "message_responses": _TableBuffer(client, "message_responses", RESPONSE_COLUMNS, batch_size),
+        "message_responses": _TableBuffer(
+            client, "message_responses", RESPONSE_COLUMNS, batch_size
+        ),
     }
     outputs = ClickHouseOutputs(buffers["alerts"], buffers["message_responses"], summary)
     practices = load_practices(settings)
     machines = build_machines(practices)
     engine = Engine(machines, {m.name: DictStore() for m in machines}, outputs)
-    live = LiveMetrics(DictStore(), lambda pid, at: practices.for_practice(pid).calendar.local_date(at))
+    live = LiveMetrics(
+        DictStore(), lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
+    )
     buffers["live_metrics"] = _TableBuffer(client, "live_metrics", LIVE_METRIC_COLUMNS, batch_size)
 
     now = datetime.now(UTC)
@@ -123,7 +131,9 @@ def replay_file(
     with open(path, encoding="utf-8") as fh:
         for line_no, item in iter_lines(fh):
             if isinstance(item, LineError):
-                rejected: Rejected | CleanEvent | None = Rejected(item.reason, item.detail, item.field)
+                rejected: Rejected | CleanEvent | None = Rejected(
+                    item.reason, item.detail, item.field
+                )
                 raw = item.raw.encode()
             else:
                 rejected = ingestor.accept(_flat(item), now)

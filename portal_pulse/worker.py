@@ -40,7 +40,11 @@ def _install_idle_exit(app: faust.App, rt: Runtime, idle_seconds: float) -> None
 
 
 def run_worker(
-    settings: Settings, bootstrap: str, *, exit_when_idle: float | None = None, loglevel: str = "warn"
+    settings: Settings,
+    bootstrap: str,
+    *,
+    exit_when_idle: float | None = None,
+    loglevel: str = "warn",
 ) -> Runtime:
     ensure_topics(settings, bootstrap)
     app, rt = build_app(settings, bootstrap)

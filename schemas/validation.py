@@ -41,11 +41,15 @@ class TimeBounds:
     def check(self, at: datetime, now: datetime) -> None:
         if at > now + self.max_future:
             raise InvalidEvent(
-                "timestamp_out_of_range", f"occurred_at {at.isoformat()} is in the future", "occurred_at"
+                "timestamp_out_of_range",
+                f"occurred_at {at.isoformat()} is in the future",
+                "occurred_at",
             )
         if at < now - self.max_past:
             raise InvalidEvent(
-                "timestamp_out_of_range", f"occurred_at {at.isoformat()} is too far in the past", "occurred_at"
+                "timestamp_out_of_range",
+                f"occurred_at {at.isoformat()} is too far in the past",
+                "occurred_at",
             )
 
 
@@ -102,9 +106,8 @@ def _check_field(spec: FieldSpec, obj: Mapping[str, Any]) -> Any:
         bits = 32 if spec.kind == "int" else 64  # what Avro (and ClickHouse) can hold
         if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
             raise InvalidEvent("wrong_type", f"{name} does not fit a {bits}-bit integer", name)
-    elif spec.kind == "boolean":
-        if not isinstance(value, bool):
-            raise InvalidEvent("wrong_type", f"{name} must be true or false", name)
+    elif spec.kind == "boolean" and not isinstance(value, bool):
+        raise InvalidEvent("wrong_type", f"{name} must be true or false", name)
     return value
 
 

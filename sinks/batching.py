@@ -28,7 +28,9 @@ class Batch:
     rows: list[list[Any]] = field(default_factory=list)
     positions: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
 
-    def add(self, row: list[Any], topic: str | None = None, partition: int = 0, offset: int = -1) -> None:
+    def add(
+        self, row: list[Any], topic: str | None = None, partition: int = 0, offset: int = -1
+    ) -> None:
         self.rows.append(row)
         if topic is not None:
             key = (topic, partition)
@@ -39,7 +41,9 @@ class Batch:
         """Deterministic from the source positions; None for batches not read from Kafka."""
         if not self.positions:
             return None
-        spans = ",".join(f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(self.positions.items()))
+        spans = ",".join(
+            f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(self.positions.items())
+        )
         return f"{table}|{spans}"
 
     def __len__(self) -> int:
@@ -77,14 +81,20 @@ class ClickHouseTableSink:
         delay = self.backoff
         for attempt in range(1, self.attempts + 1):
             try:
-                self.client.insert(self.table, batch.rows, column_names=self.columns, settings=settings)
+                self.client.insert(
+                    self.table, batch.rows, column_names=self.columns, settings=settings
+                )
                 if self.after_insert is not None:
                     self.after_insert(batch)
                 self.rows_written += len(batch.rows)
                 return
             except Exception as exc:
                 if attempt == self.attempts:
-                    raise SinkWriteError(f"insert into {self.table} failed {attempt} times: {exc}") from exc
-                logger.warning("insert into %s failed (attempt %d): %s; retrying", self.table, attempt, exc)
+                    raise SinkWriteError(
+                        f"insert into {self.table} failed {attempt} times: {exc}"
+                    ) from exc
+                logger.warning(
+                    "insert into %s failed (attempt %d): %s; retrying", self.table, attempt, exc
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -18,7 +18,9 @@ _lock = threading.Lock()
 _embedded: dict[str, Client] = {}
 
 
-def connect(dsn: str, *, user: str | None = None, password: str | None = None, verify: bool = True) -> Client:
+def connect(
+    dsn: str, *, user: str | None = None, password: str | None = None, verify: bool = True
+) -> Client:
     """A client for ``dsn``; embedded clients are shared, since chDB opens one path per process."""
     if dsn.startswith("chdb:"):
         path = dsn.removeprefix("chdb://")
@@ -32,7 +34,9 @@ def connect(dsn: str, *, user: str | None = None, password: str | None = None, v
             return client
     parsed = urlparse(dsn)
     if parsed.scheme not in ("http", "https"):
-        raise ValueError(f"unsupported ClickHouse URL {dsn!r}: use chdb:///path or http(s)://host:port")
+        raise ValueError(
+            f"unsupported ClickHouse URL {dsn!r}: use chdb:///path or http(s)://host:port"
+        )
     kwargs: dict = {"dsn": dsn, "verify": verify}
     if user:
         kwargs["username"] = user

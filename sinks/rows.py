@@ -117,7 +117,14 @@ LIVE_METRIC_COLUMNS = (
     "logins_7d", "active_patients_7d", "patient_messages_7d", "portal_bookings_7d", "total_bookings_7d",
     "inbound_calls_7d", "open_provider", "open_nurse", "open_front_desk", "open_billing", "as_of", "version",
 )  # fmt: skip
-_LIVE_COUNTS = ("logins", "active_patients", "patient_messages", "portal_bookings", "total_bookings", "inbound_calls")
+_LIVE_COUNTS = (
+    "logins",
+    "active_patients",
+    "patient_messages",
+    "portal_bookings",
+    "total_bookings",
+    "inbound_calls",
+)
 
 
 def live_row(row: LiveRow) -> list[Any]:

@@ -100,7 +100,9 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
     client = connect(
         settings.clickhouse_dsn,
         user=settings.clickhouse_user,
-        password=settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None,
+        password=settings.clickhouse_password.get_secret_value()
+        if settings.clickhouse_password
+        else None,
         verify=settings.clickhouse_verify_tls,
     )
     migrate(client)

@@ -58,7 +58,9 @@ def register(app: faust.App, rt: Runtime) -> None:
                 headers = {HEADER: header_value(wm)} if wm is not None else None
                 await topics.clean.send(key=clean_key(result), value=value, headers=headers)
             else:
-                record = result.dead_letter(data, msg.topic, msg.partition, msg.offset, datetime.now(UTC))
+                record = result.dead_letter(
+                    data, msg.topic, msg.partition, msg.offset, datetime.now(UTC)
+                )
                 # The reason and position are logged; the raw bytes (PHI) are not.
                 logger.warning(
                     "dead letter %s:%d@%d: %s (%s)",
@@ -82,7 +84,9 @@ def register(app: faust.App, rt: Runtime) -> None:
         if wm is None or wm == announced[0]:
             return
         for partition in range(rt.settings.clean_partitions):
-            await topics.clean.send(value=b"", partition=partition, headers={HEADER: header_value(wm)})
+            await topics.clean.send(
+                value=b"", partition=partition, headers={HEADER: header_value(wm)}
+            )
         announced[0] = wm
 
     ingest.stats = stats  # type: ignore[attr-defined]

@@ -105,7 +105,9 @@ def register(app: faust.App, rt: Runtime) -> None:
     stores = {name: FaustTableStore(t) for name, t in tables.items()}
     clock_store = FaustTableStore(clock_table)
     live_store = BufferedTableStore(app.Table("live-state", partitions=parts, schema=json_schema))
-    live = LiveMetrics(live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at))
+    live = LiveMetrics(
+        live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
+    )
     out = CollectingOutputs()
     engine = Engine(machines, stores, out)
     clocks: dict[int, EventClock] = {}
@@ -126,9 +128,13 @@ def register(app: faust.App, rt: Runtime) -> None:
 
     async def flush_outputs() -> None:
         for alert in out.alerts:
-            await topics.alerts.send(key=alert.alert_id.encode(), value=alert_to_bytes(rt.alert_codec, alert))
+            await topics.alerts.send(
+                key=alert.alert_id.encode(), value=alert_to_bytes(rt.alert_codec, alert)
+            )
         for fact in out.responses:
-            await topics.responses.send(key=fact.response_id.encode(), value=response_to_bytes(fact))
+            await topics.responses.send(
+                key=fact.response_id.encode(), value=response_to_bytes(fact)
+            )
         out.alerts.clear()
         out.responses.clear()
 
@@ -181,7 +187,9 @@ def register(app: faust.App, rt: Runtime) -> None:
             if wall - last_published.get(tp.partition, 0.0) >= 1.0:
                 last_published[tp.partition] = wall
                 for row in live.drain(tp.partition, now):
-                    await topics.live_metrics.send(key=row.practice_id.encode(), value=live_to_bytes(row))
+                    await topics.live_metrics.send(
+                        key=row.practice_id.encode(), value=live_to_bytes(row)
+                    )
         live_store.flush()
         await flush_outputs()
 

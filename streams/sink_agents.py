@@ -82,7 +82,16 @@ def register(app: faust.App, rt: Runtime) -> None:
     for name, topic, table, columns, row_of in specs:
         sink = ClickHouseTableSink(rt.clickhouse, table, columns, after_insert=fault)
         rt.sinks[table] = sink
-        _register_sink(app, rt, name, topic, sink, row_of, settings.sink_batch_size, settings.sink_flush_seconds)
+        _register_sink(
+            app,
+            rt,
+            name,
+            topic,
+            sink,
+            row_of,
+            settings.sink_batch_size,
+            settings.sink_flush_seconds,
+        )
 
 
 def _lost_ack_fault(rate: float) -> Callable[[Batch], None]:
@@ -91,7 +100,9 @@ def _lost_ack_fault(rate: float) -> Callable[[Batch], None]:
 
     def fault(batch: Batch) -> None:
         if rng.random() < rate:
-            logger.warning("fault injection: pretending the insert of %d rows was not acknowledged", len(batch))
+            logger.warning(
+                "fault injection: pretending the insert of %d rows was not acknowledged", len(batch)
+            )
             raise ConnectionError("injected: acknowledgement lost")
 
     return fault
@@ -120,7 +131,9 @@ def _register_sink(
                 try:
                     row = row_of(event.value)
                 except Exception as exc:  # our own topics: a bad record is a bug, not input
-                    logger.error("%s: skipping undecodable record %s@%d: %s", name, msg.tp, msg.offset, exc)
+                    logger.error(
+                        "%s: skipping undecodable record %s@%d: %s", name, msg.tp, msg.offset, exc
+                    )
                     continue
                 batch.add(row, msg.topic, msg.partition, msg.offset)
             await loop.run_in_executor(rt.db_executor, sink.write, batch)

@@ -100,9 +100,13 @@ class LiveMetrics:
         start = (day - timedelta(days=WINDOW_DAYS - 1)).isoformat()
         today_key = day.isoformat()
         today = dict(c["days"].get(today_key, dict.fromkeys(COUNTERS, 0)))
-        window = {k: sum(v[k] for d, v in c["days"].items() if start <= d <= today_key) for k in COUNTERS}
+        window = {
+            k: sum(v[k] for d, v in c["days"].items() if start <= d <= today_key) for k in COUNTERS
+        }
         today["active_patients"] = c["last_login"].get(today_key, 0)
-        window["active_patients"] = sum(n for d, n in c["last_login"].items() if start <= d <= today_key)
+        window["active_patients"] = sum(
+            n for d, n in c["last_login"].items() if start <= d <= today_key
+        )
         open_by_pool = {pool: c["open"].get(pool, 0) for pool in POOLS}
         return LiveRow(practice, partition, day, today, window, open_by_pool, now)
 

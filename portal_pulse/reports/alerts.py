@@ -64,7 +64,15 @@ def format_alerts(rows: list[dict[str, Any]], fmt: str) -> str:
         return json.dumps(rows, indent=2) + "\n"
     if not rows:
         return "no alerts\n"
-    cols = ("kind", "practice_id", "subject_id", "staff_pool", "due_at", "resolved_at", "response_business_minutes")
+    cols = (
+        "kind",
+        "practice_id",
+        "subject_id",
+        "staff_pool",
+        "due_at",
+        "resolved_at",
+        "response_business_minutes",
+    )
     table = [[("" if r[c] is None else str(r[c])) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]

@@ -314,10 +314,11 @@ class _Band:
 
 
 def _nice_max(value: float) -> float:
+    """The smallest 'round' axis top at or above value (quarters of it label the grid)."""
     if value <= 0:
         return 1.0
     exponent = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    for step in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         if value <= step * exponent:
             return step * exponent
     return 10 * exponent
@@ -351,9 +352,22 @@ def _svg_chart(
     def y(v: float) -> float:
         return _TOP + plot_h - max(0.0, min(v, top)) / top * plot_h
 
+    # Legend items flow left to right and wrap; the chart grows a line per extra legend row.
+    legend: list[tuple[float, int, str, str]] = []
+    lx, row = float(_LEFT), 0
+    for item, colour in [(s.label, s.colour) for s in series] + [
+        (b.label, b.colour) for b in bands
+    ]:
+        width = 22 + 6.2 * len(item)
+        if lx + width > _W - _RIGHT and lx > _LEFT:
+            lx, row = float(_LEFT), row + 1
+        legend.append((lx, row, item, colour))
+        lx += width
+    height = _H + 16 * row
+
     parts = [
-        f'<svg class="chart" role="img" viewBox="0 0 {_W} {_H}" '
-        f'width="{_W}" height="{_H}" aria-label="{e(title)}">',
+        f'<svg class="chart" role="img" viewBox="0 0 {_W} {height}" '
+        f'width="{_W}" height="{height}" aria-label="{e(title)}">',
         f"<title>{e(title)}</title>",
         f'<text x="{_LEFT}" y="20" class="ct">{e(title)}</text>',
     ]
@@ -404,15 +418,12 @@ def _svg_chart(
                         f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3.5" fill="{s.colour}">'
                         f"<title>{e(s.label)} {e(months[i])}: {e(y_format(v))}</title></circle>"
                     )
-    legend_x = _LEFT
-    for item, colour in [(s.label, s.colour) for s in series] + [
-        (b.label, b.colour) for b in bands
-    ]:
+    for lx, row, item, colour in legend:
+        ly = _H - 14 + 16 * row
         parts.append(
-            f'<rect x="{legend_x}" y="{_H - 14}" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{legend_x + 14}" y="{_H - 5}" class="lg">{e(item)}</text>'
+            f'<rect x="{lx:.1f}" y="{ly}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{lx + 14:.1f}" y="{ly + 9}" class="lg">{e(item)}</text>'
         )
-        legend_x += 22 + 6.5 * len(item)
     parts.append("</svg>")
     return "".join(parts)
 
@@ -511,7 +522,7 @@ h2{font-size:17px;margin:22px 0 8px;border-bottom:1px solid #d0d7de;padding-bott
 .xl{font-size:11px;fill:#57606a;text-anchor:middle}
 .lg{font-size:11px;fill:#1b1f24}ol{margin:0;padding-left:22px}
 table{border-collapse:collapse;font-size:12px;margin-top:8px}
-td,th{border:1px solid #d0d7de;padding:3px 6px;text-align:right}
+td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
 """
 
@@ -580,10 +591,12 @@ def render_html(trailing: Sequence[dict[str, Any]]) -> str:
     opportunities = key_opportunities(c) or [
         "Hold the gains: every tracked measure is at or above its target"
     ]
-    table_keys = (
-        "enrollment_rate", "active_user_rate", "new_enrollments", "patient_messages",
-        "portal_booking_rate", "same_day_view_rate", "portal_payment_share", "inbound_calls",
-        "avg_response_hours", "sla_breaches",
+    table_columns = (
+        ("enrollment_rate", "Enrolled"), ("active_user_rate", "Active"),
+        ("new_enrollments", "New enrollments"), ("patient_messages", "Messages in"),
+        ("portal_booking_rate", "Portal bookings"), ("same_day_view_rate", "Same-day views"),
+        ("portal_payment_share", "Portal payments"), ("inbound_calls", "Inbound calls"),
+        ("avg_response_hours", "Response hours"), ("sla_breaches", "SLA breaches"),
     )  # fmt: skip
 
     def cell(key: str, value: Any) -> str:
@@ -593,15 +606,11 @@ def render_html(trailing: Sequence[dict[str, Any]]) -> str:
             return _pct(value)
         return _num(value) if isinstance(value, float) else f"{value:,}"
 
-    table = [
-        "<table><tr><th>month</th>" + "".join(f"<th>{e(k)}</th>" for k in table_keys) + "</tr>"
-    ]
+    head = "".join(f'<th title="{e(k)}">{e(label)}</th>' for k, label in table_columns)
+    table = [f"<table><tr><th>Month</th>{head}</tr>"]
     for r in rows:
-        table.append(
-            f"<tr><td>{e(r['month'])}</td>"
-            + "".join(f"<td>{e(cell(k, r.get(k)))}</td>" for k in table_keys)
-            + "</tr>"
-        )
+        cells = "".join(f"<td>{e(cell(k, r.get(k)))}</td>" for k, _ in table_columns)
+        table.append(f"<tr><td>{e(r['month'])}</td>{cells}</tr>")
     table.append("</table>")
     title = f"Portal Performance - {_month_name(c['month'])}"
     return "".join(

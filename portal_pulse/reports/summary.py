@@ -31,7 +31,9 @@ def print_landing_summary(client: Client) -> None:
     practices = sorted({p for _, pairs in pivot for p, _ in pairs})
     rows = [(et, *(dict(pairs).get(p, 0) for p in practices)) for et, pairs in pivot]
     _table("Events per type and practice", ["event_type", *practices], rows)
-    dl = q("SELECT reason, count() FROM dead_letters FINAL GROUP BY reason ORDER BY reason").result_rows
+    dl = q(
+        "SELECT reason, count() FROM dead_letters FINAL GROUP BY reason ORDER BY reason"
+    ).result_rows
     print(f"\n== dead letters: {sum(n for _, n in dl)}")
     _table("Dead letters by reason", ["reason", "count"], dl)
     alerts = q(

@@ -73,7 +73,9 @@ class Pipeline:
         }
         self.prefix = self.env["PORTAL_PULSE_TOPIC_PREFIX"]
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, "-m", "portal_pulse.cli", *args],
             env={**self.env, **(env or {})},
@@ -84,7 +86,9 @@ class Pipeline:
         )
         return result
 
-    def run_worker(self, *, idle: float = 3.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run_worker(
+        self, *, idle: float = 3.0, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         result = self.cli("worker", "--exit-when-idle", str(idle), env=env)
         assert result.returncode == 0, result.stderr[-4000:]
         return result

@@ -37,7 +37,9 @@ def _write_recording(path: Path) -> tuple[set[str], dict[str, int], set[str]]:
     return valid_ids, reasons, patient_ids
 
 
-def _assert_landed(pipeline: Pipeline, valid_ids: set[str], reasons: dict[str, int], patient_ids: set[str]) -> None:
+def _assert_landed(
+    pipeline: Pipeline, valid_ids: set[str], reasons: dict[str, int], patient_ids: set[str]
+) -> None:
     count, distinct = pipeline.query("SELECT count(), uniqExact(event_id) FROM events")[0]
     assert distinct == len(valid_ids)
     assert count == len(valid_ids), "every valid event exactly once, without FINAL"
@@ -46,9 +48,14 @@ def _assert_landed(pipeline: Pipeline, valid_ids: set[str], reasons: dict[str, i
     got = dict(pipeline.query("SELECT reason, count() FROM dead_letters FINAL GROUP BY reason"))
     assert got == reasons
     # No raw patient identifier anywhere in ClickHouse: dump every table as text and look.
-    tables = [r[0] for r in pipeline.query("SELECT name FROM system.tables WHERE database = currentDatabase()")]
+    tables = [
+        r[0]
+        for r in pipeline.query("SELECT name FROM system.tables WHERE database = currentDatabase()")
+    ]
     dump = "\n".join(
-        json.dumps(pipeline.query(f"SELECT * FROM {t}"), default=str) for t in tables if t != "schema_migrations"
+        json.dumps(pipeline.query(f"SELECT * FROM {t}"), default=str)
+        for t in tables
+        if t != "schema_migrations"
     )
     leaked = [pid for pid in patient_ids if pid in dump]
     assert not leaked, f"raw patient ids in ClickHouse: {leaked[:3]}"

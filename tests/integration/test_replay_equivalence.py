@@ -52,7 +52,14 @@ def _recording(path: Path, practices_file: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     zones = spec.timezones
     practices_file.write_text(
-        yaml.safe_dump({"practices": {"default": {}, **{f"P{i + 1:03d}": {"timezone": zones[i]} for i in range(2)}}})
+        yaml.safe_dump(
+            {
+                "practices": {
+                    "default": {},
+                    **{f"P{i + 1:03d}": {"timezone": zones[i]} for i in range(2)},
+                }
+            }
+        )
     )
 
 
@@ -65,7 +72,13 @@ def test_kafka_worker_and_replay_agree(pipeline: Pipeline, tmp_path: Path) -> No
 
     replay_chdb = tmp_path / "replay-chdb"
     result = pipeline.cli(
-        "replay", str(recording), "--config", str(practices), "--clickhouse", f"chdb://{replay_chdb}", env=env
+        "replay",
+        str(recording),
+        "--config",
+        str(practices),
+        "--clickhouse",
+        f"chdb://{replay_chdb}",
+        env=env,
     )
     assert result.returncode == 0, result.stderr
 

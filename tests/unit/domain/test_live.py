@@ -31,14 +31,36 @@ def test_today_and_trailing_week_with_distinct_active_patients() -> None:
         ev(2, "portal.login", at(3, 9), "a" * 32, channel="web"),  # same patient again
         ev(3, "portal.login", at(3, 10), "b" * 32, channel="mobile_app"),
         ev(4, "portal.login", at(9, 23), "b" * 32, channel="web"),  # 23:00 local is still Mar 9
-        ev(5, "appointment.booked", at(9, 10), appointment_id="x", channel="portal", appointment_type="other"),
-        ev(6, "appointment.booked", at(9, 11), appointment_id="y", channel="phone", appointment_type="other"),
+        ev(
+            5,
+            "appointment.booked",
+            at(9, 10),
+            appointment_id="x",
+            channel="portal",
+            appointment_type="other",
+        ),
+        ev(
+            6,
+            "appointment.booked",
+            at(9, 11),
+            appointment_id="y",
+            channel="phone",
+            appointment_type="other",
+        ),
         ev(7, "phone.call", at(9, 12), call_id="c1", direction="inbound", reason="other"),
         ev(8, "phone.call", at(9, 12), call_id="c2", direction="outbound", reason="other"),
         ev(9, "message.sent", at(9, 8), thread_id="t1", message_id="m1", category="clinical"),
         ev(10, "message.sent", at(9, 8), thread_id="t2", message_id="m2", category="billing"),
         ev(11, "message.sent", at(9, 9), thread_id="t1", message_id="m3", category="clinical"),
-        ev(12, "message.replied", at(9, 9), thread_id="t2", message_id="r1", staff_pool="billing", automated=True),
+        ev(
+            12,
+            "message.replied",
+            at(9, 9),
+            thread_id="t2",
+            message_id="r1",
+            staff_pool="billing",
+            automated=True,
+        ),
         ev(13, "message.replied", at(9, 10), thread_id="t1", message_id="r2", staff_pool="nurse"),
     ]
     for e in events:
