@@ -164,10 +164,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         MonthNotFound,
         fetch_month,
         fetch_trailing,
-        previous_month,
         render_html,
         render_json,
-        render_text,
+        text_report,
     )
 
     client = _clickhouse(args.clickhouse)
@@ -178,11 +177,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         elif args.format == "html":
             out = render_html(fetch_trailing(client, args.practice, args.month))
         else:
-            try:
-                previous = fetch_month(client, args.practice, previous_month(args.month))
-            except MonthNotFound:
-                previous = None
-            out = render_text(current, previous)
+            out = text_report(client, args.practice, args.month)
     except (MonthNotFound, ValueError) as exc:
         print(f"portal-pulse dashboard: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import time
+from datetime import date
 from pathlib import Path
 
 __all__ = ["run_demo"]
@@ -95,4 +96,24 @@ def run_demo(args: argparse.Namespace) -> int:
     from portal_pulse.reports.summary import print_landing_summary
 
     print_landing_summary(client)
+
+    from portal_pulse.pipeline import load_practices
+    from portal_pulse.reports.dashboard import text_report
+    from portal_pulse.reports.practices_sync import sync_practices
+
+    sync_practices(client, load_practices(settings), [f"P{i + 1:03d}" for i in range(spec.practices)])
+    last_month = _last_month(spec.start, spec.months)
+    for i in range(spec.practices):
+        practice = f"P{i + 1:03d}"
+        print(f"\n== Dashboard {practice} ({last_month})")
+        print(text_report(client, practice, last_month))
+    print(
+        f"More: portal-pulse dashboard --clickhouse {settings.clickhouse_dsn} --practice P001 "
+        f"--month {last_month} --format html --out dashboard.html"
+    )
     return 0
+
+
+def _last_month(start: date, months: int) -> str:
+    index = start.year * 12 + start.month - 1 + months - 1
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"

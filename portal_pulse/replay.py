@@ -20,6 +20,7 @@ from portal_pulse.engine import DictStore, Engine
 from portal_pulse.ingest import Ingestor, Rejected, bounds_from
 from portal_pulse.pipeline import build_machines, load_practices
 from portal_pulse.pseudonym import Pseudonymizer, load_key
+from portal_pulse.reports.practices_sync import sync_practices
 from portal_pulse.settings import Settings
 from schemas.jsonl import LineError, iter_lines
 from schemas.model import CleanEvent
@@ -166,6 +167,7 @@ def replay_file(
     summary.clock = clock
     for buf in buffers.values():
         buf.flush()
+    sync_practices(client, practices, {e.practice_id for _, _, e in accepted})
     return summary
 
 

@@ -16,7 +16,9 @@ import faust
 from clickhouse_connect.driver.client import Client
 
 from portal_pulse.ingest import Ingestor, bounds_from
+from portal_pulse.pipeline import load_practices
 from portal_pulse.pseudonym import Pseudonymizer, load_key
+from portal_pulse.reports.practices_sync import sync_practices
 from portal_pulse.settings import Settings
 from schemas.serializer import AvroCodec, get_codec
 from sinks.client import connect
@@ -91,6 +93,9 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
         producer_linger_ms=20,
         producer_max_batch_size=1_048_576,
         stream_buffer_maxsize=16_384,
+        # Shut down without waiting for un-acked events (a sink batch in flight): they are
+        # re-read after restart and their inserts carry the same dedup tokens.
+        stream_wait_empty=False,
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
@@ -106,6 +111,9 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
         verify=settings.clickhouse_verify_tls,
     )
     migrate(client)
+    # Practice zones and look-backs are what the monthly view reads local months from.
+    practices = load_practices(settings)
+    sync_practices(client, practices, practices.listed_ids)
     raw_codec = get_codec("RawEvent", registry)
     runtime = Runtime(
         settings=settings,

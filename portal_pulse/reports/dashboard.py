@@ -23,6 +23,7 @@ __all__ = [
     "MonthNotFound",
     "fetch_month",
     "fetch_trailing",
+    "key_opportunities",
     "previous_month",
     "render_html",
     "render_json",
@@ -261,14 +262,14 @@ def render_text(current: dict[str, Any], previous: dict[str, Any] | None = None)
         f"({_pct(c['portal_payment_share'])} of total collections)",
         "Impact",
     ]
-    change = c["phone_volume_change"]
-    if change is None or prev_name is None:
+    phone = c["phone_volume_change"]
+    if phone is None or prev_name is None:
         lines.append(f"- Phone Volume: {_count(c['inbound_calls'])} inbound calls")
     else:
         arrow = (
             "no change"
-            if round(change * 100) == 0
-            else f"{'↑' if change > 0 else '↓'} {abs(change) * 100:.0f}%"
+            if round(phone * 100) == 0
+            else f"{'↑' if phone > 0 else '↓'} {abs(phone) * 100:.0f}%"
         )
         lines.append(f"- Phone Volume: {arrow} vs {prev_name}")
     lines += [
@@ -634,3 +635,13 @@ def render_html(trailing: Sequence[dict[str, Any]]) -> str:
             "</body></html>\n",
         ]
     )
+
+
+def text_report(client: Client, practice: str, month: str) -> str:
+    """The article's text dashboard for one practice-month, with changes from the month before."""
+    current = fetch_month(client, practice, month)
+    try:
+        previous = fetch_month(client, practice, previous_month(month))
+    except MonthNotFound:
+        previous = None
+    return render_text(current, previous)

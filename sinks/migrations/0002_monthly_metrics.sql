@@ -4,8 +4,8 @@
 -- local_days (the UTC instant of every local midnight, per zone): the latest midnight at or
 -- before an instant is its local date. practices and local_days are written by
 -- portal_pulse.reports.practices_sync.sync_practices; a practice with no row yet uses the
--- 'default' row. Everything else is derived at query time from events, message_responses and
--- alerts, so replays, late events and changed zones need no backfill.
+-- 'default' row; local_days spans 2000–2099. Everything else is derived at query time from
+-- events, message_responses and alerts, so replays, late events and changed zones need no backfill.
 
 CREATE TABLE IF NOT EXISTS practices
 (
@@ -65,7 +65,7 @@ FROM
     LEFT JOIN (SELECT practice_id, timezone, roster_lookback_days FROM practices FINAL) AS p
         ON p.practice_id = ev.practice_id
 ) AS e
-ASOF INNER JOIN local_days AS d ON d.timezone = e.zone AND e.occurred_at >= d.starts_at;
+ASOF JOIN local_days AS d ON d.timezone = e.zone AND e.occurred_at >= d.starts_at;
 
 -- One row per practice, patient and local month with any event: what the patient did then.
 -- Enrolment time is the earlier of the first portal.enrolled and the first portal.login
@@ -100,8 +100,10 @@ SELECT
 FROM events_local
 GROUP BY practice_id, patient_pseudonym, month;
 
--- One row per practice and patient: enrolment, first app use, the local dates of the latest visit
--- in each month (enough for the roster window, which ends at a month's end).
+-- One row per practice and patient: enrolment, first app use, the local date of the latest visit
+-- in each month (enough for the roster window, which ends at a month's end) and the patient's
+-- months of activity: (month, logins, feature bits, messages sent, non-automated replies,
+-- portal bookings, bookings, portal cents, cents, inbound calls, surveys).
 CREATE OR REPLACE VIEW portal_patients AS
 SELECT
     practice_id,
@@ -110,28 +112,53 @@ SELECT
     min(first_enrolment_at) AS enrolled_at,
     minIfOrNull(month, first_enrolment_at IS NOT NULL) AS enrolled_month,
     minIfOrNull(month, has_app) AS app_month,
-    groupArrayIf(assumeNotNull(last_seen_date), last_seen_date IS NOT NULL) AS seen_dates
+    groupArrayIf(assumeNotNull(last_seen_date), last_seen_date IS NOT NULL) AS seen_dates,
+    groupArray((month, logins, features, patient_messages, staff_replies, portal_bookings,
+                total_bookings, portal_payment_cents, total_payment_cents, inbound_calls,
+                surveys)) AS activity
 FROM portal_patient_months
 GROUP BY practice_id, patient_pseudonym;
 
--- Per practice and month: the roster (a visit on local date d counts for the months M with
--- month(d) <= M < month(d + look-back), i.e. d within the look-back days ending at M's end) and
--- enrolment at the end of M (every month from the enrolment month on). Months run up to a
--- horizon past the newest event; the final view keeps only months that have events.
-CREATE OR REPLACE VIEW portal_roster_months AS
+-- Per practice and month, everything counted over patients, in one pass over the events: each
+-- patient contributes a row per month of activity and a row per month of roster membership or
+-- enrolment. Tuple positions:
+--   1 month, 2 has events, 3 active, 4 multi-feature, 5 active with the app, 6 messages sent,
+--   7 staff replies, 8 portal bookings, 9 bookings, 10 portal cents, 11 cents, 12 inbound calls,
+--   13 surveys answered while enrolled, 14 their scores' sum, 15 on the roster,
+--   16 enrolled at the month's end, 17 enrolled during the month.
+-- Active users are patients with a login in M: a login implies enrolment by then. The roster:
+-- a visit on local date d counts for the months M with month(d) <= M < month(d + look-back),
+-- i.e. d lies within the look-back days ending at M's end. Enrolment counts from its month on.
+-- Months run to a horizon past the newest event; only months with events are kept.
+CREATE OR REPLACE VIEW portal_patient_stats_months AS
 WITH (SELECT addMonths(toStartOfMonth(toDate(max(occurred_at))), 2) FROM events) AS horizon
 SELECT
     practice_id,
-    m.1 AS month,
-    countIf(m.2) AS unique_patients,
-    countIf(m.2 AND m.3) AS enrolled_patients,
-    countIf(m.3) AS enrolled_total,
-    countIf(m.4) AS new_enrollments
+    r.1 AS month,
+    sum(r.3) AS active_users,
+    sum(r.4) AS multi_feature_users,
+    sum(r.5) AS app_users,
+    sum(r.6) AS patient_messages,
+    sum(r.7) AS staff_replies,
+    sum(r.8) AS portal_bookings,
+    sum(r.9) AS total_bookings,
+    sum(r.10) AS portal_payment_cents,
+    sum(r.11) AS total_payment_cents,
+    sum(r.12) AS inbound_calls,
+    sum(r.13) AS portal_user_surveys,
+    sum(r.14) AS portal_user_score_sum,
+    sum(r.15) AS unique_patients,
+    sum(r.15 * r.16) AS enrolled_patients,
+    sum(r.16) AS enrolled_total,
+    sum(r.17) AS new_enrollments
 FROM
 (
     SELECT
         practice_id,
+        enrolled_at,
         enrolled_month,
+        app_month,
+        activity,
         arrayDistinct(arrayFlatten(arrayMap(
             d -> arrayMap(
                 i -> addMonths(toStartOfMonth(d), i),
@@ -144,34 +171,24 @@ FROM
             AS enrolled
     FROM portal_patients
 )
-ARRAY JOIN arrayMap(
-    x -> (x, has(roster, x), ifNull(x >= enrolled_month, false), ifNull(x = enrolled_month, false)),
-    arrayDistinct(arrayConcat(roster, enrolled))) AS m
-GROUP BY practice_id, month;
-
--- Per practice and month: portal activity and volumes (active users are patients with a login in
--- M; a login implies enrolment by then, so all of them are enrolled at the end of M).
-CREATE OR REPLACE VIEW portal_activity_months AS
-SELECT
-    pm.practice_id AS practice_id,
-    pm.month AS month,
-    countIf(pm.logins > 0) AS active_users,
-    countIf(pm.logins > 0 AND bitCount(pm.features) >= 2) AS multi_feature_users,
-    countIf(pm.logins > 0 AND ifNull(p.app_month <= pm.month, false)) AS app_users,
-    sum(pm.patient_messages) AS patient_messages,
-    sum(pm.staff_replies) AS staff_replies,
-    sum(pm.portal_bookings) AS portal_bookings,
-    sum(pm.total_bookings) AS total_bookings,
-    sum(pm.portal_payment_cents) AS portal_payment_cents,
-    sum(pm.total_payment_cents) AS total_payment_cents,
-    sum(pm.inbound_calls) AS inbound_calls,
-    sum(length(arrayFilter(s -> ifNull(s.1 >= p.enrolled_at, false), pm.surveys))) AS portal_user_surveys,
-    sum(arraySum(arrayMap(s -> if(ifNull(s.1 >= p.enrolled_at, false), toUInt64(s.2), 0), pm.surveys)))
-        AS portal_user_score_sum
-FROM portal_patient_months AS pm
-LEFT JOIN portal_patients AS p
-    ON p.practice_id = pm.practice_id AND p.patient_pseudonym = pm.patient_pseudonym
-GROUP BY pm.practice_id, pm.month;
+ARRAY JOIN arrayConcat(
+    arrayMap(a -> (
+        a.1, toUInt64(1), toUInt64(a.2 > 0), toUInt64(a.2 > 0 AND bitCount(a.3) >= 2),
+        toUInt64(a.2 > 0 AND ifNull(app_month <= a.1, false)),
+        toUInt64(a.4), toUInt64(a.5), toUInt64(a.6), toUInt64(a.7), toInt64(a.8), toInt64(a.9),
+        toUInt64(a.10),
+        toUInt64(length(arrayFilter(s -> ifNull(s.1 >= enrolled_at, false), a.11))),
+        toUInt64(arraySum(arrayMap(s -> if(ifNull(s.1 >= enrolled_at, false), toUInt64(s.2), 0), a.11))),
+        toUInt64(0), toUInt64(0), toUInt64(0)), activity),
+    arrayMap(x -> (
+        x, toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0),
+        toUInt64(0), toUInt64(0), toInt64(0), toInt64(0), toUInt64(0), toUInt64(0), toUInt64(0),
+        toUInt64(has(roster, x)), toUInt64(ifNull(x >= enrolled_month, false)),
+        toUInt64(ifNull(x = enrolled_month, false))),
+        arrayDistinct(arrayConcat(roster, enrolled)))
+) AS r
+GROUP BY practice_id, month
+HAVING sum(r.2) > 0;
 
 -- Per practice and month: results first viewed in M (and on their posting's local date), and
 -- results posted in M (and first viewed before any staff contact).
@@ -232,7 +249,7 @@ FROM
     FROM message_responses AS mr FINAL
     LEFT JOIN (SELECT practice_id, timezone FROM practices FINAL) AS p ON p.practice_id = mr.practice_id
 ) AS r
-ASOF INNER JOIN local_days AS d ON d.timezone = r.zone AND r.replied_at >= d.starts_at
+ASOF JOIN local_days AS d ON d.timezone = r.zone AND r.replied_at >= d.starts_at
 GROUP BY practice_id, month;
 
 -- Per practice and month: sla.breached alerts by the local month of their due time.
@@ -253,7 +270,7 @@ FROM
     LEFT JOIN (SELECT practice_id, timezone FROM practices FINAL) AS p ON p.practice_id = al.practice_id
     WHERE al.kind = 'sla.breached'
 ) AS a
-ASOF INNER JOIN local_days AS d ON d.timezone = a.zone AND a.due_at >= d.starts_at
+ASOF JOIN local_days AS d ON d.timezone = a.zone AND a.due_at >= d.starts_at
 GROUP BY practice_id, month;
 
 -- The BI-facing view: one row per practice and month with any event, one column per SPEC §4
@@ -300,10 +317,10 @@ FROM
     SELECT
         a.practice_id AS practice_id,
         a.month AS month_start,
-        ifNull(ro.unique_patients, 0) AS unique_patients,
-        ifNull(ro.enrolled_patients, 0) AS enrolled_patients,
-        ifNull(ro.enrolled_total, 0) AS enrolled_total,
-        ifNull(ro.new_enrollments, 0) AS new_enrollments,
+        a.unique_patients AS unique_patients,
+        a.enrolled_patients AS enrolled_patients,
+        a.enrolled_total AS enrolled_total,
+        a.new_enrollments AS new_enrollments,
         a.active_users AS active_users,
         a.multi_feature_users AS multi_feature_users,
         a.app_users AS app_users,
@@ -331,8 +348,7 @@ FROM
         mr.within_internal_target_rate AS within_internal_target_rate,
         mr.within_external_promise_rate AS within_external_promise_rate,
         ifNull(br.sla_breaches, 0) AS sla_breaches
-    FROM portal_activity_months AS a
-    LEFT JOIN portal_roster_months AS ro ON ro.practice_id = a.practice_id AND ro.month = a.month
+    FROM portal_patient_stats_months AS a
     LEFT JOIN portal_result_months AS rs ON rs.practice_id = a.practice_id AND rs.month = a.month
     LEFT JOIN portal_response_months AS mr ON mr.practice_id = a.practice_id AND mr.month = a.month
     LEFT JOIN portal_breach_months AS br ON br.practice_id = a.practice_id AND br.month = a.month

@@ -10,6 +10,7 @@ import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -444,3 +445,26 @@ def test_local_date_helpers() -> None:
         (utc("2026-03-08T05:00:00"), date(2026, 3, 8)),
         (utc("2026-03-09T04:00:00"), date(2026, 3, 9)),
     ]
+
+
+def test_cli_dashboard(
+    db: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from portal_pulse import cli
+
+    monkeypatch.setattr(cli, "_clickhouse", lambda url: db)
+    base = ["dashboard", "--practice", FEATURES, "--month", "2026-03"]
+    assert cli.main(base) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Portal Performance - March 2026\n")
+    assert "- Phone Volume: ↓ 25% vs February" in out
+    assert cli.main([*base, "--format", "json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)) == ["practice_id", "month", *SPEC_KEYS]
+    page = tmp_path / "dash.html"
+    assert cli.main([*base, "--format", "html", "--out", str(page)]) == 0
+    assert page.read_text(encoding="utf-8").count("<svg") == 7
+    capsys.readouterr()
+    assert cli.main(["dashboard", "--practice", f"nobody-{RUN}", "--month", "2026-03"]) == 1
+    assert f"no data for practice 'nobody-{RUN}' in 2026-03" in capsys.readouterr().err
+    assert cli.main(["dashboard", "--practice", FEATURES, "--month", "March"]) == 1
+    assert "YYYY-MM" in capsys.readouterr().err
