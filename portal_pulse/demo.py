@@ -101,7 +101,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from portal_pulse.reports.dashboard import text_report
     from portal_pulse.reports.practices_sync import sync_practices
 
-    sync_practices(client, load_practices(settings), [f"P{i + 1:03d}" for i in range(spec.practices)])
+    sync_practices(
+        client, load_practices(settings), [f"P{i + 1:03d}" for i in range(spec.practices)]
+    )
     last_month = _last_month(spec.start, spec.months)
     for i in range(spec.practices):
         practice = f"P{i + 1:03d}"

@@ -27,7 +27,9 @@ def test_compose_has_the_production_like_stack(compose: dict) -> None:
     assert "controller" in kafka_env["KAFKA_PROCESS_ROLES"], "KRaft mode, no ZooKeeper"
 
 
-def test_worker_environment_is_understood_by_the_settings(compose: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_environment_is_understood_by_the_settings(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = compose["services"]["worker"]["environment"]
     for name, value in env.items():
         monkeypatch.setenv(name, str(value))
