@@ -67,6 +67,7 @@ class Engine:
         # partition → heap of (due, seq, machine index, key); stale entries are skipped lazily.
         self._heaps: dict[int, list[tuple[datetime, int, int, str]]] = {}
         self._seq = itertools.count()
+        self._compact_at: dict[int, int] = {}
 
     def rebuild(
         self, partitions: Iterable[int] | None = None, *, keep_others: bool = False
@@ -88,7 +89,22 @@ class Engine:
     def _index(self, idx: int, key: str, state: State, partition: int) -> None:
         due = self.machines[idx].next_due(state)
         if due is not None:
-            heapq.heappush(self._heaps.setdefault(partition, []), (due, next(self._seq), idx, key))
+            heap = self._heaps.setdefault(partition, [])
+            heapq.heappush(heap, (due, next(self._seq), idx, key))
+            if len(heap) > self._compact_at.get(partition, 10_000):
+                self._compact(partition)
+
+    def _current(self, entry: tuple[datetime, int, int, str]) -> bool:
+        due, _, idx, key = entry
+        value = self.stores[self.machines[idx].name].get(key)
+        return value is not None and self.machines[idx].next_due(value["s"]) == due
+
+    def _compact(self, partition: int) -> None:
+        """Drop superseded entries, so the index stays proportional to the live deadlines."""
+        heap = [e for e in self._heaps[partition] if self._current(e)]
+        heapq.heapify(heap)
+        self._heaps[partition] = heap
+        self._compact_at[partition] = max(10_000, 2 * len(heap))
 
     def _store(self, idx: int, key: str, state: State | None, partition: int) -> None:
         store = self.stores[self.machines[idx].name]

@@ -279,3 +279,12 @@ def test_dict_store() -> None:
     assert list(items) == [("a", {"p": 0, "s": {}})]
     store.delete("a", 0)
     assert store.get("a") is None
+
+
+def test_superseded_entries_are_compacted_so_the_index_stays_bounded() -> None:
+    engine, (m,), _, _ = make()
+    for i in range(30_000):  # one key whose deadline moves on every event
+        engine.on_event(ev("k", T0 + i * MS, T0 + H + i * MS))
+    assert engine.pending() <= 10_001
+    assert engine.advance(T0 + 2 * H) == 1
+    assert [c[2] for c in advances(m)] == [(T0 + H + 29_999 * MS).isoformat()]

@@ -1,0 +1,100 @@
+"""State size per tracked patient, and memory with N tracked patients (default 1,000,000).
+
+Drives the follow-up machine and the live-metrics aggregator through the Engine exactly as the
+worker does, with the stores the worker's in-memory Faust tables hold (dicts of JSON values),
+then reports the JSON bytes per patient (what the changelog carries) and the process's RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from portal_pulse.domain.live import LiveMetrics  # noqa: E402
+from portal_pulse.domain.practices import Practices  # noqa: E402
+from portal_pulse.engine import DictStore, Engine  # noqa: E402
+from portal_pulse.pipeline import build_machines  # noqa: E402
+from schemas.model import CleanEvent  # noqa: E402
+
+
+class NullOutputs:
+    alerts = 0
+
+    def alert(self, alert: object) -> None:
+        self.alerts += 1
+
+    def response(self, fact: object) -> None:
+        pass
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--patients", type=int, default=1_000_000)
+    parser.add_argument("--practices", type=int, default=50)
+    args = parser.parse_args()
+    practices = Practices.load(None)
+    machines = build_machines(practices)
+    stores = {m.name: DictStore() for m in machines}
+    out = NullOutputs()
+    engine = Engine(machines, stores, out)
+    live_store = DictStore()
+    live = LiveMetrics(
+        live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
+    )
+    base_rss = rss_mb()
+    start = datetime(2026, 1, 5, 14, tzinfo=UTC)
+    t0 = time.monotonic()
+    for i in range(args.patients):
+        practice = f"P{i % args.practices + 1:03d}"
+        patient = f"{i:032x}"
+        at = start + timedelta(seconds=i % 86_400)
+        for n, (kind, details, dt) in enumerate(
+            (
+                ("portal.invited", {"method": "email"}, 0),
+                ("portal.enrolled", {"method": "in_office"}, 600),
+                ("portal.login", {"channel": "web"}, 900),
+            )
+        ):
+            event = CleanEvent(
+                f"{i}-{n}", kind, at + timedelta(seconds=dt), practice, patient, details
+            )
+            engine.on_event(event)
+            live.apply(event)
+    seconds = time.monotonic() - t0
+    follow = stores["followups"].data
+    sample = [follow[k] for k in list(follow)[:1000]]
+    json_bytes = sum(len(json.dumps(v, separators=(",", ":"))) for v in sample) / len(sample)
+    live_keys = [k for k in live_store.data if k.startswith("p|")][:1000]
+    live_bytes = sum(
+        len(json.dumps(live_store.data[k], separators=(",", ":"))) for k in live_keys
+    ) / len(live_keys)
+    rss = rss_mb()
+    result = {
+        "tracked_patients": len(follow),
+        "followup_state_json_bytes_per_patient": round(json_bytes, 1),
+        "live_state_json_bytes_per_patient": round(live_bytes, 1),
+        "pending_deadlines": engine.pending(),
+        "rss_mb_before": round(base_rss, 1),
+        "rss_mb_after": round(rss, 1),
+        "rss_bytes_per_patient": round((rss - base_rss) * 1024 * 1024 / max(1, len(follow)), 1),
+        "events_per_second_through_machines": round(3 * args.patients / seconds, 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
