@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from portal_pulse.domain.live import LiveMetrics  # noqa: E402
-from portal_pulse.domain.practices import Practices  # noqa: E402
-from portal_pulse.engine import DictStore, Engine  # noqa: E402
-from portal_pulse.pipeline import build_machines  # noqa: E402
-from schemas.model import CleanEvent  # noqa: E402
+from portal_pulse.domain.live import LiveMetrics
+from portal_pulse.domain.practices import Practices
+from portal_pulse.engine import DictStore, Engine
+from portal_pulse.pipeline import build_machines
+from schemas.model import CleanEvent
 
 
 class NullOutputs:
