@@ -92,6 +92,12 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=2000)
     parser.add_argument("--months", type=int, default=2)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--load-rate",
+        type=int,
+        default=1000,
+        help="background events/s while measuring alert latency under load",
+    )
     args = parser.parse_args()
 
     base = Settings()
@@ -171,7 +177,14 @@ def main() -> None:
             )
         )
         lat_env["PORTAL_PULSE_PRACTICES_FILE"] = str(practices)
-        latency = run_phase("latency_phase.py", lat_env, "--bootstrap", bootstrap)
+        latency = run_phase(
+            "latency_phase.py",
+            lat_env,
+            "--bootstrap",
+            bootstrap,
+            "--load-rate",
+            str(args.load_rate),
+        )
         for name, vals in latency.items():
             print(f"alert latency ({name}): {vals}")
         figures["alert_latency"] = latency

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -226,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("broker", help="the local Kafka broker (native, KRaft, loopback)")
     p.add_argument("action", choices=["assemble", "start", "stop", "status"])
-    p.add_argument("--port", type=int, default=19092)
+    p.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORTAL_PULSE_BROKER_PORT", "19092"))
+    )
     p.add_argument(
         "--any", action="store_true", help="start: follow the choice order (env, Docker, native)"
     )

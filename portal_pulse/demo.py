@@ -89,7 +89,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     t2 = time.monotonic()
     print("[demo] running the Faust worker until it has caught up …")
-    run_worker(settings, bootstrap, exit_when_idle=3.0)
+    run_worker(settings, bootstrap, exit_when_idle=3.0, loglevel="error")
     print(f"[demo] worker done in {time.monotonic() - t2:.1f}s")
 
     client = connect(settings.clickhouse_dsn)
