@@ -27,18 +27,7 @@ from schemas.model import CleanEvent
 from schemas.serializer import get_codec
 from sinks.batching import Batch, ClickHouseTableSink
 from sinks.migrate import migrate
-from sinks.rows import (
-    ALERT_COLUMNS,
-    DEAD_LETTER_COLUMNS,
-    EVENT_COLUMNS,
-    LIVE_METRIC_COLUMNS,
-    RESPONSE_COLUMNS,
-    alert_row,
-    dead_letter_row,
-    event_row,
-    live_row,
-    response_row,
-)
+from sinks.rows import TABLES, alert_row, dead_letter_row, event_row, live_row, response_row
 
 __all__ = ["ReplaySummary", "replay_file"]
 
@@ -110,12 +99,7 @@ def replay_file(
     )
     summary = ReplaySummary()
     buffers = {
-        "events": _TableBuffer(client, "events", EVENT_COLUMNS, batch_size),
-        "dead_letters": _TableBuffer(client, "dead_letters", DEAD_LETTER_COLUMNS, batch_size),
-        "alerts": _TableBuffer(client, "alerts", ALERT_COLUMNS, batch_size),
-        "message_responses": _TableBuffer(
-            client, "message_responses", RESPONSE_COLUMNS, batch_size
-        ),
+        name: _TableBuffer(client, name, spec.columns, batch_size) for name, spec in TABLES.items()
     }
     outputs = ClickHouseOutputs(buffers["alerts"], buffers["message_responses"], summary)
     practices = load_practices(settings)
@@ -124,7 +108,6 @@ def replay_file(
     live = LiveMetrics(
         DictStore(), lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
     )
-    buffers["live_metrics"] = _TableBuffer(client, "live_metrics", LIVE_METRIC_COLUMNS, batch_size)
 
     now = datetime.now(UTC)
     source = f"file:{Path(path).name}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +16,8 @@ __all__ = [
     "DEAD_LETTER_COLUMNS",
     "EVENT_COLUMNS",
     "RESPONSE_COLUMNS",
+    "TABLES",
+    "TableSpec",
     "alert_row",
     "dead_letter_row",
     "event_row",
@@ -138,3 +142,24 @@ def live_row(row: LiveRow) -> list[Any]:
         row.as_of,
         _ms(row.as_of),
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """A ClickHouse table the pipeline writes, its columns and the row maker of its record."""
+
+    name: str
+    columns: tuple[str, ...]
+    row: Callable[[Any], list[Any]]
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec("events", EVENT_COLUMNS, event_row),
+        TableSpec("dead_letters", DEAD_LETTER_COLUMNS, dead_letter_row),
+        TableSpec("alerts", ALERT_COLUMNS, alert_row),
+        TableSpec("message_responses", RESPONSE_COLUMNS, response_row),
+        TableSpec("live_metrics", LIVE_METRIC_COLUMNS, live_row),
+    )
+}

@@ -9,25 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import faust
 
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink
-from sinks.rows import (
-    ALERT_COLUMNS,
-    DEAD_LETTER_COLUMNS,
-    EVENT_COLUMNS,
-    LIVE_METRIC_COLUMNS,
-    RESPONSE_COLUMNS,
-    alert_row,
-    dead_letter_row,
-    event_row,
-    live_row,
-    response_row,
-)
+from sinks.rows import TABLES
 from streams.app import Runtime
 from streams.codecs import alert_from_bytes, live_from_bytes, response_from_bytes
 
@@ -41,46 +30,28 @@ RowOf = Callable[[bytes], list[Any]]
 def register(app: faust.App, rt: Runtime) -> None:
     topics = rt.topics
     settings = rt.settings
-    specs: list[tuple[str, faust.TopicT, str, Sequence[str], RowOf]] = [
+    # agent name, topic, table, and how a record's bytes become the table's record
+    specs: list[tuple[str, faust.TopicT, str, Callable[[bytes], Any]]] = [
         (
             "sink-events",
             topics.clean,
             "events",
-            EVENT_COLUMNS,
-            lambda b: event_row(clean_event_from_record(rt.clean_codec.decode_record(b))),
+            lambda b: clean_event_from_record(rt.clean_codec.decode_record(b)),
         ),
         (
             "sink-dead-letters",
             topics.dead_letter,
             "dead_letters",
-            DEAD_LETTER_COLUMNS,
-            lambda b: dead_letter_row(rt.dead_letter_codec.decode_record(b)),
+            rt.dead_letter_codec.decode_record,
         ),
-        (
-            "sink-alerts",
-            topics.alerts,
-            "alerts",
-            ALERT_COLUMNS,
-            lambda b: alert_row(alert_from_bytes(rt.alert_codec, b)),
-        ),
-        (
-            "sink-responses",
-            topics.responses,
-            "message_responses",
-            RESPONSE_COLUMNS,
-            lambda b: response_row(response_from_bytes(b)),
-        ),
-        (
-            "sink-live-metrics",
-            topics.live_metrics,
-            "live_metrics",
-            LIVE_METRIC_COLUMNS,
-            lambda b: live_row(live_from_bytes(b)),
-        ),
+        ("sink-alerts", topics.alerts, "alerts", lambda b: alert_from_bytes(rt.alert_codec, b)),
+        ("sink-responses", topics.responses, "message_responses", response_from_bytes),
+        ("sink-live-metrics", topics.live_metrics, "live_metrics", live_from_bytes),
     ]
     fault = _lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
-    for name, topic, table, columns, row_of in specs:
-        sink = ClickHouseTableSink(rt.clickhouse, table, columns, after_insert=fault)
+    for name, topic, table, decode in specs:
+        spec = TABLES[table]
+        sink = ClickHouseTableSink(rt.clickhouse, table, spec.columns, after_insert=fault)
         rt.sinks[table] = sink
         _register_sink(
             app,
@@ -88,7 +59,7 @@ def register(app: faust.App, rt: Runtime) -> None:
             name,
             topic,
             sink,
-            row_of,
+            lambda b, row=spec.row, decode=decode: row(decode(b)),
             settings.sink_batch_size,
             settings.sink_flush_seconds,
         )
