@@ -89,6 +89,12 @@ class CollectingOutputs:
     def response(self, fact: ResponseFact) -> None:
         self.responses.append(fact)
 
+    def take(self) -> tuple[list[Alert], list[ResponseFact]]:
+        """Everything collected so far, leaving empty lists for what comes next."""
+        taken = (self.alerts, self.responses)
+        self.alerts, self.responses = [], []
+        return taken
+
 
 def register(app: faust.App, rt: Runtime) -> None:
     topics = rt.topics
@@ -127,16 +133,17 @@ def register(app: faust.App, rt: Runtime) -> None:
         return clocks[partition]
 
     async def flush_outputs() -> None:
-        for alert in out.alerts:
+        # Take the pending outputs before the first await: the agent and the timer both flush,
+        # and neither may send or drop what the other collected.
+        alerts, responses = out.take()
+        for alert in alerts:
             await topics.alerts.send(
                 key=alert.alert_id.encode(), value=alert_to_bytes(rt.alert_codec, alert)
             )
-        for fact in out.responses:
+        for fact in responses:
             await topics.responses.send(
                 key=fact.response_id.encode(), value=response_to_bytes(fact)
             )
-        out.alerts.clear()
-        out.responses.clear()
 
     @app.agent(topics.clean, name="processors")
     async def processors(stream: faust.StreamT) -> None:
