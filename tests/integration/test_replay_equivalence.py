@@ -100,3 +100,68 @@ def test_kafka_worker_and_replay_agree(pipeline: Pipeline, tmp_path: Path) -> No
     assert len(live[3]) >= 4, "two practices, at least two months each"
     # Averages may differ in the last bit with the order rows were summed in.
     assert _rounded(live[3]) == _rounded(offline[3]), "identical monthly metrics (the BI view)"
+
+
+SPEC_ALERT_FIELDS = {
+    "alert_id", "kind", "practice_id", "subject_id", "patient_pseudonym", "category", "staff_pool",
+    "due_at", "resolved_at", "response_business_minutes",
+}  # fmt: skip
+
+
+def test_reading_commands_on_a_replayed_stream(pipeline: Pipeline, tmp_path: Path) -> None:
+    """alerts, followups and dashboard as a user runs them, on what `replay --until` wrote."""
+    recording, practices = tmp_path / "events.jsonl", tmp_path / "practices.yaml"
+    _recording(recording, practices)
+    ch = f"chdb://{tmp_path / 'ch'}"
+    replayed = pipeline.cli(
+        "replay", str(recording), "--config", str(practices), "--clickhouse", ch,
+        "--until", "2026-06-01T00:00:00Z",
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    assert "clock at 2026-06-01" in replayed.stdout
+
+    alerts = pipeline.cli("alerts", "--clickhouse", ch, "--practice", "P001", "--format", "json")
+    assert alerts.returncode == 0, alerts.stderr
+    rows = json.loads(alerts.stdout)
+    assert rows and all(set(r) == SPEC_ALERT_FIELDS for r in rows)
+    assert all(r["due_at"].endswith("Z") for r in rows)
+    assert all(r["practice_id"] == "P001" for r in rows)
+    open_rows = json.loads(
+        pipeline.cli("alerts", "--clickhouse", ch, "--open", "--format", "json").stdout
+    )
+    assert open_rows and all(r["resolved_at"] is None for r in open_rows)
+
+    worklist = pipeline.cli(
+        "followups", "--clickhouse", ch, "--practice", "P001", "--format", "json"
+    )
+    assert worklist.returncode == 0, worklist.stderr
+    items = json.loads(worklist.stdout)
+    assert items and all(
+        i["kind"].startswith("enrollment.") and i["days_overdue"] >= 0 for i in items
+    )
+    csv_out = pipeline.cli(
+        "followups", "--clickhouse", ch, "--practice", "P001", "--format", "csv"
+    ).stdout
+    assert csv_out.splitlines()[0].startswith("alert_id,kind")
+
+    board = pipeline.cli(
+        "dashboard",
+        "--clickhouse",
+        ch,
+        "--practice",
+        "P001",
+        "--month",
+        "2026-02",
+        "--format",
+        "json",
+    )
+    assert board.returncode == 0, board.stderr
+    assert json.loads(board.stdout)["month"] == "2026-02"
+    text = pipeline.cli(
+        "dashboard", "--clickhouse", ch, "--practice", "P001", "--month", "2026-02"
+    ).stdout
+    assert "Portal Performance - February 2026" in text
+    missing = pipeline.cli(
+        "dashboard", "--clickhouse", ch, "--practice", "NOPE", "--month", "2026-02"
+    )
+    assert missing.returncode == 1 and "NOPE" in missing.stderr
