@@ -157,7 +157,17 @@ def register(app: faust.App, rt: Runtime) -> None:
                     await flush_outputs()
                 progress.done(msg.tp, msg.offset)
                 continue
-            clean = clean_event_from_record(rt.clean_codec.decode_record(event.value))
+            try:
+                clean = clean_event_from_record(rt.clean_codec.decode_record(event.value))
+            except Exception as exc:  # our own topic: a bad record is a bug; skip it, loudly
+                logger.error(
+                    "processors: skipping undecodable clean record %s@%d: %s",
+                    msg.tp,
+                    msg.offset,
+                    exc,
+                )
+                progress.done(msg.tp, msg.offset)
+                continue
             # The partition clock follows the sources' watermark, not this event's own time:
             # an event from a fast source must not fire other keys' deadlines early.
             if watermark is not None:
