@@ -7,6 +7,7 @@ deduplication token and the caller acknowledges offsets only after the write suc
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["Batch", "ClickHouseTableSink", "SinkWriteError"]
+__all__ = ["Batch", "ClickHouseTableSink", "SinkWriteError", "lost_ack_fault"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,3 +99,18 @@ class ClickHouseTableSink:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def lost_ack_fault(rate: float, seed: int = 20260101) -> Callable[[Batch], None]:
+    """A fault hook for resilience tests: after a share of inserts, act as if the
+    acknowledgement was lost, so the batch is sent again (it must add no rows)."""
+    rng = random.Random(seed)
+
+    def fault(batch: Batch) -> None:
+        if rng.random() < rate:
+            logger.warning(
+                "fault injection: pretending the insert of %d rows was not acknowledged", len(batch)
+            )
+            raise ConnectionError("injected: acknowledgement lost")
+
+    return fault

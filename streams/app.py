@@ -48,6 +48,7 @@ class Runtime:
     progress: dict[str, Progress] = field(default_factory=dict)
     sinks: dict[str, Any] = field(default_factory=dict)
     notifier: Any = None
+    bootstrap: str = ""
 
     def progress_of(self, agent: str, topics: Iterable[str]) -> Progress:
         return self.progress.setdefault(agent, Progress(topics))
@@ -117,6 +118,7 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
     raw_codec = get_codec("RawEvent", registry)
     runtime = Runtime(
         settings=settings,
+        bootstrap=bootstrap,
         topics=declare_topics(app, settings),
         clickhouse=client,
         raw_codec=raw_codec,

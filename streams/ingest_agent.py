@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import faust
 
 from schemas.model import CleanEvent
 from schemas.serializer import clean_event_to_record
 from streams.app import Runtime
+from streams.delivery import DeliveringProducer
 from streams.watermark import HEADER, Watermark, header_value
 
 __all__ = ["clean_key", "register"]
@@ -40,38 +42,45 @@ def register(app: faust.App, rt: Runtime) -> None:
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in raw_names]
         return watermark.compute(assigned, lambda tp: progress.caught_up(app, tp))
 
+    out = DeliveringProducer(rt.settings, rt.bootstrap)
+    names = rt.settings.topics
+    batch_size = rt.settings.sink_batch_size
+
+    def handle(msg: Any, data: bytes) -> None:
+        nonlocal wm
+        result = rt.ingestor.ingest(data)
+        if result is None:
+            stats["duplicate"] += 1
+        elif isinstance(result, CleanEvent):
+            watermark.observe(msg.tp, result.occurred_at)
+            stats["clean"] += 1
+            if stats["clean"] % 64 == 1:  # recomputed every 64 events: it asks the consumer
+                wm = current_watermark()
+            value = rt.clean_codec.encode_record(clean_event_to_record(result))
+            headers = {HEADER: header_value(wm)} if wm is not None else None
+            out.send(names.clean, value, clean_key(result), headers)
+        else:
+            record = result.dead_letter(
+                data, msg.topic, msg.partition, msg.offset, datetime.now(UTC)
+            )
+            # The reason and position are logged; the raw bytes (PHI) are not.
+            logger.warning(
+                "dead letter %s:%d@%d: %s (%s)",
+                msg.topic, msg.partition, msg.offset, result.reason, result.detail,
+            )  # fmt: skip
+            key = (result.event_id or "").encode() or None
+            out.send(names.dead_letter, rt.dead_letter_codec.encode_record(record), key)
+            stats["dead_letter"] += 1
+
     @app.agent(topics.raw, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        nonlocal wm
-        async for event in stream.events():
-            msg = event.message
-            data = event.value or b""
-            result = rt.ingestor.ingest(data)
-            if result is None:
-                stats["duplicate"] += 1
-            elif isinstance(result, CleanEvent):
-                watermark.observe(msg.tp, result.occurred_at)
-                stats["clean"] += 1
-                if stats["clean"] % 64 == 1:  # recomputed every 64 events: it asks the consumer
-                    wm = current_watermark()
-                value = rt.clean_codec.encode_record(clean_event_to_record(result))
-                headers = {HEADER: header_value(wm)} if wm is not None else None
-                await topics.clean.send(key=clean_key(result), value=value, headers=headers)
-            else:
-                record = result.dead_letter(
-                    data, msg.topic, msg.partition, msg.offset, datetime.now(UTC)
-                )
-                # The reason and position are logged; the raw bytes (PHI) are not.
-                logger.warning(
-                    "dead letter %s:%d@%d: %s (%s)",
-                    msg.topic, msg.partition, msg.offset, result.reason, result.detail,
-                )  # fmt: skip
-                await topics.dead_letter.send(
-                    key=(result.event_id or "").encode() or None,
-                    value=rt.dead_letter_codec.encode_record(record),
-                )
-                stats["dead_letter"] += 1
-            progress.done(msg.tp, msg.offset)
+        async for events in stream.noack_take(batch_size, within=0.05):
+            for event in events:
+                handle(event.message, event.value or b"")
+            await out.flush()  # delivered before acknowledged: at least once
+            for event in events:
+                await stream.ack(event)
+                progress.done(event.message.tp, event.message.offset)
 
     @app.timer(rt.settings.tick_interval_seconds)
     async def announce_watermark() -> None:
@@ -84,9 +93,8 @@ def register(app: faust.App, rt: Runtime) -> None:
         if wm is None or wm == announced[0]:
             return
         for partition in range(rt.settings.clean_partitions):
-            await topics.clean.send(
-                value=b"", partition=partition, headers={HEADER: header_value(wm)}
-            )
+            out.send(names.clean, b"", headers={HEADER: header_value(wm)}, partition=partition)
+        await out.flush()
         announced[0] = wm
 
     ingest.stats = stats  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ wall clock so deadlines fire within about a second when no event arrives.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime
@@ -21,8 +22,11 @@ from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.engine import Engine
 from portal_pulse.pipeline import build_machines, load_practices
 from schemas.serializer import clean_event_from_record
+from sinks.batching import Batch, ClickHouseTableSink, lost_ack_fault
+from sinks.rows import TABLES, event_row
 from streams.app import Runtime
 from streams.codecs import alert_to_bytes, live_to_bytes, response_to_bytes
+from streams.delivery import DeliveringProducer
 from streams.watermark import read_header
 
 __all__ = ["CollectingOutputs", "FaustTableStore", "register"]
@@ -132,52 +136,68 @@ def register(app: faust.App, rt: Runtime) -> None:
             indexed.add(partition)
         return clocks[partition]
 
+    names = settings.topics
+    delivery = DeliveringProducer(settings, rt.bootstrap)
+    fault = lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
+    events_sink = ClickHouseTableSink(
+        rt.clickhouse, "events", TABLES["events"].columns, after_insert=fault
+    )
+    rt.sinks["events"] = events_sink
+
     async def flush_outputs() -> None:
         # Take the pending outputs before the first await: the agent and the timer both flush,
         # and neither may send or drop what the other collected.
         alerts, responses = out.take()
         for alert in alerts:
-            await topics.alerts.send(
-                key=alert.alert_id.encode(), value=alert_to_bytes(rt.alert_codec, alert)
+            delivery.send(
+                names.alerts, alert_to_bytes(rt.alert_codec, alert), alert.alert_id.encode()
             )
         for fact in responses:
-            await topics.responses.send(
-                key=fact.response_id.encode(), value=response_to_bytes(fact)
+            delivery.send(names.responses, response_to_bytes(fact), fact.response_id.encode())
+        await delivery.flush()
+
+    def process(event: Any) -> list[Any] | None:
+        """Fold one clean record into the machines; its ``events`` row, or None."""
+        msg = event.message
+        clock = clock_for(msg.partition)
+        watermark = read_header(event.headers)
+        if watermark is not None:
+            # The partition clock follows the sources' watermark, not the event's own time:
+            # an event from a fast source must not fire other keys' deadlines early.
+            engine.advance(clock.observe(watermark, time.monotonic()), msg.partition)
+        if not event.value:  # a watermark control record
+            return None
+        try:
+            clean = clean_event_from_record(rt.clean_codec.decode_record(event.value))
+        except Exception as exc:  # our own topic: a bad record is a bug; skip it, loudly
+            logger.error(
+                "processors: skipping undecodable record %s@%d: %s", msg.tp, msg.offset, exc
             )
+            return None
+        engine.on_event(clean, msg.partition)
+        live.apply(clean, msg.partition)
+        return event_row(clean)
 
     @app.agent(topics.clean, name="processors")
     async def processors(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            clock = clock_for(msg.partition)
-            watermark = read_header(event.headers)
-            if not event.value:  # a watermark control record
-                if watermark is not None:
-                    engine.advance(clock.observe(watermark, time.monotonic()), msg.partition)
-                    await flush_outputs()
-                progress.done(msg.tp, msg.offset)
-                continue
-            try:
-                clean = clean_event_from_record(rt.clean_codec.decode_record(event.value))
-            except Exception as exc:  # our own topic: a bad record is a bug; skip it, loudly
-                logger.error(
-                    "processors: skipping undecodable clean record %s@%d: %s",
-                    msg.tp,
-                    msg.offset,
-                    exc,
-                )
-                progress.done(msg.tp, msg.offset)
-                continue
-            # The partition clock follows the sources' watermark, not this event's own time:
-            # an event from a fast source must not fire other keys' deadlines early.
-            if watermark is not None:
-                engine.advance(clock.observe(watermark, time.monotonic()), msg.partition)
-            engine.on_event(clean, msg.partition)
-            live.apply(clean, msg.partition)
+        loop = asyncio.get_running_loop()
+        async for events in stream.noack_take(
+            settings.sink_batch_size, within=settings.sink_flush_seconds
+        ):
+            batch = Batch()
+            for event in events:
+                row = process(event)
+                if row is not None:
+                    msg = event.message
+                    batch.add(row, msg.topic, msg.partition, msg.offset)
             if len(live_store.dirty) > 1000:
                 live_store.flush()
+            # Events rows written and outputs delivered before the inputs are acknowledged.
+            await loop.run_in_executor(rt.db_executor, events_sink.write, batch)
             await flush_outputs()
-            progress.done(msg.tp, msg.offset)
+            for event in events:
+                await stream.ack(event)
+                progress.done(event.message.tp, event.message.offset)
 
     last_published: dict[int, float] = {}
 
@@ -204,9 +224,7 @@ def register(app: faust.App, rt: Runtime) -> None:
             if wall - last_published.get(tp.partition, 0.0) >= 1.0:
                 last_published[tp.partition] = wall
                 for row in live.drain(tp.partition, now):
-                    await topics.live_metrics.send(
-                        key=row.practice_id.encode(), value=live_to_bytes(row)
-                    )
+                    delivery.send(names.live_metrics, live_to_bytes(row), row.practice_id.encode())
         live_store.flush()
         await flush_outputs()
 

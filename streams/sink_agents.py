@@ -1,5 +1,7 @@
 """Kafka → ClickHouse: one agent per table, batched, offsets acknowledged only after the write.
 
+(The ``events`` table is written by the processors agent itself, in the same batches.)
+
 A batch's insert carries a deduplication token made from the offsets it covers, so a batch
 re-read after a crash or a lost acknowledgement adds no rows.
 """
@@ -8,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
 import faust
 
-from schemas.serializer import clean_event_from_record
-from sinks.batching import Batch, ClickHouseTableSink
+from sinks.batching import Batch, ClickHouseTableSink, lost_ack_fault
 from sinks.rows import TABLES
 from streams.app import Runtime
 from streams.codecs import alert_from_bytes, live_from_bytes, response_from_bytes
@@ -33,12 +33,6 @@ def register(app: faust.App, rt: Runtime) -> None:
     # agent name, topic, table, and how a record's bytes become the table's record
     specs: list[tuple[str, faust.TopicT, str, Callable[[bytes], Any]]] = [
         (
-            "sink-events",
-            topics.clean,
-            "events",
-            lambda b: clean_event_from_record(rt.clean_codec.decode_record(b)),
-        ),
-        (
             "sink-dead-letters",
             topics.dead_letter,
             "dead_letters",
@@ -48,7 +42,7 @@ def register(app: faust.App, rt: Runtime) -> None:
         ("sink-responses", topics.responses, "message_responses", response_from_bytes),
         ("sink-live-metrics", topics.live_metrics, "live_metrics", live_from_bytes),
     ]
-    fault = _lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
+    fault = lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
     for name, topic, table, decode in specs:
         spec = TABLES[table]
         sink = ClickHouseTableSink(rt.clickhouse, table, spec.columns, after_insert=fault)
@@ -63,20 +57,6 @@ def register(app: faust.App, rt: Runtime) -> None:
             settings.sink_batch_size,
             settings.sink_flush_seconds,
         )
-
-
-def _lost_ack_fault(rate: float) -> Callable[[Batch], None]:
-    """Raise after a share of successful inserts, as if the acknowledgement was lost."""
-    rng = random.Random(20260101)
-
-    def fault(batch: Batch) -> None:
-        if rng.random() < rate:
-            logger.warning(
-                "fault injection: pretending the insert of %d rows was not acknowledged", len(batch)
-            )
-            raise ConnectionError("injected: acknowledgement lost")
-
-    return fault
 
 
 def _register_sink(
