@@ -64,6 +64,18 @@ class DeliveringProducer:
                 self._producer.poll(0.05)
         self._producer.poll(0)
 
+    def send_tombstone(self, topic: str, key: bytes, partition: int) -> None:
+        """A null value: deletes the key from a compacted (changelog) topic."""
+        while True:
+            try:
+                self._producer.produce(
+                    topic, key=key, value=None, partition=partition, on_delivery=self._on_delivery
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
     async def flush(self, timeout: float = 60.0) -> None:
         """Wait (off the event loop) until everything sent so far is delivered."""
         remaining = await asyncio.get_running_loop().run_in_executor(

@@ -8,6 +8,7 @@ wall clock so deadlines fire within about a second when no event arrives.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from datetime import datetime
@@ -34,25 +35,39 @@ __all__ = ["CollectingOutputs", "FaustTableStore", "register"]
 logger = logging.getLogger(__name__)
 
 
-class FaustTableStore:
-    """A Faust table written with an explicit partition, so timers may change state too."""
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
 
-    def __init__(self, table: faust.Table) -> None:
+
+class FaustTableStore:
+    """A Faust table whose changelog records go out through our producer, partition named.
+
+    Faust restores the table from its changelog topic at start-up as usual; writing the records
+    ourselves lets timers change state too, and puts them in the batch that is delivered before
+    the inputs are acknowledged.
+    """
+
+    def __init__(self, table: faust.Table, delivery: DeliveringProducer) -> None:
         self.table = table
+        self.delivery = delivery
+        self.topic = table.changelog_topic.get_topic_name()
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.table.data.get(key)
 
     def put(self, key: str, value: dict[str, Any], partition: int) -> None:
         self.table.data[key] = value
-        self.table.send_changelog(partition, key, value)
+        self.delivery.send(self.topic, _json(value), _json(key), partition=partition)
 
     def delete(self, key: str, partition: int) -> None:
         if self.table.data.pop(key, None) is not None:
-            self.table.send_changelog(partition, key, None, value_serializer="raw")
+            self.delivery.send_tombstone(self.topic, _json(key), partition)
 
     def items(self) -> list[tuple[str, dict[str, Any]]]:
         return list(self.table.data.items())
+
+    def __len__(self) -> int:
+        return len(self.table.data)
 
 
 class BufferedTableStore(FaustTableStore):
@@ -62,8 +77,8 @@ class BufferedTableStore(FaustTableStore):
     nature; the exact monthly figures come from ClickHouse.
     """
 
-    def __init__(self, table: faust.Table) -> None:
-        super().__init__(table)
+    def __init__(self, table: faust.Table, delivery: DeliveringProducer) -> None:
+        super().__init__(table, delivery)
         self.dirty: dict[str, int] = {}
 
     def put(self, key: str, value: dict[str, Any], partition: int) -> None:
@@ -78,7 +93,7 @@ class BufferedTableStore(FaustTableStore):
         for key, partition in self.dirty.items():
             value = self.table.data.get(key)
             if value is not None:
-                self.table.send_changelog(partition, key, value)
+                self.delivery.send(self.topic, _json(value), _json(key), partition=partition)
         self.dirty.clear()
 
 
@@ -112,9 +127,12 @@ def register(app: faust.App, rt: Runtime) -> None:
         m.name: app.Table(f"{m.name}-state", partitions=parts, schema=json_schema) for m in machines
     }
     clock_table = app.Table("clocks", partitions=parts, schema=json_schema)
-    stores = {name: FaustTableStore(t) for name, t in tables.items()}
-    clock_store = FaustTableStore(clock_table)
-    live_store = BufferedTableStore(app.Table("live-state", partitions=parts, schema=json_schema))
+    delivery = DeliveringProducer(settings, rt.bootstrap)
+    stores = {name: FaustTableStore(t, delivery) for name, t in tables.items()}
+    clock_store = FaustTableStore(clock_table, delivery)
+    live_store = BufferedTableStore(
+        app.Table("live-state", partitions=parts, schema=json_schema), delivery
+    )
     live = LiveMetrics(
         live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
     )
@@ -137,7 +155,6 @@ def register(app: faust.App, rt: Runtime) -> None:
         return clocks[partition]
 
     names = settings.topics
-    delivery = DeliveringProducer(settings, rt.bootstrap)
     fault = lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
     events_sink = ClickHouseTableSink(
         rt.clickhouse, "events", TABLES["events"].columns, after_insert=fault
