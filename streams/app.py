@@ -98,6 +98,8 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
         # re-read after restart and their inserts carry the same dedup tokens.
         stream_wait_empty=False,
         broker_commit_every=10_000,
+        broker_max_poll_records=5_000,
+        consumer_max_fetch_size=8 * 1024 * 1024,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=3600.0,
