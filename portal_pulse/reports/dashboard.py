@@ -498,7 +498,7 @@ def _charts(rows: Sequence[dict[str, Any]]) -> list[str]:
             "Message response time (hours)",
             months,
             [
-                _Series("Average", col("avg_response_hours"), blue),
+                _Series("Average (wall-clock hours)", col("avg_response_hours"), blue),
                 _Series("Median business hours", col("median_response_business_hours"), green),
                 _Series("90th pct business hours", col("p90_response_business_hours"), orange),
             ],
