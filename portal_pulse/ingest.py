@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,22 +61,41 @@ class Rejected:
 class Deduplicator:
     """Bounded memory of recent event ids (LRU): a duplicate within ``capacity`` ids is dropped.
 
-    Anything older that comes again is caught downstream: ClickHouse tables replace on their
-    keys and the state machines ignore messages and replies they have already counted.
+    The worker persists it: ``on_add``/``on_evict`` write each id (with the input partition it
+    came from) to a compacted changelog, and ``restore`` seeds it again after a restart. Anything
+    older that comes again is caught downstream: ClickHouse tables replace on their keys and the
+    state machines ignore messages and replies they have already counted.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        on_add: Callable[[str, int], None] | None = None,
+        on_evict: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.capacity = capacity
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.on_add = on_add
+        self.on_evict = on_evict
+        self._seen: OrderedDict[str, int] = OrderedDict()
 
-    def seen(self, event_id: str) -> bool:
+    def seen(self, event_id: str, partition: int = 0) -> bool:
         if event_id in self._seen:
             self._seen.move_to_end(event_id)
             return True
-        self._seen[event_id] = None
+        self._seen[event_id] = partition
+        if self.on_add is not None:
+            self.on_add(event_id, partition)
         if len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
+            evicted, where = self._seen.popitem(last=False)
+            if self.on_evict is not None:
+                self.on_evict(evicted, where)
         return False
+
+    def restore(self, items: Iterable[tuple[str, int]]) -> None:
+        """Seed remembered ids (order unknown after a restart; capacity still holds)."""
+        for event_id, partition in items:
+            if event_id not in self._seen and len(self._seen) < self.capacity:
+                self._seen[event_id] = partition
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -137,7 +157,9 @@ class Ingestor:
         except SerializationError as exc:
             return Rejected("undecodable", str(exc))
 
-    def accept(self, obj: Any, now: datetime | None = None) -> CleanEvent | Rejected | None:
+    def accept(
+        self, obj: Any, now: datetime | None = None, partition: int = 0
+    ) -> CleanEvent | Rejected | None:
         """The clean event, a rejection, or None for a duplicate."""
         if isinstance(obj, dict) and "_details_mismatch" in obj:
             eid, pid = _ids_of(obj)
@@ -155,16 +177,18 @@ class Ingestor:
         except InvalidEvent as exc:
             eid, pid = _ids_of(obj)
             return Rejected(exc.reason, exc.detail, exc.field, eid, pid)
-        if self.dedup.seen(raw.event_id):
+        if self.dedup.seen(raw.event_id, partition):
             self.duplicates += 1
             return None
         return pseudonymize(raw, self.pseudonym)
 
-    def ingest(self, data: bytes, now: datetime | None = None) -> CleanEvent | Rejected | None:
+    def ingest(
+        self, data: bytes, now: datetime | None = None, partition: int = 0
+    ) -> CleanEvent | Rejected | None:
         decoded = self.decode(data)
         if isinstance(decoded, Rejected):
             return decoded
-        return self.accept(decoded, now)
+        return self.accept(decoded, now, partition)
 
 
 def bounds_from(max_future_seconds: float, max_past_days: int) -> TimeBounds:

@@ -7,6 +7,7 @@ so the processors' clocks reach the newest event time.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -46,9 +47,24 @@ def register(app: faust.App, rt: Runtime) -> None:
     names = rt.settings.topics
     batch_size = rt.settings.sink_batch_size
 
+    # The de-duplication memory survives restarts: every remembered event id is a record in a
+    # compacted changelog (partition = the raw partition it came from), evictions are tombstones.
+    seen_table = app.Table(
+        "dedup",
+        partitions=rt.settings.raw_partitions,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+    )
+    seen_topic = seen_table.changelog_topic.get_topic_name()
+    dedup = rt.ingestor.dedup
+    dedup.on_add = lambda eid, p: out.send(
+        seen_topic, str(p).encode(), json.dumps(eid).encode(), partition=p
+    )
+    dedup.on_evict = lambda eid, p: out.send_tombstone(seen_topic, json.dumps(eid).encode(), p)
+    restored = [False]
+
     def handle(msg: Any, data: bytes) -> None:
         nonlocal wm
-        result = rt.ingestor.ingest(data)
+        result = rt.ingestor.ingest(data, partition=msg.partition)
         if result is None:
             stats["duplicate"] += 1
         elif isinstance(result, CleanEvent):
@@ -75,6 +91,9 @@ def register(app: faust.App, rt: Runtime) -> None:
     @app.agent(topics.raw, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(batch_size, within=0.05):
+            if not restored[0]:  # first batch since start or rebalance: tables are recovered
+                dedup.restore((str(k), int(v or 0)) for k, v in seen_table.data.items())
+                restored[0] = True
             for event in events:
                 handle(event.message, event.value or b"")
             await out.flush()  # delivered before acknowledged: at least once
@@ -96,5 +115,9 @@ def register(app: faust.App, rt: Runtime) -> None:
             out.send(names.clean, b"", headers={HEADER: header_value(wm)}, partition=partition)
         await out.flush()
         announced[0] = wm
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app_: faust.App, assigned: set[Any], **_: Any) -> None:
+        restored[0] = False
 
     ingest.stats = stats  # type: ignore[attr-defined]

@@ -284,3 +284,24 @@ def test_deduplicator_never_exceeds_capacity() -> None:
         dedup.seen(str(i))
         assert len(dedup) <= 10
     assert all(dedup.seen(str(i)) for i in range(990, 1000))
+
+
+def test_deduplicator_reports_adds_and_evictions_and_can_be_restored() -> None:
+    from portal_pulse.ingest import Deduplicator
+
+    added: list[tuple[str, int]] = []
+    evicted: list[tuple[str, int]] = []
+    dedup = Deduplicator(
+        2, on_add=lambda e, p: added.append((e, p)), on_evict=lambda e, p: evicted.append((e, p))
+    )
+    assert not dedup.seen("a", 1)
+    assert not dedup.seen("b", 2)
+    assert dedup.seen("a", 1)  # a is now the most recent
+    assert not dedup.seen("c", 3)  # evicts b, the least recently seen
+    assert added == [("a", 1), ("b", 2), ("c", 3)]
+    assert evicted == [("b", 2)]
+
+    restarted = Deduplicator(2)
+    restarted.restore([("a", 1), ("c", 3), ("x", 0)])  # capacity still holds
+    assert len(restarted) == 2
+    assert restarted.seen("a") and restarted.seen("c")
