@@ -220,9 +220,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bad-fraction", type=float, default=0.002, help="share of invalid events mixed in"
     )
-    p.add_argument(
-        "--fresh", action="store_true", help="start from empty Kafka topics and chDB data"
-    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("broker", help="the local Kafka broker (native, KRaft, loopback)")
