@@ -34,7 +34,14 @@ class Progress:
             return False
         if highwater is None:
             return False
-        return highwater == 0 or self.offsets.get(tp, -1) >= highwater - 1
+        if highwater == 0 or self.offsets.get(tp, -1) >= highwater - 1:
+            return True
+        if tp not in self.offsets:
+            # Nothing read since start: the group's committed offset (the next one to read)
+            # tells whether anything is left, e.g. after a restart with no new records.
+            committed = getattr(app.consumer, "_committed_offset", {}).get(tp)
+            return committed is not None and committed >= highwater
+        return False
 
     def all_caught_up(self, app: AppT, tps: Iterable[TP]) -> bool:
         return all(self.caught_up(app, tp) for tp in tps)
