@@ -59,6 +59,9 @@ class LocalBroker:
     port: int = 19092
     controller_port: int = 19093
     heap: str = "512m"
+    # username → password: clients must authenticate with SASL/PLAIN (the controller stays
+    # on a loopback-only plaintext listener).
+    sasl_users: dict[str, str] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -106,6 +109,23 @@ class LocalBroker:
             "-cp", f"{self.libs}/*", *args,
         ]  # fmt: skip
 
+    @property
+    def _client_listener(self) -> str:
+        return "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
+
+    def _sasl_lines(self) -> list[str]:
+        if not self.sasl_users:
+            return []
+        admin_password = uuid.uuid4().hex
+        users = " ".join(f'user_{u}="{pw}"' for u, pw in self.sasl_users.items())
+        return [
+            "sasl.enabled.mechanisms=PLAIN",
+            "sasl.mechanism.inter.broker.protocol=PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="broker" password="{admin_password}" user_broker="{admin_password}" {users};',
+        ]
+
     def _write_config(self) -> Path:
         data = self.home / "data"
         cfg = self.home / "server.properties"
@@ -115,11 +135,14 @@ class LocalBroker:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"listeners={self._client_listener}://127.0.0.1:{self.port},"
                     f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"advertised.listeners={self._client_listener}://127.0.0.1:{self.port}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"listener.security.protocol.map={self._client_listener}:"
+                    f"{self._client_listener},CONTROLLER:PLAINTEXT",
+                    f"inter.broker.listener.name={self._client_listener}",
+                    *self._sasl_lines(),
                     f"log.dirs={data}",
                     "num.partitions=4",
                     "offsets.topic.replication.factor=1",
@@ -195,8 +218,19 @@ class LocalBroker:
             return False
         from confluent_kafka.admin import AdminClient
 
+        conf: dict[str, str] = {"bootstrap.servers": self.bootstrap}
+        if self.sasl_users:
+            user, password = next(iter(self.sasl_users.items()))
+            conf.update(
+                {
+                    "security.protocol": "SASL_PLAINTEXT",
+                    "sasl.mechanism": "PLAIN",
+                    "sasl.username": user,
+                    "sasl.password": password,
+                }
+            )
         try:
-            md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=3)
+            md = AdminClient(conf).list_topics(timeout=3)
         except Exception:
             return False
         return bool(md.brokers)

@@ -24,7 +24,7 @@ from portal_pulse.broker import LocalBroker, docker_available
 PSEUDONYM_KEY = "integration-test-key-not-a-secret"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -45,8 +45,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with KafkaContainer(f"apache/kafka:{KAFKA_VERSION}").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    port = _free_port()
-    broker = LocalBroker(tmp_path_factory.mktemp("kafka"), port=port, controller_port=_free_port())
+    port = free_port()
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka"), port=port, controller_port=free_port())
     bootstrap = broker.start(timeout=120)
     try:
         yield bootstrap
