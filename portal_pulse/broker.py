@@ -62,6 +62,9 @@ class LocalBroker:
     # username → password: clients must authenticate with SASL/PLAIN (the controller stays
     # on a loopback-only plaintext listener).
     sasl_users: dict[str, str] | None = None
+    # (PEM file with the encrypted private key and certificate chain, its password, CA PEM):
+    # clients must connect with TLS.
+    tls: tuple[Path, str, Path] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -111,7 +114,34 @@ class LocalBroker:
 
     @property
     def _client_listener(self) -> str:
+        if self.tls:
+            return "SASL_SSL" if self.sasl_users else "SSL"
         return "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
+
+    def _tls_lines(self) -> list[str]:
+        if not self.tls:
+            return []
+        keystore, password, ca = self.tls
+        return [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={keystore}",
+            f"ssl.key.password={password}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={ca}",
+        ]
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings a client needs for this broker's listener."""
+        conf: dict[str, str] = {"bootstrap.servers": self.bootstrap}
+        conf["security.protocol"] = self._client_listener
+        if self.sasl_users:
+            user, password = next(iter(self.sasl_users.items()))
+            conf.update(
+                {"sasl.mechanism": "PLAIN", "sasl.username": user, "sasl.password": password}
+            )
+        if self.tls:
+            conf["ssl.ca.location"] = str(self.tls[2])
+        return conf
 
     def _sasl_lines(self) -> list[str]:
         if not self.sasl_users:
@@ -121,7 +151,7 @@ class LocalBroker:
         return [
             "sasl.enabled.mechanisms=PLAIN",
             "sasl.mechanism.inter.broker.protocol=PLAIN",
-            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            f"listener.name.{self._client_listener.lower()}.plain.sasl.jaas.config="
             "org.apache.kafka.common.security.plain.PlainLoginModule required "
             f'username="broker" password="{admin_password}" user_broker="{admin_password}" {users};',
         ]
@@ -143,6 +173,7 @@ class LocalBroker:
                     f"{self._client_listener},CONTROLLER:PLAINTEXT",
                     f"inter.broker.listener.name={self._client_listener}",
                     *self._sasl_lines(),
+                    *self._tls_lines(),
                     f"log.dirs={data}",
                     "num.partitions=4",
                     "offsets.topic.replication.factor=1",
@@ -218,19 +249,8 @@ class LocalBroker:
             return False
         from confluent_kafka.admin import AdminClient
 
-        conf: dict[str, str] = {"bootstrap.servers": self.bootstrap}
-        if self.sasl_users:
-            user, password = next(iter(self.sasl_users.items()))
-            conf.update(
-                {
-                    "security.protocol": "SASL_PLAINTEXT",
-                    "sasl.mechanism": "PLAIN",
-                    "sasl.username": user,
-                    "sasl.password": password,
-                }
-            )
         try:
-            md = AdminClient(conf).list_topics(timeout=3)
+            md = AdminClient(self.client_config()).list_topics(timeout=3)
         except Exception:
             return False
         return bool(md.brokers)
