@@ -13,20 +13,11 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from portal_pulse.domain.practices import PracticeConfig
-
-__all__ = ["LOCAL_DAYS_FIRST", "LOCAL_DAYS_LAST", "local_date_of", "local_midnights"]
+__all__ = ["LOCAL_DAYS_FIRST", "LOCAL_DAYS_LAST", "local_midnights"]
 
 LOCAL_DAYS_FIRST = date(2000, 1, 1)
 LOCAL_DAYS_LAST = date(2099, 12, 31)
 """The span of ``local_days`` rows written per zone (about 36,500 rows, a few hundred kB)."""
-
-
-def local_date_of(config: PracticeConfig, at: datetime) -> date:
-    """The practice-local calendar date of an aware instant."""
-    if at.tzinfo is None:
-        raise ValueError("a timezone-aware datetime is required")
-    return at.astimezone(ZoneInfo(config.timezone)).date()
 
 
 def local_midnights(

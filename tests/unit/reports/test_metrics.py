@@ -25,7 +25,7 @@ from portal_pulse.reports.dashboard import (
     fetch_trailing,
     render_json,
 )
-from portal_pulse.reports.local_time import local_date_of, local_midnights
+from portal_pulse.reports.local_time import local_midnights
 from portal_pulse.reports.practices_sync import sync_practices
 from schemas.model import CleanEvent
 from sinks.rows import (
@@ -435,10 +435,10 @@ def test_sync_writes_only_changes(db: Client) -> None:
 
 def test_local_date_helpers() -> None:
     ny = PRACTICES.for_practice(ROSTER)
-    assert local_date_of(ny, utc("2026-02-01T03:30:00")) == date(2026, 1, 31)
-    assert local_date_of(ny, utc("2026-02-01T05:00:00")) == date(2026, 2, 1)
+    assert ny.calendar.local_date(utc("2026-02-01T03:30:00")) == date(2026, 1, 31)
+    assert ny.calendar.local_date(utc("2026-02-01T05:00:00")) == date(2026, 2, 1)
     with pytest.raises(ValueError):
-        local_date_of(ny, datetime(2026, 2, 1))
+        ny.calendar.local_date(datetime(2026, 2, 1))
     # DST starts on 2026-03-08 in New York: midnights move from 05:00Z to 04:00Z.
     starts = list(local_midnights("America/New_York", date(2026, 3, 8), date(2026, 3, 9)))
     assert starts == [
