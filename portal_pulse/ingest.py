@@ -177,6 +177,20 @@ class Ingestor:
         except InvalidEvent as exc:
             eid, pid = _ids_of(obj)
             return Rejected(exc.reason, exc.detail, exc.field, eid, pid)
+        return self._admit(raw, partition)
+
+    def admit(
+        self, raw: RawEvent, now: datetime | None = None, partition: int = 0
+    ) -> CleanEvent | Rejected | None:
+        """An event already validated (a JSONL line): only the clock check, dedup and pseudonym."""
+        if self.check_clock:
+            try:
+                self.bounds.check(raw.occurred_at, now or datetime.now(UTC))
+            except InvalidEvent as exc:
+                return Rejected(exc.reason, exc.detail, exc.field, raw.event_id, raw.practice_id)
+        return self._admit(raw, partition)
+
+    def _admit(self, raw: RawEvent, partition: int) -> CleanEvent | None:
         if self.dedup.seen(raw.event_id, partition):
             self.duplicates += 1
             return None

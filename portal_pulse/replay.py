@@ -120,7 +120,7 @@ def replay_file(
                 )
                 raw = item.raw.encode()
             else:
-                rejected = ingestor.accept(_flat(item), now)
+                rejected = ingestor.admit(item, now)
                 raw = b""
             if rejected is None:
                 summary.duplicates += 1
@@ -152,9 +152,3 @@ def replay_file(
         buf.flush()
     sync_practices(client, practices, {e.practice_id for _, _, e in accepted})
     return summary
-
-
-def _flat(event) -> dict:  # type: ignore[no-untyped-def]
-    from schemas.validation import to_flat_json
-
-    return to_flat_json(event)

@@ -305,3 +305,22 @@ def test_deduplicator_reports_adds_and_evictions_and_can_be_restored() -> None:
     restarted.restore([("a", 1), ("c", 3), ("x", 0)])  # capacity still holds
     assert len(restarted) == 2
     assert restarted.seen("a") and restarted.seen("c")
+
+
+def test_admit_takes_an_already_validated_event_through_clock_dedup_and_pseudonym() -> None:
+    from datetime import UTC, datetime
+
+    from portal_pulse.ingest import Ingestor, Rejected
+    from portal_pulse.pseudonym import Pseudonymizer
+    from schemas.model import CleanEvent, RawEvent
+    from schemas.serializer import get_codec
+
+    ingestor = Ingestor(get_codec("RawEvent"), Pseudonymizer(b"k"))
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    ok = RawEvent("a1", "record.viewed", datetime(2026, 2, 1, tzinfo=UTC), "P1", "MRN-1", {})
+    clean = ingestor.admit(ok, now)
+    assert isinstance(clean, CleanEvent) and clean.patient_pseudonym != "MRN-1"
+    assert ingestor.admit(ok, now) is None, "duplicate"
+    future = RawEvent("a2", "record.viewed", datetime(2027, 1, 1, tzinfo=UTC), "P1", "MRN-1", {})
+    rejected = ingestor.admit(future, now)
+    assert isinstance(rejected, Rejected) and rejected.reason == "timestamp_out_of_range"
