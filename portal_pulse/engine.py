@@ -24,13 +24,17 @@ logger = logging.getLogger(__name__)
 
 
 class StateStore(Protocol):
-    """Key → ``{"p": partition, "s": state}``; writes name the partition they belong to."""
+    """Key → ``{"p": partition, "s": state, "o": input offset}``; writes name their partition.
+
+    ``o`` is the offset of the last input event folded into the key (absent offline). A value
+    whose ``s`` is None is a deletion stub: the key holds nothing, but remembers its offset.
+    """
 
     def get(self, key: str) -> dict[str, Any] | None: ...
 
     def put(self, key: str, value: dict[str, Any], partition: int) -> None: ...
 
-    def delete(self, key: str, partition: int) -> None: ...
+    def delete(self, key: str, partition: int, offset: int | None = None) -> None: ...
 
     def items(self) -> Iterable[tuple[str, dict[str, Any]]]: ...
 
@@ -47,7 +51,7 @@ class DictStore:
     def put(self, key: str, value: dict[str, Any], partition: int) -> None:
         self.data[key] = value
 
-    def delete(self, key: str, partition: int) -> None:
+    def delete(self, key: str, partition: int, offset: int | None = None) -> None:
         self.data.pop(key, None)
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -82,7 +86,7 @@ class Engine:
         for idx, machine in enumerate(self.machines):
             for key, value in self.stores[machine.name].items():
                 p = value.get("p", 0)
-                if wanted is not None and p not in wanted:
+                if (wanted is not None and p not in wanted) or value.get("s") is None:
                     continue
                 self._index(idx, key, value["s"], p)
 
@@ -97,7 +101,11 @@ class Engine:
     def _current(self, entry: tuple[datetime, int, int, str]) -> bool:
         due, _, idx, key = entry
         value = self.stores[self.machines[idx].name].get(key)
-        return value is not None and self.machines[idx].next_due(value["s"]) == due
+        return (
+            value is not None
+            and value.get("s") is not None
+            and self.machines[idx].next_due(value["s"]) == due
+        )
 
     def _compact(self, partition: int) -> None:
         """Drop superseded entries, so the index stays proportional to the live deadlines."""
@@ -106,12 +114,17 @@ class Engine:
         self._heaps[partition] = heap
         self._compact_at[partition] = max(10_000, 2 * len(heap))
 
-    def _store(self, idx: int, key: str, state: State | None, partition: int) -> None:
+    def _store(
+        self, idx: int, key: str, state: State | None, partition: int, offset: int | None
+    ) -> None:
         store = self.stores[self.machines[idx].name]
         if state is None:
-            store.delete(key, partition)
+            store.delete(key, partition, offset)
             return
-        store.put(key, {"p": partition, "s": state}, partition)
+        value: dict[str, Any] = {"p": partition, "s": state}
+        if offset is not None:
+            value["o"] = offset
+        store.put(key, value, partition)
         self._index(idx, key, state, partition)
 
     def advance(self, now: datetime, partition: int = 0) -> int:
@@ -122,21 +135,25 @@ class Engine:
             due, _, idx, key = heapq.heappop(heap)
             machine = self.machines[idx]
             value = self.stores[machine.name].get(key)
-            if value is None:
+            if value is None or value.get("s") is None:
                 continue
             state = value["s"]
             if machine.next_due(state) != due:
                 continue  # superseded entry; the current one is in the heap too
-            self._store(idx, key, machine.advance(state, now, self.out), partition)
+            new_state = machine.advance(state, now, self.out)
+            self._store(idx, key, new_state, partition, value.get("o"))
             fired += 1
         return fired
 
-    def on_event(self, event: CleanEvent, partition: int = 0) -> None:
+    def on_event(self, event: CleanEvent, partition: int = 0, offset: int | None = None) -> None:
         """Fold the event into every machine that wants it.
 
         The touched key is first advanced to the event's own time: whatever was due before it,
         for this key, has passed. Other keys move only with the partition clock (``advance``),
         which the host drives from a watermark, so a fast source cannot fire them early.
+
+        With an input ``offset``, a key that already reflects that offset (restored from a
+        changelog written before a crash, the input then read again) is left as it is.
         """
         at = event.occurred_at
         for idx, machine in enumerate(self.machines):
@@ -144,15 +161,17 @@ class Engine:
             if key is None:
                 continue
             value = self.stores[machine.name].get(key)
+            if offset is not None and value is not None and value.get("o", -1) >= offset:
+                continue
             state = value["s"] if value is not None else None
             if state is not None:
                 due = machine.next_due(state)
                 if due is not None and due < at:
                     state = machine.advance(state, at, self.out)
             new_state = machine.apply(state, event, self.out)
-            if new_state is None and value is None:
+            if new_state is None and state is None:
                 continue
-            self._store(idx, key, new_state, partition)
+            self._store(idx, key, new_state, partition, offset)
 
     def pending(self, partition: int | None = None) -> int:
         heaps = self._heaps.values() if partition is None else [self._heaps.get(partition, [])]

@@ -3,19 +3,29 @@
 Accepted encodings on the raw topics: Avro ``RawEvent`` in single-object or Confluent framing,
 and SPEC §2 JSON (what many portals emit as webhooks). Whatever is refused becomes a dead-letter
 record carrying the original bytes, the reason and the field, so nothing is lost.
+
+Any byte string ends as exactly one outcome: a poison message that raised here would stop the
+worker on the same offset forever. JSON is plain UTF-8 only (no byte order mark, no UTF-16/32),
+nested at most ``MAX_JSON_DEPTH`` deep. A rejection names the field and what was expected,
+never the value, which may be PHI in the wrong place.
 """
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import json
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 from portal_pulse.pseudonym import Pseudonymizer
+from schemas.catalogue import event_types
 from schemas.model import CleanEvent, RawEvent
 from schemas.serializer import (
     CONFLUENT_MAGIC,
@@ -24,16 +34,44 @@ from schemas.serializer import (
     SerializationError,
     record_to_flat,
 )
-from schemas.validation import InvalidEvent, TimeBounds, validate_event
+from schemas.validation import InvalidEvent, TimeBounds, bounded, validate_event
 
-__all__ = ["Deduplicator", "Ingestor", "Rejected", "pseudonymize"]
+__all__ = [
+    "MAX_CARRIED_ID_LENGTH",
+    "MAX_JSON_DEPTH",
+    "RAW_PREFIX_BYTES",
+    "Deduplicator",
+    "Ingestor",
+    "Rejected",
+    "pseudonymize",
+]
 
 logger = logging.getLogger(__name__)
+
+RAW_PREFIX_BYTES = 64 * 1024  # of the raw input kept in a dead letter: well under Kafka's 1 MB
+MAX_CARRIED_ID_LENGTH = 128  # a dead letter's event_id is its Kafka key and a ClickHouse column
+MAX_JSON_DEPTH = 32  # a SPEC §2 event is flat; this leaves room for nested extras, not for bombs
+
+
+def _carried_id(value: Any) -> str | None:
+    """``value`` if it is a plausible identifier, else None: never a payload as a key."""
+    if (
+        isinstance(value, str)
+        and len(value) <= MAX_CARRIED_ID_LENGTH
+        and value.strip()
+        and value.isprintable()
+    ):
+        return value
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Why an input was refused; turned into a DeadLetter record by the caller."""
+    """Why an input was refused; turned into a DeadLetter record by the caller.
+
+    The detail is bounded and the ids kept only when plausible, however it was built (worker or
+    replay): they go to the dead letter's key, ClickHouse and the log.
+    """
 
     reason: str
     detail: str
@@ -41,9 +79,16 @@ class Rejected:
     event_id: str | None = None
     practice_id: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", bounded(self.detail))
+        object.__setattr__(self, "event_id", _carried_id(self.event_id))
+        object.__setattr__(self, "practice_id", _carried_id(self.practice_id))
+
     def dead_letter(
         self, raw: bytes, topic: str, partition: int, offset: int, received_at: datetime
     ) -> dict[str, Any]:
+        """The DeadLetter record: only a prefix of ``raw``, so it fits a Kafka message whatever
+        came in, with the whole input's length and SHA-256 to match it to the source."""
         return {
             "reason": self.reason,
             "detail": self.detail,
@@ -54,7 +99,10 @@ class Rejected:
             "event_id": self.event_id,
             "practice_id": self.practice_id,
             "received_at": received_at,
-            "raw": raw,
+            "raw": bytes(raw[:RAW_PREFIX_BYTES]),
+            "raw_length": len(raw),
+            "raw_sha256": hashlib.sha256(raw).hexdigest(),
+            "raw_truncated": len(raw) > RAW_PREFIX_BYTES,
         }
 
 
@@ -114,9 +162,99 @@ def pseudonymize(event: RawEvent, pseudonym: Pseudonymizer) -> CleanEvent:
 
 def _ids_of(obj: Any) -> tuple[str | None, str | None]:
     if isinstance(obj, dict):
-        eid, pid = obj.get("event_id"), obj.get("practice_id")
-        return (eid if isinstance(eid, str) else None, pid if isinstance(pid, str) else None)
+        return _carried_id(obj.get("event_id")), _carried_id(obj.get("practice_id"))
     return None, None
+
+
+# -- decoding -------------------------------------------------------------------------------------
+
+_BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF8, "UTF-8 with a byte order mark"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+)
+_JSON_START = frozenset(b" \t\r\n{[")
+# A string, to its closing quote or the end if unterminated (possessive: never backtracks).
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\[\s\S][^"\\]*+)*+"?')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_NEITHER = "neither Avro (C3 01 or 00 framing) nor JSON"
+
+
+def _foreign_encoding(data: bytes) -> str | None:
+    """The name of a Unicode encoding other than plain UTF-8 that ``data`` is JSON in, if any.
+
+    ``json.loads`` on bytes would silently accept these; the NUL patterns are RFC 4627's.
+    """
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name
+    head = data[:4]
+    if len(head) == 4 and head.count(0) == 3 and (head[0] in _JSON_START or head[3] in _JSON_START):
+        return "UTF-32"
+    if len(head) >= 2 and (
+        (head[0] == 0 and head[1] in _JSON_START) or (head[0] in _JSON_START and head[1] == 0)
+    ):
+        return "UTF-16"
+    return None
+
+
+def _too_deep(text: str) -> bool:
+    """Whether brackets outside strings nest deeper than ``MAX_JSON_DEPTH``.
+
+    Checked before parsing, so a bracket bomb costs a scan rather than the parser's recursion.
+    """
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:  # the usual case: cannot be
+        return False
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))  # those outside strings
+    depths = accumulate(map(_DEPTH_STEP.__getitem__, brackets))
+    return max(depths, default=0) > MAX_JSON_DEPTH
+
+
+def _decode_json(data: bytes) -> dict[str, Any] | Rejected:
+    """Plain UTF-8 JSON → its object; the JSON-looking input that fails is ``invalid_json``."""
+    encoding = _foreign_encoding(data)
+    if encoding is not None:
+        return Rejected(
+            "bad_encoding", f"JSON must be UTF-8 without a byte order mark, not {encoding}"
+        )
+    looks_like_json = data.lstrip()[:1] in (b"{", b"[")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if looks_like_json:
+            return Rejected("bad_encoding", f"JSON is not valid UTF-8 (at byte {exc.start})")
+        return Rejected("undecodable", _NEITHER)
+    if looks_like_json and _too_deep(text):
+        return Rejected("invalid_json", f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:  # its msg is a fixed phrase, never the input
+        problem = f"not JSON: {exc.msg} at character {exc.pos}"
+    except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
+        problem = f"not JSON ({type(exc).__name__})"  # e.g. an integer of 5000 digits
+    else:
+        if isinstance(obj, dict):
+            return obj
+        return Rejected("not_an_object", "JSON is not an object")
+    return (
+        Rejected("invalid_json", problem) if looks_like_json else Rejected("undecodable", _NEITHER)
+    )
+
+
+def _mismatch_detail(obj: dict[str, Any]) -> str:
+    """Names the two record types involved, and only when they are the catalogue's own."""
+    types = event_types()
+    branch = obj["_details_mismatch"]
+    records = {spec.record: spec.record.rsplit(".", 1)[-1] for spec in types.values()}
+    got = records.get(branch, "another") if isinstance(branch, str) else "another"
+    event_type = obj.get("event_type")
+    spec = types.get(event_type) if isinstance(event_type, str) else None
+    if spec is None:
+        return f"details are a {got} record, which does not match event_type"
+    return f"details are a {got} record but {spec.name} needs {records[spec.record]}"
 
 
 class Ingestor:
@@ -137,24 +275,21 @@ class Ingestor:
         self.bounds = bounds or TimeBounds()
         self.check_clock = check_clock
         self.duplicates = 0
+        # occurred_at of the last duplicate: it still tells the watermark how far its source is.
+        self.last_duplicate_at: datetime | None = None
 
     def decode(self, data: bytes) -> dict[str, Any] | Rejected:
         """Raw bytes → the flat SPEC §2 mapping, whatever the encoding."""
         if not data:
             return Rejected("undecodable", "empty message")
         if data[:2] != SINGLE_OBJECT_MAGIC and data[:1] != CONFLUENT_MAGIC:
-            try:
-                obj = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                if data.lstrip()[:1] == b"{":
-                    return Rejected("invalid_json", f"not JSON: {exc}")
-                return Rejected("undecodable", "neither Avro (C3 01 or 00 framing) nor JSON")
-            return (
-                obj if isinstance(obj, dict) else Rejected("not_an_object", "JSON is not an object")
-            )
+            return _decode_json(data)
         try:
             return record_to_flat(self.codec.decode_record(data))
         except SerializationError as exc:
+            encoding = _foreign_encoding(data)  # UTF-16/32 big-endian JSON starts with 00
+            if encoding is not None:
+                return Rejected("bad_encoding", f"JSON must be UTF-8, not {encoding}")
             return Rejected("undecodable", str(exc))
 
     def accept(
@@ -162,21 +297,23 @@ class Ingestor:
     ) -> CleanEvent | Rejected | None:
         """The clean event, a rejection, or None for a duplicate."""
         if isinstance(obj, dict) and "_details_mismatch" in obj:
-            eid, pid = _ids_of(obj)
-            return Rejected(
-                "details_mismatch",
-                f"details are a {obj['_details_mismatch']} but event_type is {obj.get('event_type')}",
-                "details",
-                eid,
-                pid,
-            )
+            return Rejected("details_mismatch", _mismatch_detail(obj), "details", *_ids_of(obj))
         if self.check_clock and now is None:
             now = datetime.now(UTC)
         try:
             raw = validate_event(obj, now=now if self.check_clock else None, bounds=self.bounds)
         except InvalidEvent as exc:
-            eid, pid = _ids_of(obj)
-            return Rejected(exc.reason, exc.detail, exc.field, eid, pid)
+            return Rejected(exc.reason, exc.detail, exc.field, *_ids_of(obj))
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            # A gap in the checks: dead-letter it (raw bytes kept) rather than stop the worker.
+            # Only the type is logged: the message could quote the event.
+            logger.error("validation failed unexpectedly: %s", type(exc).__name__)
+            return Rejected(
+                "unprocessable",
+                f"the event could not be checked ({type(exc).__name__})",
+                None,
+                *_ids_of(obj),
+            )
         return self._admit(raw, partition)
 
     def admit(
@@ -193,6 +330,7 @@ class Ingestor:
     def _admit(self, raw: RawEvent, partition: int) -> CleanEvent | None:
         if self.dedup.seen(raw.event_id, partition):
             self.duplicates += 1
+            self.last_duplicate_at = raw.occurred_at
             return None
         return pseudonymize(raw, self.pseudonym)
 

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     raw_partitions: int = 4
     clean_partitions: int = 4
     app_id: str = "portal-pulse"
+    # Failover: a dead worker's partitions move after this many seconds without a heartbeat.
+    session_timeout_seconds: float = 10.0
+    # Static group membership (Kafka group.instance.id): a worker restarted under the same id
+    # gets its partitions back at once, without a rebalance. Unique per worker.
+    group_instance_id: str | None = None
+    # SIGTERM: the worker stops within this many seconds whatever it was waiting for.
+    shutdown_timeout_seconds: float = 25.0
 
     # ClickHouse
     clickhouse_url: str | None = None  # default: chdb:///<data_dir>/chdb
@@ -81,6 +88,8 @@ class Settings(BaseSettings):
     # Fault injection for resilience tests: after this share of successful inserts, act as if
     # the acknowledgement was lost, so the batch is sent again (it must add no rows).
     sink_fault_rate: float = 0.0
+    # An insert that fails is retried with back-off up to this pause, for as long as it takes.
+    sink_retry_max_seconds: float = 10.0
     tick_interval_seconds: float = 0.25
     idle_grace_seconds: float = 0.5
 

@@ -1,11 +1,20 @@
-"""Runs the Faust worker in this process, optionally until it has caught up and gone idle."""
+"""Runs the Faust worker in this process, optionally until the group has caught up and gone idle.
+
+Stopping is safe at any instant (docs/delivery-guarantees.md), so shutdown is bounded: on SIGTERM
+retries in progress give up, and if Faust's own shutdown still hangs (a broker that is down) the
+process exits after ``shutdown_timeout_seconds`` anyway. An agent that crashes stops the worker
+with a non-zero exit; a restart resumes from the committed offsets.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterable
 
 import faust
 
@@ -13,30 +22,135 @@ from portal_pulse.kafka_admin import ensure_topics
 from portal_pulse.settings import Settings
 from streams.app import Runtime, build_app
 
-__all__ = ["run_worker"]
+__all__ = ["GroupLag", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
 
-def _install_idle_exit(app: faust.App, rt: Runtime, idle_seconds: float) -> None:
-    """Stop the worker once every assigned partition is processed and nothing moved for a while."""
+class GroupLag:
+    """The consumer group's committed offsets against the log ends, for every partition read."""
+
+    def __init__(self, settings: Settings, bootstrap: str, topics: Iterable[str]) -> None:
+        from confluent_kafka import Consumer
+
+        # Never subscribes: it only reads the group's committed offsets and the log ends.
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": settings.app_id,
+                "enable.auto.commit": False,
+                **settings.kafka_client_config(),
+            }
+        )
+        self.topics = sorted(set(topics))
+
+    def behind(self, timeout: float = 5.0) -> dict[tuple[str, int], int]:
+        """Messages not yet committed, per topic-partition with any (all, when caught up: {})."""
+        from confluent_kafka import TopicPartition
+
+        meta = self._consumer.list_topics(timeout=timeout)
+        tps = [
+            TopicPartition(topic, p)
+            for topic in self.topics
+            if topic in meta.topics
+            for p in meta.topics[topic].partitions
+        ]
+        committed = {
+            (tp.topic, tp.partition): tp.offset for tp in self._consumer.committed(tps, timeout)
+        }
+        lag: dict[tuple[str, int], int] = {}
+        for tp in tps:
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout)
+            done = committed.get((tp.topic, tp.partition), -1)
+            start = done if done >= 0 else low
+            if high > start:
+                lag[(tp.topic, tp.partition)] = high - start
+        return lag
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def topics_read(settings: Settings) -> list[str]:
+    names = settings.topics
+    return [
+        *names.raw.values(),
+        names.clean,
+        names.dead_letter,
+        names.alerts,
+        names.responses,
+        names.live_metrics,
+    ]
+
+
+def _install_idle_exit(app: faust.App, rt: Runtime, lag: GroupLag, idle_seconds: float) -> None:
+    """Stop once the group has committed every partition read and nothing moved for a while."""
     started = time.monotonic()
+    state = {"checking": False}
 
     @app.timer(0.5)
     async def exit_when_idle() -> None:
-        if app.rebalancing or time.monotonic() - started < 5:
+        if state["checking"] or app.rebalancing or time.monotonic() - started < 2:
             return
-        assignment = app.consumer.assignment()
-        if not assignment:
-            return
-        for tp in assignment:
-            readers = [p for p in rt.progress.values() if tp.topic in p.topics]
-            if not all(p.caught_up(app, tp) for p in readers):
-                return
         last = max((p.last_activity for p in rt.progress.values()), default=started)
-        if time.monotonic() - last >= idle_seconds:
-            logger.info("caught up and idle for %.1fs: stopping", idle_seconds)
-            os.kill(os.getpid(), signal.SIGTERM)
+        if time.monotonic() - last < idle_seconds:
+            return
+        state["checking"] = True
+        try:
+            behind = await asyncio.get_running_loop().run_in_executor(None, lag.behind)
+        except Exception as exc:  # broker unreachable: not caught up, keep working
+            logger.info("exit-when-idle: cannot read the group's offsets yet: %s", exc)
+            return
+        finally:
+            state["checking"] = False
+        if behind:
+            return
+        if time.monotonic() - max(p.last_activity for p in rt.progress.values()) < idle_seconds:
+            return
+        logger.info(
+            "caught up (group committed everything) and idle for %.1fs: stopping", idle_seconds
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class PipelineWorker(faust.Worker):
+    """Faust's worker with a bounded shutdown."""
+
+    def __init__(
+        self, app: faust.App, rt: Runtime, shutdown_timeout: float, **kwargs: object
+    ) -> None:
+        super().__init__(app, **kwargs)  # type: ignore[arg-type]
+        self.rt = rt
+        self.shutdown_timeout = shutdown_timeout
+        self._watchdog: threading.Timer | None = None
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        if not self._signal_stop_time:
+            logger.info("stopping on %s", signal.name)
+            self._arm_watchdog()
+        super()._schedule_shutdown(signal)
+
+    async def stop(self) -> None:
+        # Every way of stopping (signal, crash, end of input) is bounded in time.
+        self._arm_watchdog()
+        await super().stop()
+
+    def _arm_watchdog(self) -> None:
+        if self._watchdog is not None:
+            return
+        self.rt.stop_io()
+        self._watchdog = threading.Timer(self.shutdown_timeout, self._force_exit)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _force_exit(self) -> None:
+        logger.warning(
+            "shutdown did not finish within %.0fs: exiting now (nothing unacknowledged is lost; "
+            "it is read again at the next start)",
+            self.shutdown_timeout,
+        )
+        logging.shutdown()
+        os._exit(1 if self.crash_reason else 0)
 
 
 def run_worker(
@@ -48,12 +162,24 @@ def run_worker(
 ) -> Runtime:
     ensure_topics(settings, bootstrap)
     app, rt = build_app(settings, bootstrap)
+    lag = None
     if exit_when_idle:
-        _install_idle_exit(app, rt, exit_when_idle)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        lag = GroupLag(settings, bootstrap, topics_read(settings))
+        _install_idle_exit(app, rt, lag, exit_when_idle)
+    worker = PipelineWorker(
+        app,
+        rt,
+        settings.shutdown_timeout_seconds,
+        loglevel=loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
+    finally:
+        if lag is not None:
+            lag.close()
     return rt

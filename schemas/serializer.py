@@ -3,7 +3,11 @@
 Default framing is Avro single-object encoding (``C3 01`` + little-endian CRC-64-AVRO fingerprint
 of the schema's canonical form + body), which needs no registry. When a Schema Registry URL is
 given, the Confluent wire format (``00`` + big-endian schema id + body) is used instead.
-Decoding accepts either framing, whatever the writer chose.
+Decoding accepts either framing, whatever the writer chose. A field added to a schema carries
+``"added_in": N``; single-object records written before it (another fingerprint) still decode,
+the field taking its default.
+
+Decode errors never quote the bytes: what fails to decode may be PHI sent in the wrong format.
 """
 
 from __future__ import annotations
@@ -96,20 +100,32 @@ class AvroCodec:
             if len(data) < len(self._header):
                 raise SerializationError(f"truncated {self.name} single-object header")
             (fp,) = struct.unpack_from("<Q", data, 2)
-            if fp != self.fingerprint:
-                raise SerializationError(f"unknown schema fingerprint {fp:#018x} for {self.name}")
-            writer, offset = self.schema, 10
+            writer, offset = self._writer_by_fingerprint(fp), 10
         elif data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
             (schema_id,) = struct.unpack_from(">I", data, 1)
             writer, offset = self._writer_for(schema_id), 5
         else:
             raise SerializationError(f"not an Avro {self.name} record (unknown framing)")
+        body = io.BytesIO(data[offset:])
         try:
-            return fastavro.schemaless_reader(
-                io.BytesIO(data[offset:]), writer, self.schema, return_record_name=True
-            )
+            record = fastavro.schemaless_reader(body, writer, self.schema, return_record_name=True)
         except Exception as exc:  # fastavro raises several types on truncated/garbled input
-            raise SerializationError(f"undecodable {self.name} body: {exc}") from exc
+            # Only the type: fastavro's messages may quote the (possibly PHI) bytes.
+            raise SerializationError(
+                f"undecodable {self.name} body ({type(exc).__name__})"
+            ) from exc
+        extra = len(data) - offset - body.tell()
+        if extra:  # a valid record followed by anything else is not that record
+            raise SerializationError(f"{extra} trailing bytes after the {self.name} record")
+        return record
+
+    def _writer_by_fingerprint(self, fp: int) -> Schema:
+        if fp == self.fingerprint:
+            return self.schema
+        writer = _earlier_writers(self.name).get(fp)
+        if writer is None:  # the value itself is not quoted: it is input bytes
+            raise SerializationError(f"unknown schema fingerprint for {self.name}")
+        return writer
 
     def _writer_for(self, schema_id: int) -> Schema:
         if schema_id not in self._writers_by_id:
@@ -122,13 +138,34 @@ class AvroCodec:
             except SchemaRegistryError as exc:
                 if exc.http_status_code != 404:
                     raise  # registry trouble is not the record's fault: let the caller retry
-                raise SerializationError(f"schema id {schema_id} is not in the registry") from exc
+                raise SerializationError("Confluent schema id is not in the registry") from exc
             try:
                 writer = fastavro.parse_schema(json.loads(fetched.schema_str))
             except Exception as exc:
-                raise SerializationError(f"unusable writer schema id {schema_id}: {exc}") from exc
+                raise SerializationError(
+                    f"unusable writer schema from the registry ({type(exc).__name__})"
+                ) from exc
             self._writers_by_id[schema_id] = writer
         return self._writers_by_id[schema_id]
+
+
+@cache
+def _earlier_writers(name: str) -> dict[int, Schema]:
+    """Fingerprint → writer schema of each earlier version of ``name``.
+
+    The version before N lacks every field marked ``"added_in": N`` or later; such fields have
+    defaults, so the current schema reads those records by Avro schema resolution.
+    """
+    # Named types are inlined in the loaded schema; drop fastavro's parse markers to re-parse it.
+    current = {k: v for k, v in load_named_schema(name).items() if not k.startswith("__")}
+    added = sorted({f["added_in"] for f in current.get("fields", []) if "added_in" in f})
+    out: dict[int, Schema] = {}
+    for version in added:
+        fields = [f for f in current["fields"] if f.get("added_in", 0) < version]
+        writer = fastavro.parse_schema({**current, "fields": fields}, named_schemas={})
+        canonical = fastavro.schema.to_parsing_canonical_form(writer)
+        out[crc64_avro(canonical.encode())] = writer
+    return out
 
 
 def _details_branch(event_type: str, details: dict[str, Any]) -> tuple[str, dict[str, Any]]:

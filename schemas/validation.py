@@ -2,6 +2,9 @@
 
 The same checks serve JSON Lines files, JSON on the raw topics and decoded Avro, so an event is
 accepted or refused for the same reason wherever it enters.
+
+Every message names the field and what was expected, never the value received: a patient id
+typed into the wrong field must not reach a dead letter's ``detail``, ClickHouse or a log line.
 """
 
 from __future__ import annotations
@@ -15,16 +18,38 @@ from typing import Any
 from schemas.catalogue import FieldSpec, event_types
 from schemas.model import RawEvent
 
-__all__ = ["InvalidEvent", "TimeBounds", "parse_instant", "validate_event"]
+__all__ = [
+    "MAX_DETAIL_LENGTH",
+    "MAX_IDENTIFIER_LENGTH",
+    "InvalidEvent",
+    "TimeBounds",
+    "bounded",
+    "is_identifier_field",
+    "parse_instant",
+    "validate_event",
+]
 
 ENVELOPE = ("event_id", "event_type", "occurred_at", "practice_id", "patient_id")
+MAX_IDENTIFIER_LENGTH = 256  # ids become Kafka keys and ClickHouse keys: no room for a payload
+MAX_DETAIL_LENGTH = 300
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def bounded(text: str, limit: int = MAX_DETAIL_LENGTH) -> str:
+    """``text`` cut to ``limit`` characters, so no message can grow with its input."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def is_identifier_field(name: str) -> bool:
+    """Every ``*_id`` field (envelope or type-specific) is an identifier, checked the same way."""
+    return name.endswith("_id")
 
 
 class InvalidEvent(ValueError):
     """An event the pipeline refuses; ``reason`` is a stable code, ``field`` names the culprit."""
 
     def __init__(self, reason: str, detail: str, field: str | None = None) -> None:
+        detail = bounded(detail)
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -42,15 +67,25 @@ class TimeBounds:
         if at > now + self.max_future:
             raise InvalidEvent(
                 "timestamp_out_of_range",
-                f"occurred_at {at.isoformat()} is in the future",
+                f"occurred_at is more than {_span(self.max_future)} in the future",
                 "occurred_at",
             )
         if at < now - self.max_past:
             raise InvalidEvent(
                 "timestamp_out_of_range",
-                f"occurred_at {at.isoformat()} is too far in the past",
+                f"occurred_at is more than {_span(self.max_past)} in the past",
                 "occurred_at",
             )
+
+
+def _span(delta: timedelta) -> str:
+    """A bound in words ("1 day", "90 seconds"): the message states the limit, not the value."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds and seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}" + ("s" if n != 1 else "")
+    return f"{seconds} seconds"
 
 
 def parse_instant(value: Any, field: str = "occurred_at") -> datetime:
@@ -67,21 +102,49 @@ def parse_instant(value: Any, field: str = "occurred_at") -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidEvent("bad_timestamp", f"{field} {value!r} is not ISO-8601", field) from None
+        raise InvalidEvent(
+            "bad_timestamp", f"{field} is not an ISO-8601 instant with an offset", field
+        ) from None
     if parsed.tzinfo is None:
-        raise InvalidEvent("bad_timestamp", f"{field} {value!r} has no UTC offset", field)
-    return parsed.astimezone(UTC)
+        raise InvalidEvent("bad_timestamp", f"{field} has no UTC offset", field)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise InvalidEvent(
+            "bad_timestamp", f"{field} is outside the years 1..9999 in UTC", field
+        ) from None
+
+
+def _check_identifier(name: str, value: str) -> None:
+    """Ids are keys (Kafka, ClickHouse, the pseudonym): printable, one line, of sane length.
+
+    ``isprintable`` refuses NUL and every other control character, lone surrogates (which
+    cannot be encoded as UTF-8) and invisible format characters.
+    """
+    if len(value) > MAX_IDENTIFIER_LENGTH:
+        raise InvalidEvent(
+            "identifier_too_long", f"{name} is longer than {MAX_IDENTIFIER_LENGTH} characters", name
+        )
+    if not value.isprintable():
+        raise InvalidEvent(
+            "bad_identifier", f"{name} contains control or non-printable characters", name
+        )
+
+
+def _check_string(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"{name} must be a string", name)
+    if not value.strip():
+        raise InvalidEvent("empty_field", f"{name} is empty", name)
+    if is_identifier_field(name):
+        _check_identifier(name, value)
+    return value
 
 
 def _required_string(obj: Mapping[str, Any], name: str) -> str:
     if name not in obj or obj[name] is None:
         raise InvalidEvent("missing_field", f"missing required field {name}", name)
-    value = obj[name]
-    if not isinstance(value, str):
-        raise InvalidEvent("wrong_type", f"{name} must be a string", name)
-    if not value.strip():
-        raise InvalidEvent("empty_field", f"{name} is empty", name)
-    return value
+    return _check_string(name, obj[name])
 
 
 def _check_field(spec: FieldSpec, obj: Mapping[str, Any]) -> Any:
@@ -92,14 +155,11 @@ def _check_field(spec: FieldSpec, obj: Mapping[str, Any]) -> Any:
         raise InvalidEvent("missing_field", f"missing required field {name}", name)
     value = obj[name]
     if spec.kind == "enum":
-        if value not in spec.symbols:
+        if not isinstance(value, str) or value not in spec.symbols:
             allowed = ", ".join(spec.symbols)
-            raise InvalidEvent("bad_enum", f"{name}={value!r} is not one of {allowed}", name)
+            raise InvalidEvent("bad_enum", f"{name} must be one of {allowed}", name)
     elif spec.kind == "string":
-        if not isinstance(value, str):
-            raise InvalidEvent("wrong_type", f"{name} must be a string", name)
-        if not value.strip():
-            raise InvalidEvent("empty_field", f"{name} is empty", name)
+        _check_string(name, value)
     elif spec.kind in ("int", "long"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidEvent("wrong_type", f"{name} must be an integer", name)
@@ -134,7 +194,9 @@ def validate_event(
     event_type = _required_string(obj, "event_type")
     spec = event_types().get(event_type)
     if spec is None:
-        raise InvalidEvent("unknown_event_type", f"unknown event_type {event_type!r}", "event_type")
+        raise InvalidEvent(
+            "unknown_event_type", "event_type is not one of the SPEC §2 event types", "event_type"
+        )
     if "occurred_at" not in obj or obj["occurred_at"] is None:
         raise InvalidEvent("missing_field", "missing required field occurred_at", "occurred_at")
     occurred_at = parse_instant(obj["occurred_at"])

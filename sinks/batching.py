@@ -1,42 +1,70 @@
 """A small batching sink: rows gather per table and are written in one insert per flush.
 
-Each batch remembers the Kafka positions it covers, so a retried batch carries the same
-deduplication token and the caller acknowledges offsets only after the write succeeded.
+Each batch remembers the Kafka position of every row. Two things make a write exactly-once:
+
+- a retried insert carries the same ``insert_deduplication_token`` (topic/partition/offsets), so
+  an insert whose acknowledgement was lost adds nothing when it is sent again;
+- the sink knows the highest offset it has written per topic-partition, read back from
+  ClickHouse when it first meets the partition (from the table's own ``kafka_*`` columns, or
+  from ``sink_positions``), so records read again after a crash or a rebalance are skipped.
+
+Failure policy: an insert is retried with capped exponential back-off until it succeeds or the
+sink is stopped (the caller then acknowledges nothing). ``attempts`` bounds it for one-shot
+callers such as the offline replay.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["Batch", "ClickHouseTableSink", "SinkWriteError", "lost_ack_fault"]
+__all__ = [
+    "POSITION_COLUMNS",
+    "Batch",
+    "ClickHouseTableSink",
+    "SinkStopped",
+    "SinkWriteError",
+    "lost_ack_fault",
+]
 
 logger = logging.getLogger(__name__)
 
+POSITION_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset")
+
 
 class SinkWriteError(RuntimeError):
-    """A batch could not be written after retries; offsets must not be acknowledged."""
+    """A batch could not be written within its attempts; offsets must not be acknowledged."""
+
+
+class SinkStopped(RuntimeError):
+    """The sink was stopped while a batch was still unwritten; offsets must not be acknowledged."""
 
 
 @dataclass
 class Batch:
     rows: list[list[Any]] = field(default_factory=list)
+    sources: list[tuple[str, int, int] | None] = field(default_factory=list)
     positions: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
 
     def add(
         self, row: list[Any], topic: str | None = None, partition: int = 0, offset: int = -1
     ) -> None:
         self.rows.append(row)
-        if topic is not None:
-            key = (topic, partition)
-            lo, hi = self.positions.get(key, (offset, offset))
-            self.positions[key] = (min(lo, offset), max(hi, offset))
+        if topic is None:
+            self.sources.append(None)
+            return
+        self.sources.append((topic, partition, offset))
+        key = (topic, partition)
+        lo, hi = self.positions.get(key, (offset, offset))
+        self.positions[key] = (min(lo, offset), max(hi, offset))
 
     def token(self, table: str) -> str | None:
         """Deterministic from the source positions; None for batches not read from Kafka."""
@@ -47,12 +75,22 @@ class Batch:
         )
         return f"{table}|{spans}"
 
+    def after(self, written: dict[tuple[str, int], int]) -> Batch:
+        """The rows whose position is past what was already written."""
+        rest = Batch()
+        for row, src in zip(self.rows, self.sources, strict=True):
+            if src is None:
+                rest.add(row)
+            elif src[2] > written.get((src[0], src[1]), -1):
+                rest.add(row, *src)
+        return rest
+
     def __len__(self) -> int:
         return len(self.rows)
 
 
 class ClickHouseTableSink:
-    """Writes batches to one table; retries a failed insert with the same token."""
+    """Writes batches to one table, each row at most once per Kafka position."""
 
     def __init__(
         self,
@@ -60,45 +98,125 @@ class ClickHouseTableSink:
         table: str,
         columns: Sequence[str],
         *,
-        attempts: int = 5,
+        position_columns: bool = False,
+        attempts: int | None = None,
         backoff: float = 0.2,
+        max_backoff: float = 10.0,
         after_insert: Callable[[Batch], None] | None = None,
     ) -> None:
         self.client = client
         self.table = table
         self.columns = list(columns)
+        # True: the table has kafka_topic/partition/offset columns; else sink_positions is used.
+        self.position_columns = position_columns
         self.attempts = attempts
         self.backoff = backoff
+        self.max_backoff = max_backoff
         # Fault hook: raising here simulates a write whose acknowledgement was lost, so the
         # same batch is sent again with the same token.
         self.after_insert = after_insert
         self.rows_written = 0
+        self.rows_skipped = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.on_error: Callable[[str], None] | None = None
+        self.on_written: Callable[[int, float], None] | None = None
+        self._written: dict[tuple[str, int], int] = {}
+        self._known_topics: set[str] = set()
+        self._stop = threading.Event()
 
-    def write(self, batch: Batch) -> None:
-        if not batch.rows:
+    def stop(self) -> None:
+        self._stop.set()
+
+    def forget(self, tps: Iterable[tuple[str, int]] | None = None) -> None:
+        """Read positions back from ClickHouse again (another sink may have written since)."""
+        if tps is None:
+            self._written.clear()
+            self._known_topics.clear()
             return
-        token = batch.token(self.table)
-        settings = {"insert_deduplication_token": token} if token else {}
+        for tp in tps:
+            self._written.pop(tp, None)
+            self._known_topics.discard(tp[0])
+
+    def _load_positions(self, topic: str) -> None:
+        if self.position_columns:
+            sql = (
+                f"SELECT kafka_partition, max(kafka_offset) FROM {self.table} "
+                "WHERE kafka_topic = {t:String} GROUP BY kafka_partition"
+            )
+            params = {"t": topic}
+        else:
+            sql = (
+                "SELECT partition, max(offset) FROM sink_positions "
+                "WHERE table_name = {n:String} AND topic = {t:String} GROUP BY partition"
+            )
+            params = {"n": self.table, "t": topic}
+        for partition, offset in self.client.query(sql, parameters=params).result_rows:
+            key = (topic, int(partition))
+            self._written[key] = max(self._written.get(key, -1), int(offset))
+        self._known_topics.add(topic)
+
+    def write(self, batch: Batch) -> int:
+        """Insert the rows not yet written; returns how many were inserted."""
+        if not batch.rows:
+            return 0
         delay = self.backoff
-        for attempt in range(1, self.attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                self.client.insert(
-                    self.table, batch.rows, column_names=self.columns, settings=settings
-                )
-                if self.after_insert is not None:
-                    self.after_insert(batch)
-                self.rows_written += len(batch.rows)
-                return
+                return self._write_once(batch)
             except Exception as exc:
-                if attempt == self.attempts:
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                if self.on_error is not None:
+                    self.on_error(self.table)
+                if self.attempts is not None and attempt >= self.attempts:
                     raise SinkWriteError(
-                        f"insert into {self.table} failed {attempt} times: {exc}"
+                        f"insert into {self.table} failed {attempt} times: {self.last_error}"
                     ) from exc
                 logger.warning(
-                    "insert into %s failed (attempt %d): %s; retrying", self.table, attempt, exc
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                    "insert into %s failed (attempt %d): %s; retrying in %.1fs",
+                    self.table, attempt, self.last_error, delay,
+                )  # fmt: skip
+                if self._stop.wait(delay):
+                    raise SinkStopped(f"stopped with a batch for {self.table} unwritten") from exc
+                delay = min(delay * 2, self.max_backoff)
+
+    def _write_once(self, batch: Batch) -> int:
+        started = time.monotonic()
+        for topic, _ in batch.positions:
+            if topic not in self._known_topics:
+                self._load_positions(topic)
+        todo = batch.after(self._written) if batch.positions else batch
+        self.rows_skipped += len(batch) - len(todo)
+        if not todo.rows:
+            return 0
+        rows, columns = todo.rows, self.columns
+        if self.position_columns and todo.positions:
+            columns = [*self.columns, *POSITION_COLUMNS]
+            rows = [
+                [*row, *(src if src is not None else ("", -1, -1))]
+                for row, src in zip(todo.rows, todo.sources, strict=True)
+            ]
+        token = todo.token(self.table)
+        settings = {"insert_deduplication_token": token} if token else {}
+        self.client.insert(self.table, rows, column_names=columns, settings=settings)
+        if self.after_insert is not None:
+            self.after_insert(todo)
+        if todo.positions and not self.position_columns:
+            now = datetime.now(UTC)
+            self.client.insert(
+                "sink_positions",
+                [[self.table, t, p, hi, now] for (t, p), (_, hi) in todo.positions.items()],
+                column_names=["table_name", "topic", "partition", "offset", "updated_at"],
+            )
+        for key, (_, hi) in todo.positions.items():
+            self._written[key] = max(self._written.get(key, -1), hi)
+        self.rows_written += len(todo)
+        if self.on_written is not None:
+            self.on_written(len(todo), time.monotonic() - started)
+        return len(todo)
 
 
 def lost_ack_fault(rate: float, seed: int = 20260101) -> Callable[[Batch], None]:

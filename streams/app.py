@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import mode
 from clickhouse_connect.driver.client import Client
 
 from portal_pulse.ingest import Ingestor, bounds_from
@@ -23,6 +24,7 @@ from portal_pulse.settings import Settings
 from schemas.serializer import AvroCodec, get_codec
 from sinks.client import connect
 from sinks.migrate import migrate
+from streams.checkpoint import install_gated_consumer
 from streams.progress import Progress
 from streams.topics import PipelineTopics, declare_topics
 
@@ -47,8 +49,17 @@ class Runtime:
     )
     progress: dict[str, Progress] = field(default_factory=dict)
     sinks: dict[str, Any] = field(default_factory=dict)
+    producers: list[Any] = field(default_factory=list)
+    agents: dict[str, Any] = field(default_factory=dict)
     notifier: Any = None
     bootstrap: str = ""
+
+    def stop_io(self) -> None:
+        """Make retries in progress give up (shutdown): their inputs stay unacknowledged."""
+        for producer in self.producers:
+            producer.stop()
+        for sink in self.sinks.values():
+            sink.stop()
 
     def progress_of(self, agent: str, topics: Iterable[str]) -> Progress:
         return self.progress.setdefault(agent, Progress(topics))
@@ -82,7 +93,9 @@ def _ssl_context(settings: Settings):  # type: ignore[no-untyped-def]
 def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
     """A worker app with every agent registered; refuses to build without a pseudonym key."""
     pseudonym = Pseudonymizer(load_key(settings))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = settings.schema_registry_url
+    group_instance_id = settings.group_instance_id or None
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{b}" for b in bootstrap.split(",")],
@@ -104,7 +117,18 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=3600.0,
         logging_config=None,
+        # Faust's local files (none with the memory store, but it creates the directory).
+        datadir=str(settings.data_dir / "faust"),
+        # An agent that crashes stops the worker (non-zero exit) instead of being restarted
+        # without the records it had taken: a restart resumes from the committed offsets.
+        agent_supervisor=mode.CrashingSupervisor,
+        # A dead worker's partitions move within seconds; a restarted one with a static
+        # member id takes its partitions back without a rebalance.
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
+        consumer_group_instance_id=group_instance_id,
     )
+    install_gated_consumer(app)
     client = connect(
         settings.clickhouse_dsn,
         user=settings.clickhouse_user,
@@ -136,8 +160,8 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
     )
     from streams import ingest_agent, notify_agent, processor_agent, sink_agents
 
-    ingest_agent.register(app, runtime)
-    processor_agent.register(app, runtime)
-    sink_agents.register(app, runtime)
+    runtime.agents["ingest"] = ingest_agent.register(app, runtime)
+    runtime.agents["processors"] = processor_agent.register(app, runtime)
+    runtime.agents["sinks"] = sink_agents.register(app, runtime)
     notify_agent.register(app, runtime)
     return app, runtime

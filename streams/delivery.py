@@ -1,14 +1,21 @@
-"""A librdkafka producer for the hot output topics, flushed before the inputs are acknowledged.
+"""A librdkafka producer for the output and changelog topics, flushed before inputs are acknowledged.
 
 Faust's own producer (aiokafka, pure Python) costs more per message than the rest of ingest put
-together; confluent-kafka's runs in C on its own thread. At-least-once is kept by acknowledging a
-batch of input records only after every output of the batch is confirmed delivered.
+together; confluent-kafka's runs in C on its own thread.
+
+Failure policy (docs/delivery-guarantees.md): a message is never given up on. librdkafka retries
+a record without a time limit (``message.timeout.ms=0``), so a broker outage of any length only
+delays the flush, and the inputs of the batch stay unacknowledged until it ends. Only a
+permanent refusal (a record too large, no authorization) is an error: the worker then exits
+non-zero, because retrying cannot help and skipping would lose data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
@@ -21,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class DeliveryError(RuntimeError):
-    """Some outputs of a batch were not delivered; its inputs must not be acknowledged."""
+    """The broker refused some outputs for good; their inputs must never be acknowledged."""
 
 
 class DeliveringProducer:
@@ -32,16 +39,39 @@ class DeliveringProducer:
                 "enable.idempotence": True,  # keeps per-key order through retries
                 "linger.ms": 10,
                 "compression.type": "lz4",
+                # Never expire a queued record: an outage delays delivery, it does not drop it.
+                "message.timeout.ms": 0,
                 # Same key → same partition as Java clients and aiokafka.
                 "partitioner": "murmur2_random",
+                "error_cb": self._on_error,
                 **settings.kafka_client_config(),
             }
         )
         self._errors: list[str] = []
+        self._stop = threading.Event()
+        self._last_error_log = 0.0
+        self.sent = 0
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Connection trouble: librdkafka keeps retrying; say so, at most every 10 s.
+        now = time.monotonic()
+        if now - self._last_error_log >= 10.0:
+            self._last_error_log = now
+            logger.warning("Kafka producer: %s (retrying)", err.str())
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
         if err is not None:
-            self._errors.append(str(err))
+            self._errors.append(f"{err.name()}: {err.str()}"[:200])
+
+    def _produce(self, topic: str, kwargs: dict[str, Any]) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:  # the local queue is full: let librdkafka drain it
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+        self.sent += 1
 
     def send(
         self,
@@ -56,31 +86,40 @@ class DeliveringProducer:
             kwargs["headers"] = list(headers.items())
         if partition is not None:
             kwargs["partition"] = partition
-        while True:
-            try:
-                self._producer.produce(topic, **kwargs)
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-        self._producer.poll(0)
+        self._produce(topic, kwargs)
 
     def send_tombstone(self, topic: str, key: bytes, partition: int) -> None:
         """A null value: deletes the key from a compacted (changelog) topic."""
-        while True:
-            try:
-                self._producer.produce(
-                    topic, key=key, value=None, partition=partition, on_delivery=self._on_delivery
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-        self._producer.poll(0)
-
-    async def flush(self, timeout: float = 60.0) -> None:
-        """Wait (off the event loop) until everything sent so far is delivered."""
-        remaining = await asyncio.get_running_loop().run_in_executor(
-            None, self._producer.flush, timeout
+        self._produce(
+            topic,
+            {"key": key, "value": None, "partition": partition, "on_delivery": self._on_delivery},
         )
+
+    def stop(self) -> None:
+        """Make a flush in progress give up (at shutdown): its inputs stay unacknowledged."""
+        self._stop.set()
+
+    def _flush_until_done(self) -> int:
+        waited = 0.0
+        while True:
+            remaining = self._producer.flush(1.0)
+            if remaining == 0 or self._stop.is_set():
+                return remaining
+            waited += 1.0
+            if waited % 30 == 0:
+                logger.warning(
+                    "Kafka delivery: %d records waiting for the broker for %.0fs", remaining, waited
+                )
+
+    async def flush(self) -> None:
+        """Wait (off the event loop) until everything sent so far is delivered.
+
+        Raises DeliveryError for a permanent refusal, CancelledError when stopped; never
+        returns with anything undelivered.
+        """
+        remaining = await asyncio.get_running_loop().run_in_executor(None, self._flush_until_done)
         errors, self._errors = self._errors, []
-        if remaining or errors:
-            raise DeliveryError(f"{remaining} undelivered, errors: {errors[:3]}")
+        if errors:
+            raise DeliveryError(f"the broker refused {len(errors)} records: {errors[:3]}")
+        if remaining:
+            raise asyncio.CancelledError("stopping with records undelivered")

@@ -1,8 +1,14 @@
 """Raw topics → clean topic (keyed by patient) or dead-letter topic. Never stops on bad input.
 
-Every clean record carries the raw-topic watermark in a header; when all raw partitions are
-caught up, a timer sends the final watermark as an empty control record to each clean partition
-so the processors' clocks reach the newest event time.
+Every clean record carries the raw-topic watermark and its own raw position in headers; when all
+raw partitions are caught up, a timer sends the final watermark as an empty control record to
+each clean partition so the processors' clocks reach the newest event time.
+
+Checkpoint order (docs/delivery-guarantees.md): the batch's clean records and dead letters are
+delivered, then the ids it added to the de-duplication memory, then the raw offsets are released.
+A crash in between re-reads the batch: ids already in the restored memory are duplicates (their
+clean record exists), the others are sent again with the same raw position, which the
+processors recognise and skip.
 """
 
 from __future__ import annotations
@@ -13,14 +19,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from faust.types import TP
 
+from portal_pulse.ingest import Rejected
 from schemas.model import CleanEvent
 from schemas.serializer import clean_event_to_record
 from streams.app import Runtime
+from streams.checkpoint import Checkpoint
 from streams.delivery import DeliveringProducer
-from streams.watermark import HEADER, Watermark, header_value
+from streams.watermark import HEADER, SOURCE_HEADER, Watermark, header_value, source_value
 
-__all__ = ["clean_key", "register"]
+__all__ = ["Ingest", "clean_key", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,94 +39,159 @@ def clean_key(event: CleanEvent) -> bytes:
     return f"{event.practice_id}|{event.patient_pseudonym}".encode()
 
 
-def register(app: faust.App, rt: Runtime) -> None:
-    topics = rt.topics
-    raw_names = set(rt.settings.topics.raw.values())
-    progress = rt.progress_of("ingest", raw_names)
-    stats = {"clean": 0, "dead_letter": 0, "duplicate": 0}
-    watermark = Watermark()
-    announced: list[datetime | None] = [None]
-    wm: datetime | None = None
+class DedupChangelog:
+    """The de-duplication memory's changelog records, held until the batch's outputs are out."""
 
-    def current_watermark() -> datetime | None:
-        assigned = [tp for tp in app.consumer.assignment() if tp.topic in raw_names]
-        return watermark.compute(assigned, lambda tp: progress.caught_up(app, tp))
+    def __init__(self, topic: str, delivery: DeliveringProducer) -> None:
+        self.topic = topic
+        self.delivery = delivery
+        self._pending: list[tuple[str, int, bool]] = []
 
-    out = DeliveringProducer(rt.settings, rt.bootstrap)
-    names = rt.settings.topics
-    batch_size = rt.settings.sink_batch_size
+    def added(self, event_id: str, partition: int) -> None:
+        self._pending.append((event_id, partition, True))
 
-    # The de-duplication memory survives restarts: every remembered event id is a record in a
-    # compacted changelog (partition = the raw partition it came from), evictions are tombstones.
-    seen_table = app.Table(
-        "dedup",
-        partitions=rt.settings.raw_partitions,
-        schema=faust.Schema(key_serializer="json", value_serializer="json"),
-    )
-    seen_topic = seen_table.changelog_topic.get_topic_name()
-    dedup = rt.ingestor.dedup
-    dedup.on_add = lambda eid, p: out.send(
-        seen_topic, str(p).encode(), json.dumps(eid).encode(), partition=p
-    )
-    dedup.on_evict = lambda eid, p: out.send_tombstone(seen_topic, json.dumps(eid).encode(), p)
-    restored = [False]
+    def evicted(self, event_id: str, partition: int) -> None:
+        self._pending.append((event_id, partition, False))
 
-    def handle(msg: Any, data: bytes) -> None:
-        nonlocal wm
-        result = rt.ingestor.ingest(data, partition=msg.partition)
+    def write_changes(self) -> int:
+        pending, self._pending = self._pending, []
+        for event_id, partition, present in pending:
+            key = json.dumps(event_id).encode()
+            if present:
+                self.delivery.send(self.topic, str(partition).encode(), key, partition=partition)
+            else:
+                self.delivery.send_tombstone(self.topic, key, partition)
+        return len(pending)
+
+
+class Ingest:
+    """The ingest agent and its watermark timer."""
+
+    def __init__(self, app: faust.App, rt: Runtime, delivery: DeliveringProducer) -> None:
+        self.app = app
+        self.rt = rt
+        self.delivery = delivery
+        self.names = rt.settings.topics
+        self.raw_names = set(self.names.raw.values())
+        self.progress = rt.progress_of("ingest", self.raw_names)
+        self.stats = {"clean": 0, "dead_letter": 0, "duplicate": 0}
+        self.reasons: dict[str, int] = {}
+        self.watermark = Watermark()
+        self.announced: datetime | None = None
+        self.wm: datetime | None = None
+        # The de-duplication memory survives restarts: every remembered event id is a record in
+        # a compacted changelog (partition = the raw partition it came from), evictions are
+        # tombstones.
+        self.seen_table = app.Table(
+            "dedup",
+            partitions=rt.settings.raw_partitions,
+            schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        )
+        self.dedup_log = DedupChangelog(self.seen_table.changelog_topic.get_topic_name(), delivery)
+        dedup = rt.ingestor.dedup
+        dedup.on_add = self.dedup_log.added
+        dedup.on_evict = self.dedup_log.evicted
+        self.checkpoint = Checkpoint(delivery, [self.dedup_log])  # type: ignore[list-item]
+        self.restored = False
+
+    def current_watermark(self) -> datetime | None:
+        app = self.app
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic in self.raw_names]
+        return self.watermark.compute(assigned, lambda tp: self.progress.caught_up(app, tp))
+
+    def handle(self, msg: Any, data: bytes) -> None:
+        try:
+            result = self.rt.ingestor.ingest(data, partition=msg.partition)
+        except Exception as exc:  # a bug, not the record's fault; still one dead letter
+            result = Rejected("processing_error", f"ingest failed: {type(exc).__name__}")
         if result is None:
-            stats["duplicate"] += 1
+            self.stats["duplicate"] += 1
+            # A duplicate still says how far its source has got.
+            at = self.rt.ingestor.last_duplicate_at
+            if at is not None:
+                self.watermark.observe(msg.tp, at)
         elif isinstance(result, CleanEvent):
-            watermark.observe(msg.tp, result.occurred_at)
-            stats["clean"] += 1
-            if stats["clean"] % 64 == 1:  # recomputed every 64 events: it asks the consumer
-                wm = current_watermark()
-            value = rt.clean_codec.encode_record(clean_event_to_record(result))
-            headers = {HEADER: header_value(wm)} if wm is not None else None
-            out.send(names.clean, value, clean_key(result), headers)
+            self.watermark.observe(msg.tp, result.occurred_at)
+            self.stats["clean"] += 1
+            if self.stats["clean"] % 64 == 1:  # recomputed every 64 events: it asks the consumer
+                self.wm = self.current_watermark()
+            value = self.rt.clean_codec.encode_record(clean_event_to_record(result))
+            headers = {SOURCE_HEADER: source_value(msg.topic, msg.partition, msg.offset)}
+            if self.wm is not None:
+                headers[HEADER] = header_value(self.wm)
+            self.delivery.send(self.names.clean, value, clean_key(result), headers)
         else:
-            record = result.dead_letter(
-                data, msg.topic, msg.partition, msg.offset, datetime.now(UTC)
-            )
-            # The reason and position are logged; the raw bytes (PHI) are not.
-            logger.warning(
-                "dead letter %s:%d@%d: %s (%s)",
-                msg.topic, msg.partition, msg.offset, result.reason, result.detail,
-            )  # fmt: skip
-            key = (result.event_id or "").encode() or None
-            out.send(names.dead_letter, rt.dead_letter_codec.encode_record(record), key)
-            stats["dead_letter"] += 1
+            self.dead_letter(msg, data, result)
 
-    @app.agent(topics.raw, name="ingest")
-    async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(batch_size, within=0.05):
-            if not restored[0]:  # first batch since start or rebalance: tables are recovered
-                dedup.restore((str(k), int(v or 0)) for k, v in seen_table.data.items())
-                restored[0] = True
-            for event in events:
-                handle(event.message, event.value or b"")
-            await out.flush()  # delivered before acknowledged: at least once
-            for event in events:
-                await stream.ack(event)
-                progress.done(event.message.tp, event.message.offset)
+    def dead_letter(self, msg: Any, data: bytes, result: Rejected) -> None:
+        record = result.dead_letter(data, msg.topic, msg.partition, msg.offset, datetime.now(UTC))
+        # The reason, field and position are logged; never the value (PHI).
+        logger.warning(
+            "dead letter %s:%d@%d: %s (field %s)",
+            msg.topic, msg.partition, msg.offset, result.reason, result.field or "-",
+        )  # fmt: skip
+        key = (result.event_id or "").encode() or None
+        self.delivery.send(
+            self.names.dead_letter, self.rt.dead_letter_codec.encode_record(record), key
+        )
+        self.stats["dead_letter"] += 1
+        self.reasons[result.reason] = self.reasons.get(result.reason, 0) + 1
 
-    @app.timer(rt.settings.tick_interval_seconds)
-    async def announce_watermark() -> None:
-        assigned = [tp for tp in app.consumer.assignment() if tp.topic in raw_names]
+    async def run_batches(self, stream: faust.StreamT) -> None:
+        dedup = self.rt.ingestor.dedup
+        async for events in stream.noack_take(self.rt.settings.sink_batch_size, within=0.05):
+            async with self.checkpoint.lock:
+                if not self.restored:  # first batch since start or rebalance: tables recovered
+                    data = self.seen_table.data
+                    dedup.restore((str(k), int(v or 0)) for k, v in data.items())
+                    self.restored = True
+                for event in events:
+                    self.handle(event.message, event.value or b"")
+                await self.checkpoint.complete(stream.ack, events)
+            for event in events:
+                self.progress.done(event.message.tp, event.message.offset)
+
+    async def announce_watermark(self) -> None:
+        app = self.app
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic in self.raw_names]
         if app.rebalancing or not assigned:
             return
-        if not all(progress.caught_up(app, tp) for tp in assigned):
+        if not all(self.progress.caught_up(app, tp) for tp in assigned):
             return
-        wm = current_watermark()
-        if wm is None or wm == announced[0]:
-            return
-        for partition in range(rt.settings.clean_partitions):
-            out.send(names.clean, b"", headers={HEADER: header_value(wm)}, partition=partition)
-        await out.flush()
-        announced[0] = wm
+        async with self.checkpoint.lock:
+            wm = self.current_watermark()
+            if wm is None or wm == self.announced:
+                return
+            for partition in range(self.rt.settings.clean_partitions):
+                self.delivery.send(
+                    self.names.clean, b"", headers={HEADER: header_value(wm)}, partition=partition
+                )
+            await self.delivery.flush()
+            self.announced = wm
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(app_: faust.App, assigned: set[Any], **_: Any) -> None:
-        restored[0] = False
+    async def on_revoked(self, revoked: set[TP]) -> None:
+        async with self.checkpoint.lock:
+            self.restored = False
 
-    ingest.stats = stats  # type: ignore[attr-defined]
+    def register(self) -> None:
+        app = self.app
+        app.agent(self.rt.topics.raw, name="ingest")(self.run_batches)
+        app.timer(self.rt.settings.tick_interval_seconds, name="ingest-watermark")(
+            self.announce_watermark
+        )
+
+        @app.on_partitions_revoked.connect
+        async def _revoked(app_: faust.App, revoked: set[TP], **_: Any) -> None:
+            await self.on_revoked(revoked)
+
+        @app.on_partitions_assigned.connect
+        async def _assigned(app_: faust.App, assigned: set[Any], **_: Any) -> None:
+            self.restored = False
+
+
+def register(app: faust.App, rt: Runtime) -> Ingest:
+    delivery = DeliveringProducer(rt.settings, rt.bootstrap)
+    rt.producers.append(delivery)
+    ingest = Ingest(app, rt, delivery)
+    ingest.register()
+    return ingest

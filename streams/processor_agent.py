@@ -1,17 +1,23 @@
 """Clean topic → the keyed state machines → alerts and response facts on their topics.
 
-State lives in changelog-backed tables (a restarted worker carries on). Each source partition
+State lives in changelog-backed tables (a restarted worker carries on). Each clean partition
 has its own event-time clock; a timer moves the clocks of caught-up, idle partitions with the
 wall clock so deadlines fire within about a second when no event arrives.
+
+Exactly-once effect (docs/delivery-guarantees.md): every batch and every tick ends in
+``Checkpoint.complete`` — events rows written, outputs delivered, state changelog, then each
+partition's marker (clock, last input offset, raw positions seen), then the acknowledgement.
+After a restart a record at or below the marker's offset is skipped whole, a key whose stamp
+already holds an input skips it, and a second copy of a raw record (ingest re-read after a
+crash) is recognised by its raw position.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -21,80 +27,21 @@ from portal_pulse.domain.clock import EventClock
 from portal_pulse.domain.live import LiveMetrics
 from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.engine import Engine
+from portal_pulse.ingest import Rejected
 from portal_pulse.pipeline import build_machines, load_practices
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink, lost_ack_fault
 from sinks.rows import TABLES, event_row
 from streams.app import Runtime
+from streams.checkpoint import Checkpoint
 from streams.codecs import alert_to_bytes, live_to_bytes, response_to_bytes
 from streams.delivery import DeliveringProducer
-from streams.watermark import read_header
+from streams.state import ChangelogStore
+from streams.watermark import read_header, read_source
 
-__all__ = ["CollectingOutputs", "FaustTableStore", "register"]
+__all__ = ["CollectingOutputs", "Processors", "register"]
 
 logger = logging.getLogger(__name__)
-
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-class FaustTableStore:
-    """A Faust table whose changelog records go out through our producer, partition named.
-
-    Faust restores the table from its changelog topic at start-up as usual; writing the records
-    ourselves lets timers change state too, and puts them in the batch that is delivered before
-    the inputs are acknowledged.
-    """
-
-    def __init__(self, table: faust.Table, delivery: DeliveringProducer) -> None:
-        self.table = table
-        self.delivery = delivery
-        self.topic = table.changelog_topic.get_topic_name()
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.table.data.get(key)
-
-    def put(self, key: str, value: dict[str, Any], partition: int) -> None:
-        self.table.data[key] = value
-        self.delivery.send(self.topic, _json(value), _json(key), partition=partition)
-
-    def delete(self, key: str, partition: int) -> None:
-        if self.table.data.pop(key, None) is not None:
-            self.delivery.send_tombstone(self.topic, _json(key), partition)
-
-    def items(self) -> list[tuple[str, dict[str, Any]]]:
-        return list(self.table.data.items())
-
-    def __len__(self) -> int:
-        return len(self.table.data)
-
-
-class BufferedTableStore(FaustTableStore):
-    """Writes the table now but its changelog on ``flush``: for hot keys rewritten per event.
-
-    A crash loses at most the unflushed changes of live counters, which are approximate by
-    nature; the exact monthly figures come from ClickHouse.
-    """
-
-    def __init__(self, table: faust.Table, delivery: DeliveringProducer) -> None:
-        super().__init__(table, delivery)
-        self.dirty: dict[str, int] = {}
-
-    def put(self, key: str, value: dict[str, Any], partition: int) -> None:
-        self.table.data[key] = value
-        self.dirty[key] = partition
-
-    def delete(self, key: str, partition: int) -> None:
-        self.dirty.pop(key, None)
-        super().delete(key, partition)
-
-    def flush(self) -> None:
-        for key, partition in self.dirty.items():
-            value = self.table.data.get(key)
-            if value is not None:
-                self.delivery.send(self.topic, _json(value), _json(key), partition=partition)
-        self.dirty.clear()
 
 
 class CollectingOutputs:
@@ -115,139 +62,232 @@ class CollectingOutputs:
         return taken
 
 
-def register(app: faust.App, rt: Runtime) -> None:
-    topics = rt.topics
-    settings = rt.settings
-    parts = settings.clean_partitions
-    # JSON keys and values: keys read back from the changelog are str, as they were written.
-    json_schema = faust.Schema(key_serializer="json", value_serializer="json")
-    practices = load_practices(settings)
-    machines = build_machines(practices)
-    tables = {
-        m.name: app.Table(f"{m.name}-state", partitions=parts, schema=json_schema) for m in machines
-    }
-    clock_table = app.Table("clocks", partitions=parts, schema=json_schema)
-    delivery = DeliveringProducer(settings, rt.bootstrap)
-    stores = {name: FaustTableStore(t, delivery) for name, t in tables.items()}
-    clock_store = FaustTableStore(clock_table, delivery)
-    live_store = BufferedTableStore(
-        app.Table("live-state", partitions=parts, schema=json_schema), delivery
-    )
-    live = LiveMetrics(
-        live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
-    )
-    out = CollectingOutputs()
-    engine = Engine(machines, stores, out)
-    clocks: dict[int, EventClock] = {}
-    indexed: set[int] = set()
-    saved_clock: dict[int, str | None] = {}
-    progress = rt.progress_of("processors", [settings.topics.clean])
+@dataclass
+class PartitionState:
+    """What a clean partition's marker holds, in memory."""
 
-    def clock_for(partition: int) -> EventClock:
-        if partition not in indexed:
-            # First touch since assignment: rebuild this partition's deadline index and clock.
-            engine.rebuild([partition], keep_others=True)
-            clock = EventClock(settings.idle_grace_seconds)
-            saved = clock_store.get(str(partition))
-            clock.restore(saved.get("s") if saved else None)
-            clocks[partition] = clock
-            indexed.add(partition)
-        return clocks[partition]
+    clock: EventClock
+    offset: int = -1  # last input offset whose effects are all in state
+    sources: dict[str, int] = field(default_factory=dict)  # raw "topic|partition" → offset
+    saved_clock: str | None = None
+    dirty: bool = False
 
-    names = settings.topics
-    fault = lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
-    events_sink = ClickHouseTableSink(
-        rt.clickhouse, "events", TABLES["events"].columns, after_insert=fault
-    )
-    rt.sinks["events"] = events_sink
 
-    async def flush_outputs() -> None:
-        # Take the pending outputs before the first await: the agent and the timer both flush,
-        # and neither may send or drop what the other collected.
-        alerts, responses = out.take()
-        for alert in alerts:
-            delivery.send(
-                names.alerts, alert_to_bytes(rt.alert_codec, alert), alert.alert_id.encode()
+class Processors:
+    """The processors agent and its idle-clock timer, with their dependencies passed in."""
+
+    def __init__(self, app: faust.App, rt: Runtime, delivery: DeliveringProducer) -> None:
+        self.app = app
+        self.rt = rt
+        self.settings = settings = rt.settings
+        self.delivery = delivery
+        parts = settings.clean_partitions
+        # JSON keys and values: keys read back from the changelog are str, as they were written.
+        schema = faust.Schema(key_serializer="json", value_serializer="json")
+        self.practices = practices = load_practices(settings)
+        machines = build_machines(practices)
+        self.stores = {
+            m.name: ChangelogStore(
+                app.Table(f"{m.name}-state", partitions=parts, schema=schema), delivery
             )
-        for fact in responses:
-            delivery.send(names.responses, response_to_bytes(fact), fact.response_id.encode())
-        await delivery.flush()
+            for m in machines
+        }
+        self.live_store = ChangelogStore(
+            app.Table("live-state", partitions=parts, schema=schema), delivery
+        )
+        self.markers = ChangelogStore(
+            app.Table("clocks", partitions=parts, schema=schema), delivery
+        )
+        self.out = CollectingOutputs()
+        self.engine = Engine(machines, self.stores, self.out)  # type: ignore[arg-type]
+        self.live = LiveMetrics(
+            self.live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
+        )
+        self.checkpoint = Checkpoint(
+            delivery, [*self.stores.values(), self.live_store], [self.markers]
+        )
+        self.partitions: dict[int, PartitionState] = {}
+        self.progress = rt.progress_of("processors", [settings.topics.clean])
+        fault = lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
+        self.events_sink = ClickHouseTableSink(
+            rt.clickhouse,
+            "events",
+            TABLES["events"].columns,
+            position_columns=True,
+            max_backoff=settings.sink_retry_max_seconds,
+            after_insert=fault,
+        )
+        rt.sinks["events"] = self.events_sink
+        self.duplicates_skipped = 0
+        self.processing_errors = 0
+        self._last_published: dict[int, float] = {}
 
-    def process(event: Any) -> list[Any] | None:
+    # -- per partition --------------------------------------------------------------------------
+
+    def partition(self, partition: int) -> PartitionState:
+        state = self.partitions.get(partition)
+        if state is None:
+            # First touch since assignment (tables recovered): rebuild this partition's
+            # deadline index, derived live figures and marker.
+            self.engine.rebuild([partition], keep_others=True)
+            self.live.rebuild(partition)
+            clock = EventClock(self.settings.idle_grace_seconds)
+            saved = self.markers.get(str(partition))
+            state = PartitionState(clock)
+            if saved:
+                clock.restore(saved.get("s"))
+                state.offset = int(saved.get("o", -1))
+                state.sources = dict(saved.get("src") or {})
+                state.saved_clock = saved.get("s")
+            self.partitions[partition] = state
+        return state
+
+    def _mark(self, partition: int, state: PartitionState) -> None:
+        snap = state.clock.snapshot()
+        if snap is not None:
+            snap = datetime.fromisoformat(snap).replace(microsecond=0).isoformat()
+        if not state.dirty and snap == state.saved_clock:
+            return
+        value = {"p": partition, "s": snap, "o": state.offset, "src": state.sources}
+        self.markers.put(str(partition), value, partition)
+        state.saved_clock, state.dirty = snap, False
+
+    # -- per event --------------------------------------------------------------------------------
+
+    def process(self, event: Any) -> list[Any] | None:
         """Fold one clean record into the machines; its ``events`` row, or None."""
         msg = event.message
-        clock = clock_for(msg.partition)
-        watermark = read_header(event.headers)
+        p, offset = msg.partition, msg.offset
+        state = self.partition(p)
+        if offset <= state.offset:
+            return None  # its effects are all in the restored state already
+        headers = event.headers
+        watermark = read_header(headers)
         if watermark is not None:
             # The partition clock follows the sources' watermark, not the event's own time:
             # an event from a fast source must not fire other keys' deadlines early.
-            engine.advance(clock.observe(watermark, time.monotonic()), msg.partition)
+            self.engine.advance(state.clock.observe(watermark, time.monotonic()), p)
+        state.offset, state.dirty = offset, True
         if not event.value:  # a watermark control record
             return None
+        source = read_source(headers)
+        if source is not None:
+            where, raw_offset = source
+            if raw_offset <= state.sources.get(where, -1):
+                self.duplicates_skipped += 1  # a second copy of a raw record: ingest re-read it
+                return None
+            state.sources[where] = raw_offset
         try:
-            clean = clean_event_from_record(rt.clean_codec.decode_record(event.value))
-        except Exception as exc:  # our own topic: a bad record is a bug; skip it, loudly
-            logger.error(
-                "processors: skipping undecodable record %s@%d: %s", msg.tp, msg.offset, exc
-            )
+            clean = clean_event_from_record(self.rt.clean_codec.decode_record(event.value))
+            self.engine.on_event(clean, p, offset)
+            self.live.apply(clean, p, offset)
+            return event_row(clean)
+        except Exception as exc:  # one bad record must not stop the stream: dead-letter it
+            self._dead_letter(msg, event.value, exc)
             return None
-        engine.on_event(clean, msg.partition)
-        live.apply(clean, msg.partition)
-        return event_row(clean)
 
-    @app.agent(topics.clean, name="processors")
-    async def processors(stream: faust.StreamT) -> None:
-        loop = asyncio.get_running_loop()
+    def _dead_letter(self, msg: Any, value: bytes, exc: Exception) -> None:
+        self.processing_errors += 1
+        reason = "undecodable" if "decode" in type(exc).__name__.lower() else "processing_error"
+        logger.error(
+            "processors: dead-lettering %s@%d: %s (%s)", msg.tp, msg.offset, reason,
+            type(exc).__name__,
+        )  # fmt: skip
+        record = Rejected(reason, f"processing failed: {type(exc).__name__}").dead_letter(
+            value, msg.topic, msg.partition, msg.offset, datetime.now(UTC)
+        )
+        self.delivery.send(
+            self.settings.topics.dead_letter, self.rt.dead_letter_codec.encode_record(record)
+        )
+
+    def send_outputs(self) -> None:
+        names = self.settings.topics
+        alerts, responses = self.out.take()
+        for alert in alerts:
+            self.delivery.send(
+                names.alerts, alert_to_bytes(self.rt.alert_codec, alert), alert.alert_id.encode()
+            )
+        for fact in responses:
+            self.delivery.send(names.responses, response_to_bytes(fact), fact.response_id.encode())
+
+    # -- the agent, the timer, rebalances ---------------------------------------------------------
+
+    async def run_batches(self, stream: faust.StreamT) -> None:
+        settings = self.settings
+        loop = self.app.loop
         async for events in stream.noack_take(
             settings.sink_batch_size, within=settings.sink_flush_seconds
         ):
-            batch = Batch()
-            for event in events:
-                row = process(event)
-                if row is not None:
+            async with self.checkpoint.lock:
+                batch = Batch()
+                touched: set[int] = set()
+                for event in events:
+                    row = self.process(event)
                     msg = event.message
-                    batch.add(row, msg.topic, msg.partition, msg.offset)
-            if len(live_store.dirty) > 1000:
-                live_store.flush()
-            # Events rows written and outputs delivered before the inputs are acknowledged.
-            await loop.run_in_executor(rt.db_executor, events_sink.write, batch)
-            await flush_outputs()
+                    touched.add(msg.partition)
+                    if row is not None:
+                        batch.add(row, msg.topic, msg.partition, msg.offset)
+                self.send_outputs()
+                for p in touched:
+                    self._mark(p, self.partitions[p])
+                await loop.run_in_executor(self.rt.db_executor, self.events_sink.write, batch)
+                await self.checkpoint.complete(stream.ack, events)
             for event in events:
-                await stream.ack(event)
-                progress.done(event.message.tp, event.message.offset)
+                self.progress.done(event.message.tp, event.message.offset)
 
-    last_published: dict[int, float] = {}
-
-    @app.timer(settings.tick_interval_seconds)
-    async def tick() -> None:
-        if app.rebalancing:
+    async def tick(self) -> None:
+        app = self.app
+        if app.rebalancing or not app.tables.recovery.completed.is_set():
             return
         wall = time.monotonic()
-        for tp in app.consumer.assignment():
-            if tp.topic != settings.topics.clean:
-                continue
-            clock = clock_for(tp.partition)
-            # Only a caught-up partition's clock moves on with the wall clock while idle.
-            idle = progress.caught_up(app, tp)
-            now: datetime | None = clock.now(wall, idle_allowed=idle)
-            if now is None:
-                continue
-            if idle:
-                engine.advance(now, tp.partition)
-                snap = now.replace(microsecond=0).isoformat()
-                if snap != saved_clock.get(tp.partition):
-                    clock_store.put(str(tp.partition), {"p": tp.partition, "s": snap}, tp.partition)
-                    saved_clock[tp.partition] = snap
-            if wall - last_published.get(tp.partition, 0.0) >= 1.0:
-                last_published[tp.partition] = wall
-                for row in live.drain(tp.partition, now):
-                    delivery.send(names.live_metrics, live_to_bytes(row), row.practice_id.encode())
-        live_store.flush()
-        await flush_outputs()
+        clean = self.settings.topics.clean
+        async with self.checkpoint.lock:
+            for tp in app.consumer.assignment():
+                if tp.topic != clean:
+                    continue
+                state = self.partition(tp.partition)
+                # Only a caught-up partition's clock moves on with the wall clock while idle.
+                idle = self.progress.caught_up(app, tp)
+                now = state.clock.now(wall, idle_allowed=idle)
+                if now is None:
+                    continue
+                if idle:
+                    self.engine.advance(now, tp.partition)
+                    self._mark(tp.partition, state)
+                if wall - self._last_published.get(tp.partition, 0.0) >= 1.0:
+                    self._last_published[tp.partition] = wall
+                    for row in self.live.drain(tp.partition, now):
+                        self.delivery.send(
+                            self.settings.topics.live_metrics,
+                            live_to_bytes(row),
+                            row.practice_id.encode(),
+                        )
+            self.send_outputs()
+            await self.checkpoint.complete()
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(app_: faust.App, assigned: set[TP], **_: Any) -> None:
-        indexed.clear()
-        clocks.clear()
+    async def on_revoked(self, revoked: set[TP]) -> None:
+        # Wait for a batch in flight to finish its checkpoint, then forget the partitions.
+        async with self.checkpoint.lock:
+            self.partitions.clear()
+            self.events_sink.forget()
 
-    processors.engine = engine  # type: ignore[attr-defined]
+    def register(self) -> None:
+        app = self.app
+        app.agent(self.rt.topics.clean, name="processors")(self.run_batches)
+        app.timer(self.settings.tick_interval_seconds, name="processors-tick")(self.tick)
+
+        @app.on_partitions_revoked.connect
+        async def _revoked(app_: faust.App, revoked: set[TP], **_: Any) -> None:
+            await self.on_revoked(revoked)
+
+        @app.on_partitions_assigned.connect
+        async def _assigned(app_: faust.App, assigned: set[TP], **_: Any) -> None:
+            self.partitions.clear()
+
+
+def register(app: faust.App, rt: Runtime) -> Processors:
+    delivery = DeliveringProducer(rt.settings, rt.bootstrap)
+    rt.producers.append(delivery)
+    processors = Processors(app, rt, delivery)
+    processors.register()
+    return processors

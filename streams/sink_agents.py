@@ -2,32 +2,89 @@
 
 (The ``events`` table is written by the processors agent itself, in the same batches.)
 
-A batch's insert carries a deduplication token made from the offsets it covers, so a batch
-re-read after a crash or a lost acknowledgement adds no rows.
+A batch's insert carries a deduplication token made from the offsets it covers, and the sink
+skips positions it has already written, so a batch re-read after a crash, a rebalance or a lost
+acknowledgement adds no rows. A failing insert is retried with back-off until it succeeds;
+nothing is acknowledged meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from sinks.batching import Batch, ClickHouseTableSink, lost_ack_fault
 from sinks.rows import TABLES
 from streams.app import Runtime
+from streams.checkpoint import release_and_ack
 from streams.codecs import alert_from_bytes, live_from_bytes, response_from_bytes
 
-__all__ = ["register"]
+__all__ = ["TableSinkAgent", "register"]
 
 logger = logging.getLogger(__name__)
 
 RowOf = Callable[[bytes], list[Any]]
 
 
-def register(app: faust.App, rt: Runtime) -> None:
+class TableSinkAgent:
+    """One topic → one table."""
+
+    def __init__(
+        self, app: faust.App, rt: Runtime, name: str, topic: faust.TopicT, sink: ClickHouseTableSink,
+        row_of: RowOf,
+    ) -> None:  # fmt: skip
+        self.app = app
+        self.rt = rt
+        self.name = name
+        self.topic = topic
+        self.sink = sink
+        self.row_of = row_of
+        self.progress = rt.progress_of(name, topic.topics)
+        self.skipped = 0
+
+    def batch_of(self, events: list[Any]) -> Batch:
+        batch = Batch()
+        for event in events:
+            msg = event.message
+            if not event.value:
+                continue  # control record (watermark), not data
+            try:
+                row = self.row_of(event.value)
+            except Exception as exc:  # our own topics: a bad record is a bug, not input
+                self.skipped += 1
+                logger.error(
+                    "%s: skipping undecodable record %s@%d: %s",
+                    self.name, msg.tp, msg.offset, type(exc).__name__,
+                )  # fmt: skip
+                continue
+            batch.add(row, msg.topic, msg.partition, msg.offset)
+        return batch
+
+    async def run_batches(self, stream: faust.StreamT) -> None:
+        settings = self.rt.settings
+        async for events in stream.noack_take(
+            settings.sink_batch_size, within=settings.sink_flush_seconds
+        ):
+            batch = self.batch_of(events)
+            await self.app.loop.run_in_executor(self.rt.db_executor, self.sink.write, batch)
+            await release_and_ack(stream.ack, events)
+            for event in events:
+                self.progress.done(event.message.tp, event.message.offset)
+
+    def register(self) -> None:
+        self.app.agent(self.topic, name=self.name)(self.run_batches)
+
+        @self.app.on_partitions_assigned.connect
+        async def _assigned(app_: faust.App, assigned: set[TP], **_: Any) -> None:
+            # Another sink may have written these partitions meanwhile: read positions again.
+            self.sink.forget()
+
+
+def register(app: faust.App, rt: Runtime) -> list[TableSinkAgent]:
     topics = rt.topics
     settings = rt.settings
     # agent name, topic, table, and how a record's bytes become the table's record
@@ -43,54 +100,20 @@ def register(app: faust.App, rt: Runtime) -> None:
         ("sink-live-metrics", topics.live_metrics, "live_metrics", live_from_bytes),
     ]
     fault = lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
+    agents = []
     for name, topic, table, decode in specs:
         spec = TABLES[table]
-        sink = ClickHouseTableSink(rt.clickhouse, table, spec.columns, after_insert=fault)
-        rt.sinks[table] = sink
-        _register_sink(
-            app,
-            rt,
-            name,
-            topic,
-            sink,
-            lambda b, row=spec.row, decode=decode: row(decode(b)),
-            settings.sink_batch_size,
-            settings.sink_flush_seconds,
+        sink = ClickHouseTableSink(
+            rt.clickhouse,
+            table,
+            spec.columns,
+            max_backoff=settings.sink_retry_max_seconds,
+            after_insert=fault,
         )
-
-
-def _register_sink(
-    app: faust.App,
-    rt: Runtime,
-    name: str,
-    topic: faust.TopicT,
-    sink: ClickHouseTableSink,
-    row_of: RowOf,
-    batch_size: int,
-    within: float,
-) -> None:
-    progress = rt.progress_of(name, topic.topics)
-
-    async def agent(stream: faust.StreamT) -> None:
-        loop = asyncio.get_running_loop()
-        async for events in stream.noack_take(batch_size, within=within):
-            batch = Batch()
-            for event in events:
-                msg = event.message
-                if not event.value:
-                    continue  # control record (watermark), not data
-                try:
-                    row = row_of(event.value)
-                except Exception as exc:  # our own topics: a bad record is a bug, not input
-                    logger.error(
-                        "%s: skipping undecodable record %s@%d: %s", name, msg.tp, msg.offset, exc
-                    )
-                    continue
-                batch.add(row, msg.topic, msg.partition, msg.offset)
-            await loop.run_in_executor(rt.db_executor, sink.write, batch)
-            for event in events:
-                await stream.ack(event)
-                progress.done(event.message.tp, event.message.offset)
-
-    agent.__name__ = name.replace("-", "_")
-    app.agent(topic, name=name)(agent)
+        rt.sinks[table] = sink
+        agent = TableSinkAgent(
+            app, rt, name, topic, sink, lambda b, row=spec.row, decode=decode: row(decode(b))
+        )
+        agent.register()
+        agents.append(agent)
+    return agents

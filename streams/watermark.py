@@ -14,7 +14,15 @@ from typing import Any
 
 from faust.types import TP
 
-__all__ = ["HEADER", "Watermark", "header_value", "read_header"]
+__all__ = [
+    "HEADER",
+    "SOURCE_HEADER",
+    "Watermark",
+    "header_value",
+    "read_header",
+    "read_source",
+    "source_value",
+]
 
 HEADER = "pp-watermark"
 
@@ -55,4 +63,27 @@ def read_header(headers: Mapping[str, Any] | Iterable[tuple[str, bytes]] | None)
     for name, value in items:
         if name == HEADER and value:
             return datetime.fromtimestamp(int(value) / 1000, UTC)
+    return None
+
+
+SOURCE_HEADER = "pp-src"
+
+
+def source_value(topic: str, partition: int, offset: int) -> bytes:
+    """The raw position a clean record was made from: ``topic|partition|offset``."""
+    return f"{topic}|{partition}|{offset}".encode()
+
+
+def read_source(
+    headers: Mapping[str, Any] | Iterable[tuple[str, bytes]] | None,
+) -> tuple[str, int] | None:
+    """``("topic|partition", offset)`` of the raw record behind a clean one, if stamped."""
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        if name == SOURCE_HEADER and value:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            where, _, offset = text.rpartition("|")
+            return where, int(offset)
     return None

@@ -21,6 +21,13 @@ __all__ = ["COUNTERS", "POOLS", "LiveMetrics", "LiveRow"]
 COUNTERS = ("logins", "patient_messages", "portal_bookings", "total_bookings", "inbound_calls")
 POOLS = ("provider", "nurse", "front_desk", "billing")
 WINDOW_DAYS = 7
+# Event types that move a day counter.
+_COUNTED = {
+    "portal.login": "logins",
+    "message.sent": "patient_messages",
+    "appointment.booked": "total_bookings",
+    "phone.call": "inbound_calls",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,46 +42,109 @@ class LiveRow:
 
 
 class LiveMetrics:
-    """Pure aggregation over a JSON-able store (``get``/``put``/``delete`` with a partition)."""
+    """Pure aggregation over a JSON-able store (``get``/``put``/``delete`` with a partition).
+
+    Stored, each under its own key and stamped with the input offset it reflects: the day
+    counters of a practice on a partition (``c|``), each patient's last login day (``p|``) and
+    each open thread's staff pool (``t|``). The distinct-active histogram and the open-thread
+    counts are derived from the last two and rebuilt from the store after a restore, so every
+    stored figure changes in exactly one key and a re-read input never counts twice.
+    """
 
     def __init__(self, store: Any, local_date: Callable[[str, datetime], date]) -> None:
         self.store = store
         self.local_date = local_date
         self.touched: dict[int, set[str]] = {}
+        # (practice, partition) → day → patients whose last login was that day
+        self._last_login: dict[tuple[str, int], dict[str, int]] = {}
+        # (practice, partition) → staff pool → threads waiting for a staff reply
+        self._open: dict[tuple[str, int], dict[str, int]] = {}
 
-    def _counters(self, practice: str) -> dict[str, Any]:
-        value = self.store.get(f"c|{practice}")
-        return value["s"] if value else {"days": {}, "last_login": {}, "open": {}}
+    def rebuild(self, partition: int) -> None:
+        """Derive the histogram and open counts of a partition from its stored keys."""
+        for derived in (self._last_login, self._open):
+            for key in [k for k in derived if k[1] == partition]:
+                del derived[key]
+        for key, value in self.store.items():
+            if value.get("p", 0) != partition or value.get("s") is None:
+                continue
+            if key.startswith("p|"):
+                practice, day = value["s"]
+                hist = self._last_login.setdefault((practice, partition), {})
+                hist[day] = hist.get(day, 0) + 1
+            elif key.startswith("t|"):
+                practice, pool = value["s"]
+                opened = self._open.setdefault((practice, partition), {})
+                opened[pool] = opened.get(pool, 0) + 1
 
-    def apply(self, event: CleanEvent, partition: int = 0) -> None:
+    def _fresh(self, key: str, offset: int | None) -> tuple[bool, dict[str, Any] | None]:
+        """Whether the input at ``offset`` is new to ``key``, and the key's stored value."""
+        value = self.store.get(key)
+        if offset is not None and value is not None and value.get("o", -1) >= offset:
+            return False, value
+        return True, value if value is not None and value.get("s") is not None else None
+
+    def _put(self, key: str, state: Any, partition: int, offset: int | None) -> None:
+        value: dict[str, Any] = {"p": partition, "s": state}
+        if offset is not None:
+            value["o"] = offset
+        self.store.put(key, value, partition)
+
+    def apply(self, event: CleanEvent, partition: int = 0, offset: int | None = None) -> None:
         practice, kind = event.practice_id, event.event_type
         day = self.local_date(practice, event.occurred_at).isoformat()
-        c = self._counters(practice)
-        days = c["days"].setdefault(day, dict.fromkeys(COUNTERS, 0))
         if kind == "portal.login":
-            days["logins"] += 1
-            pkey = f"p|{practice}|{event.patient_pseudonym}"
-            prev = self.store.get(pkey)
-            prev_day = prev["s"] if prev else None
-            if prev_day is None or day > prev_day:
-                if prev_day is not None and prev_day in c["last_login"]:
-                    c["last_login"][prev_day] -= 1
-                c["last_login"][day] = c["last_login"].get(day, 0) + 1
-                self.store.put(pkey, {"p": partition, "s": day}, partition)
+            self._login(practice, event.patient_pseudonym, day, partition, offset)
         elif kind == "message.sent":
-            days["patient_messages"] += 1
             tkey = f"t|{practice}|{event.get('thread_id')}"
-            if self.store.get(tkey) is None:
+            fresh, opened = self._fresh(tkey, offset)
+            if fresh and opened is None:
                 pool = route_staff_pool(event.get("category", "other"))
-                self.store.put(tkey, {"p": partition, "s": pool}, partition)
-                c["open"][pool] = c["open"].get(pool, 0) + 1
+                self._put(tkey, [practice, pool], partition, offset)
+                counts = self._open.setdefault((practice, partition), {})
+                counts[pool] = counts.get(pool, 0) + 1
         elif kind == "message.replied" and not event.get("automated"):
             tkey = f"t|{practice}|{event.get('thread_id')}"
-            opened = self.store.get(tkey)
-            if opened is not None:
-                pool = opened["s"]
-                c["open"][pool] = max(0, c["open"].get(pool, 0) - 1)
-                self.store.delete(tkey, partition)
+            fresh, opened = self._fresh(tkey, offset)
+            if fresh and opened is not None:
+                pool = opened["s"][1]
+                counts = self._open.setdefault((practice, partition), {})
+                counts[pool] = max(0, counts.get(pool, 0) - 1)
+                self.store.delete(tkey, partition, offset)
+        counter = _COUNTED.get(kind)
+        if counter is not None:
+            self._count(practice, event, day, partition, offset)
+        self.touched.setdefault(partition, set()).add(practice)
+
+    def _login(
+        self, practice: str, patient: str, day: str, partition: int, offset: int | None
+    ) -> None:
+        pkey = f"p|{practice}|{patient}"
+        fresh, prev = self._fresh(pkey, offset)
+        if not fresh:
+            return
+        prev_day = prev["s"][1] if prev else None
+        if prev_day is None or day > prev_day:
+            hist = self._last_login.setdefault((practice, partition), {})
+            if prev_day is not None and hist.get(prev_day, 0) > 0:
+                hist[prev_day] -= 1
+            hist[day] = hist.get(day, 0) + 1
+            self._put(pkey, [practice, day], partition, offset)
+
+    def _count(
+        self, practice: str, event: CleanEvent, day: str, partition: int, offset: int | None
+    ) -> None:
+        ckey = f"c|{practice}|{partition}"
+        fresh, value = self._fresh(ckey, offset)
+        if not fresh:
+            return
+        c = value["s"] if value else {"days": {}}
+        days = c["days"].setdefault(day, dict.fromkeys(COUNTERS, 0))
+        kind = event.event_type
+        if kind == "portal.login":
+            days["logins"] += 1
+        elif kind == "message.sent":
+            days["patient_messages"] += 1
         elif kind == "appointment.booked":
             days["total_bookings"] += 1
             if event.get("channel") == "portal":
@@ -82,20 +152,20 @@ class LiveMetrics:
         elif kind == "phone.call" and event.get("direction") == "inbound":
             days["inbound_calls"] += 1
         self._prune(c, day)
-        self.store.put(f"c|{practice}", {"p": partition, "s": c}, partition)
-        self.touched.setdefault(partition, set()).add(practice)
+        self._put(ckey, c, partition, offset)
 
     @staticmethod
     def _prune(c: dict[str, Any], day: str) -> None:
         oldest = (date.fromisoformat(day) - timedelta(days=WINDOW_DAYS + 1)).isoformat()
         for key in [d for d in c["days"] if d < oldest]:
             del c["days"][key]
-        for key in [d for d, n in c["last_login"].items() if d < oldest or n <= 0]:
-            del c["last_login"][key]
 
     def row(self, practice: str, partition: int, now: datetime) -> LiveRow:
         """Figures for the practice-local day of ``now`` (the partition's event-time clock)."""
-        c = self._counters(practice)
+        stored = self.store.get(f"c|{practice}|{partition}")
+        c = stored["s"] if stored and stored.get("s") is not None else {"days": {}}
+        last_login = self._last_login.get((practice, partition), {})
+        opened = self._open.get((practice, partition), {})
         day = self.local_date(practice, now)
         start = (day - timedelta(days=WINDOW_DAYS - 1)).isoformat()
         today_key = day.isoformat()
@@ -103,11 +173,9 @@ class LiveMetrics:
         window = {
             k: sum(v[k] for d, v in c["days"].items() if start <= d <= today_key) for k in COUNTERS
         }
-        today["active_patients"] = c["last_login"].get(today_key, 0)
-        window["active_patients"] = sum(
-            n for d, n in c["last_login"].items() if start <= d <= today_key
-        )
-        open_by_pool = {pool: c["open"].get(pool, 0) for pool in POOLS}
+        today["active_patients"] = last_login.get(today_key, 0)
+        window["active_patients"] = sum(n for d, n in last_login.items() if start <= d <= today_key)
+        open_by_pool = {pool: opened.get(pool, 0) for pool in POOLS}
         return LiveRow(practice, partition, day, today, window, open_by_pool, now)
 
     def drain(self, partition: int, now: datetime) -> list[LiveRow]:

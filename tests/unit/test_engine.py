@@ -73,7 +73,7 @@ class RecordingStore(DictStore):
         self.writes.append(("put", key, partition))
         super().put(key, value, partition)
 
-    def delete(self, key: str, partition: int) -> None:
+    def delete(self, key: str, partition: int, offset: int | None = None) -> None:
         self.writes.append(("delete", key, partition))
         super().delete(key, partition)
 

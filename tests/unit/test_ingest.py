@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -109,7 +110,10 @@ def test_pseudonymize_keeps_everything_but_the_patient_id() -> None:
         (b"\x00\x00\x00\x00\x07body", "undecodable"),
         (b"[1, 2]", "not_an_object"),
         (b"{not json", "invalid_json"),
-        (b"{\xff\xfe}", "invalid_json"),
+        (b"{\xff\xfe}", "bad_encoding"),
+        (b"\xef\xbb\xbf" + as_json(flat()), "bad_encoding"),
+        (json.dumps(flat()).encode("utf-16"), "bad_encoding"),
+        (b"[" * 1000, "invalid_json"),
         (b" [1, 2]", "not_an_object"),
         (b" 42", "not_an_object"),
     ],
@@ -165,7 +169,14 @@ def test_avro_details_of_another_type_are_refused(ingestor: Ingestor) -> None:
     assert (out.reason, out.field, out.event_id, out.practice_id) == (
         "details_mismatch", "details", "ev-1", "practice-a",
     )  # fmt: skip
-    assert "PortalLogin" in out.detail
+    assert out.detail == "details are a PortalLogin record but message.sent needs MessageSent"
+
+
+def test_a_json_details_mismatch_marker_is_not_echoed(ingestor: Ingestor) -> None:
+    out = ingestor.ingest(as_json(flat(_details_mismatch="MRN-SECRET", event_type=["x"])), NOW)
+    assert isinstance(out, Rejected)
+    assert out.reason == "details_mismatch"
+    assert "MRN-SECRET" not in out.detail
 
 
 @pytest.mark.parametrize("encode", [as_json, as_avro], ids=["json", "avro"])
@@ -222,6 +233,9 @@ def test_dead_letter_keeps_the_raw_bytes_and_reason(ingestor: Ingestor) -> None:
         "practice_id": "practice-a",
         "received_at": NOW,
         "raw": data,
+        "raw_length": len(data),
+        "raw_sha256": hashlib.sha256(data).hexdigest(),
+        "raw_truncated": False,
     }
     codec = get_codec("DeadLetter")
     assert codec.decode_record(codec.encode_record(record)) == record

@@ -495,10 +495,15 @@ def test_alert_invariants(script: list[tuple[int, str, int]], practice: str) -> 
             kind: alert_id(kind, practice, "T1", fact.clock_started_at)
             for kind in (AT_RISK, INTERNAL_MISSED, BREACHED)
         }
-        assert (clock_ids[INTERNAL_MISSED] in raised) == (not fact.met_internal_target)
-        assert (clock_ids[BREACHED] in raised) == (not fact.met_external_promise)
+        # Two clocks of a thread can share a start (both messages came while closed, the first
+        # answered before opening): the first then raised nothing, so its ids are the second's.
+        # Only alerts raised before this reply belong to this fact's clock.
+        before = {i for i, a in raised.items() if a.raised_at < fact.replied_at}
+        assert (clock_ids[INTERNAL_MISSED] in before) == (not fact.met_internal_target)
+        assert (clock_ids[BREACHED] in before) == (not fact.met_external_promise)
+        resolved_here = {i for i, a in resolved.items() if a.resolved_at == fact.replied_at}
         for kind_id in clock_ids.values():
-            assert (kind_id in raised) == (kind_id in resolved)
+            assert (kind_id in before) == (kind_id in resolved_here)
 
 
 def test_answered_thread_state_expires_after_a_week() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import struct
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -223,6 +224,9 @@ def dead_letter_record(**overrides: Any) -> dict[str, Any]:
         "practice_id": "practice-a",
         "received_at": AT,
         "raw": b'{"event_id":"ev-1"}\x00\xff',
+        "raw_length": 21,
+        "raw_sha256": "ab" * 32,
+        "raw_truncated": False,
     }
     record.update(overrides)
     return record
@@ -232,7 +236,9 @@ def dead_letter_record(**overrides: Any) -> dict[str, Any]:
     "record",
     [
         dead_letter_record(),
-        dead_letter_record(field=None, event_id=None, practice_id=None, raw=b""),
+        dead_letter_record(
+            field=None, event_id=None, practice_id=None, raw=b"", raw_length=None, raw_sha256=None
+        ),
     ],
     ids=["full", "nulls"],
 )
@@ -241,6 +247,30 @@ def test_dead_letter_round_trip(record: dict[str, Any]) -> None:
     data = codec.encode_record(record)
     assert_single_object(data, codec)
     assert codec.decode_record(data) == record
+
+
+def test_dead_letters_written_before_the_raw_digest_fields_still_decode() -> None:
+    """Records of the first DeadLetter schema (another fingerprint) take the new defaults."""
+    codec = get_codec("DeadLetter")
+    added = ("raw_length", "raw_sha256", "raw_truncated")
+    plain = {k: v for k, v in codec.schema.items() if not k.startswith("__")}
+    old_schema = fastavro.parse_schema(
+        {**plain, "fields": [f for f in plain["fields"] if f["name"] not in added]},
+        named_schemas={},
+    )
+    old_record = {k: v for k, v in dead_letter_record().items() if k not in added}
+    fp = fastavro_fingerprint_of(old_schema)
+    assert fp != codec.fingerprint
+    buf = io.BytesIO()
+    buf.write(b"\xc3\x01" + struct.pack("<Q", fp))
+    fastavro.schemaless_writer(buf, old_schema, old_record)
+    decoded = codec.decode_record(buf.getvalue())
+    assert decoded == {**old_record, "raw_length": None, "raw_sha256": None, "raw_truncated": False}
+
+
+def fastavro_fingerprint_of(schema: Any) -> int:
+    canonical = fastavro.schema.to_parsing_canonical_form(schema)
+    return crc64_avro(canonical.encode())
 
 
 def test_a_codec_refuses_another_schemas_single_object_bytes() -> None:
@@ -337,6 +367,34 @@ def test_every_truncation_of_a_body_raises(event_type: str) -> None:
     for cut in range(len(data) - 1, 9, -1):
         with pytest.raises(SerializationError):
             codec.decode_record(data[:cut])
+
+
+@pytest.mark.parametrize("extra", [b"\x00", b"trailing", b"\xff" * 1000])
+def test_trailing_bytes_after_a_record_raise(extra: bytes) -> None:
+    codec = AvroCodec("RawEvent")
+    data = codec.encode_record(raw_event_to_record(raw_event("portal.login")))
+    with pytest.raises(SerializationError, match="trailing bytes"):
+        codec.decode_record(data + extra)
+
+
+def test_confluent_trailing_bytes_raise(registry_codec: AvroCodec) -> None:
+    data = registry_codec.encode_record(raw_event_to_record(raw_event("portal.login")))
+    with pytest.raises(SerializationError, match="trailing bytes"):
+        registry_codec.decode_record(data + b"MRN-1")
+
+
+def test_decode_errors_do_not_quote_the_input() -> None:
+    """What fails to decode may be PHI in the wrong format: messages never carry its bytes."""
+    codec = AvroCodec("RawEvent")
+    secret = b"MRN-SECRET-123"
+    good = codec.encode_record(raw_event_to_record(raw_event("portal.login")))
+    for data in (b"\xc3\x01" + secret, good[:10] + secret, good[:12] + b"\xff" * 30 + secret):
+        with pytest.raises(SerializationError) as info:
+            codec.decode_record(data)
+        message = str(info.value)
+        assert "MRN" not in message
+        assert secret[:8].hex() not in message
+        assert hex(int.from_bytes(secret[:8], "little")) not in message
 
 
 def test_garbled_body_raises() -> None:

@@ -11,8 +11,11 @@ from schemas.catalogue import event_types
 from schemas.model import RawEvent
 from schemas.validation import (
     ENVELOPE,
+    MAX_DETAIL_LENGTH,
+    MAX_IDENTIFIER_LENGTH,
     InvalidEvent,
     TimeBounds,
+    bounded,
     parse_instant,
     to_flat_json,
     validate_event,
@@ -320,3 +323,140 @@ def test_to_flat_json_round_trips(event_type: str) -> None:
 def test_to_flat_json_leaves_absent_optionals_out() -> None:
     out = to_flat_json(validate_event(flat("portal.enrolled", method=...)))
     assert "method" not in out
+
+
+# -- identifiers ---------------------------------------------------------------------------------
+
+ID_FIELDS = sorted(
+    {("payment.made", n) for n in ("event_id", "practice_id", "patient_id")}
+    | {
+        (t, f.name)
+        for t, spec in event_types().items()
+        for f in spec.fields
+        if f.kind == "string" and f.name.endswith("_id")
+    }
+)
+
+
+def test_identifier_fields_cover_every_type_specific_id() -> None:
+    names = {name for _, name in ID_FIELDS}
+    assert {"thread_id", "message_id", "result_id", "payment_id", "survey_id"} <= names
+    assert "currency" not in names
+
+
+@pytest.mark.parametrize(("event_type", "name"), ID_FIELDS)
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "ev\x001",
+        "\x00",
+        "ev\x1f",
+        "ev\x7f",
+        "a\nb",
+        "a\rb",
+        "tab\there",
+        "\x85x",
+        "\ud800",
+        "a\u200bb",
+    ],
+    ids=["nul", "only-nul", "us", "del", "lf", "cr", "tab", "nel", "surrogate", "zero-width"],
+)
+def test_control_characters_in_identifiers_are_refused(
+    event_type: str, name: str, bad: str
+) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(flat(event_type, **{name: bad}))
+    assert (info.value.reason, info.value.field) == ("bad_identifier", name)
+    assert bad not in info.value.detail
+    assert name in info.value.detail
+
+
+@pytest.mark.parametrize(("event_type", "name"), ID_FIELDS)
+def test_identifier_length_is_bounded(event_type: str, name: str) -> None:
+    ok = "x" * MAX_IDENTIFIER_LENGTH
+    assert validate_event(flat(event_type, **{name: ok}))
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(flat(event_type, **{name: ok + "x"}))
+    assert (info.value.reason, info.value.field) == ("identifier_too_long", name)
+    assert str(MAX_IDENTIFIER_LENGTH) in info.value.detail
+
+
+@pytest.mark.parametrize("good", ["MRN 0001", "ÉV-é-1", "患者-1", "a/b:c#d"])
+def test_printable_identifiers_are_accepted(good: str) -> None:
+    event = validate_event(flat(event_id=good, patient_id=good, payment_id=good))
+    assert (event.event_id, event.patient_id, event.details["payment_id"]) == (good, good, good)
+
+
+# -- details never carry values (PHI) ------------------------------------------------------------
+
+SECRET = "MRN-SECRET-123"
+
+
+@pytest.mark.parametrize(
+    ("kind", "overrides", "reason"),
+    [
+        ("portal.login", {"channel": SECRET}, "bad_enum"),
+        ("appointment.booked", {"appointment_type": SECRET}, "bad_enum"),
+        ("payment.made", {"occurred_at": SECRET}, "bad_timestamp"),
+        ("payment.made", {"occurred_at": f"2026-01-05T{SECRET}"}, "bad_timestamp"),
+        ("payment.made", {"occurred_at": "2026-01-05T09:30:00"}, "bad_timestamp"),
+        ("payment.made", {"event_type": SECRET}, "unknown_event_type"),
+        ("payment.made", {"currency": SECRET}, "bad_currency"),
+        ("payment.made", {"amount_cents": SECRET}, "wrong_type"),
+        ("payment.made", {"event_id": SECRET + "\x00"}, "bad_identifier"),
+        ("payment.made", {"patient_id": SECRET * 100}, "identifier_too_long"),
+        ("survey.response", {"score": SECRET}, "wrong_type"),
+        ("message.replied", {"automated": SECRET}, "wrong_type"),
+    ],
+)
+def test_details_name_the_field_never_the_value(
+    kind: str, overrides: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(flat(kind, **overrides))
+    assert info.value.reason == reason
+    assert SECRET not in info.value.detail
+    assert SECRET not in str(info.value)
+    assert info.value.field is not None and info.value.field in info.value.detail
+
+
+def test_enum_detail_says_what_is_expected() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(flat("portal.login", channel=SECRET))
+    assert info.value.detail == "channel must be one of web, mobile_app"
+
+
+@pytest.mark.parametrize(
+    "at", ["1999-12-31T23:59:59Z", "2199-01-01T00:00:00Z"], ids=["past", "future"]
+)
+def test_out_of_range_detail_states_the_bound_not_the_time(at: str) -> None:
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(flat(occurred_at=at), now=now)
+    assert info.value.reason == "timestamp_out_of_range"
+    assert at[:4] not in info.value.detail
+    assert info.value.detail in (
+        "occurred_at is more than 1 day in the future",
+        "occurred_at is more than 3650 days in the past",
+    )
+
+
+def test_every_detail_is_bounded() -> None:
+    error = InvalidEvent("x", "y" * 10_000, "f")
+    assert len(error.detail) == MAX_DETAIL_LENGTH
+    assert len(str(error)) == MAX_DETAIL_LENGTH
+    assert bounded("short") == "short"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"],
+    ids=["year-0", "year-10000"],
+)
+def test_instants_outside_utc_years_are_bad_timestamps(value: str) -> None:
+    assert reason_of(flat(occurred_at=value)) == ("bad_timestamp", "occurred_at")
+
+
+@pytest.mark.parametrize("value", [[], {}, ["web"], 1.5])
+def test_non_string_enum_values_are_bad_enums(value: Any) -> None:
+    assert reason_of(flat("portal.login", channel=value)) == ("bad_enum", "channel")

@@ -16,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 from portal_pulse.domain.records import Alert, ResponseFact
 from schemas.catalogue import event_types
 from schemas.model import CleanEvent
-from sinks.batching import Batch, ClickHouseTableSink, SinkWriteError
+from sinks.batching import POSITION_COLUMNS, Batch, ClickHouseTableSink, SinkWriteError
 from sinks.client import connect
 from sinks.migrate import MIGRATIONS_DIR, migrate, split_statements
 from sinks.rows import (
@@ -154,7 +154,7 @@ def test_split_statements() -> None:
 
 
 def test_tables_have_the_expected_columns(ch: Client) -> None:
-    assert list(columns(ch, "events")) == [*EVENT_COLUMNS, "ingested_at"]
+    assert list(columns(ch, "events")) == [*EVENT_COLUMNS, "ingested_at", *POSITION_COLUMNS]
     assert list(columns(ch, "alerts")) == list(ALERT_COLUMNS)
     assert list(columns(ch, "message_responses")) == list(RESPONSE_COLUMNS)
     assert list(columns(ch, "dead_letters")) == list(DEAD_LETTER_COLUMNS)

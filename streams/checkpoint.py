@@ -1,0 +1,106 @@
+"""The one checkpoint every agent uses: rows written → outputs delivered → state → acknowledge.
+
+Order is the guarantee (docs/delivery-guarantees.md):
+
+1. ClickHouse rows of the batch are inserted (the caller does this, with dedup tokens);
+2. the Kafka outputs the batch produced (clean events, dead letters, alerts, facts) are delivered;
+3. the changelog records of the state the batch changed are delivered, each key stamped with
+   the input offset it reflects; partition markers go last, in a flush of their own;
+4. only then are the input offsets released for Faust to commit.
+
+A stop anywhere in between re-reads inputs whose outputs may already exist: outputs carry
+deterministic ids, the state stamps make a re-read event a no-op for keys that already hold it,
+and the sinks skip positions they have written. Nothing is acknowledged that was not processed:
+``GatedConsumer`` refuses every acknowledgement the checkpoint did not release, including the
+ones Faust makes itself for records it skips during a rebalance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP
+
+from streams.delivery import DeliveringProducer
+from streams.state import ChangelogStore
+
+__all__ = ["Checkpoint", "GatedConsumer", "install_gated_consumer"]
+
+logger = logging.getLogger(__name__)
+
+
+class GatedConsumer(AIOKafkaConsumer):
+    """Faust's aiokafka consumer, acknowledging only offsets a checkpoint has released."""
+
+    _released: set[tuple[TP, int]] | None = None
+
+    def release(self, message: Any) -> None:
+        if self._released is None:
+            self._released = set()
+        self._released.add((message.tp, message.offset))
+
+    def ack(self, message: Any) -> bool:
+        key = (message.tp, message.offset)
+        if self._released is None or key not in self._released:
+            return False  # processed by nobody yet: it must be read again
+        self._released.discard(key)
+        return super().ack(message)
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        """Releases of partitions this worker lost are void (their offsets are re-read)."""
+        gone = set(tps)
+        if self._released:
+            self._released = {k for k in self._released if k[0] not in gone}
+
+
+def install_gated_consumer(app: Any) -> None:
+    """Make the app build a GatedConsumer (before anything touches ``app.consumer``)."""
+    app.transport.Consumer = GatedConsumer
+
+
+class Checkpoint:
+    """Serializes state changes with their checkpoint; one per agent that keeps state."""
+
+    def __init__(
+        self,
+        delivery: DeliveringProducer,
+        stores: Sequence[ChangelogStore] = (),
+        markers: Sequence[ChangelogStore] = (),
+    ) -> None:
+        self.delivery = delivery
+        self.stores = list(stores)
+        self.markers = list(markers)
+        # Held while state changes and until their checkpoint is complete: the agent's batch,
+        # the timers and a rebalance never interleave inside one.
+        self.lock = asyncio.Lock()
+        self.completed = 0
+
+    async def complete(
+        self, ack: Callable[[Any], Any] | None = None, events: Sequence[Any] = ()
+    ) -> None:
+        """Steps 2–4 above for the state changed so far and the batch's input ``events``."""
+        await self.delivery.flush()
+        if sum(store.write_changes() for store in self.stores):
+            await self.delivery.flush()
+        if sum(marker.write_changes() for marker in self.markers):
+            await self.delivery.flush()
+        if ack is not None and events:
+            await release_and_ack(ack, events)
+        self.completed += 1
+
+
+async def release_and_ack(ack: Callable[[Any], Any], events: Sequence[Any]) -> None:
+    """Release each event's offset at the consumer gate, then acknowledge it on its stream."""
+    consumer = None
+    for event in events:
+        if consumer is None:
+            consumer = event.app.consumer
+        if isinstance(consumer, GatedConsumer):
+            consumer.release(event.message)
+        result = ack(event)
+        if asyncio.iscoroutine(result):
+            await result
