@@ -66,7 +66,7 @@ def produce_file(
         producer.poll(0)
         summary.by_topic[topic] += 1
 
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         for _, item in iter_lines(fh):
             if isinstance(item, LineError):
                 summary.invalid += 1
@@ -74,12 +74,12 @@ def produce_file(
                     summary.errors.append(str(item))
                 try:
                     event_type = json.loads(item.raw).get("event_type")
-                except (ValueError, AttributeError):
+                except (ValueError, AttributeError, RecursionError):
                     event_type = None
                 send(
                     topics[source_of(event_type if isinstance(event_type, str) else None)],
                     None,
-                    item.raw.encode(),
+                    item.raw.encode("utf-8", "surrogateescape"),
                 )
                 continue
             summary.valid += 1

@@ -112,13 +112,13 @@ def replay_file(
     now = datetime.now(UTC)
     source = f"file:{Path(path).name}"
     accepted: list[tuple[datetime, int, CleanEvent]] = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         for line_no, item in iter_lines(fh):
             if isinstance(item, LineError):
                 rejected: Rejected | CleanEvent | None = Rejected(
                     item.reason, item.detail, item.field
                 )
-                raw = item.raw.encode()
+                raw = item.raw.encode("utf-8", "surrogateescape")
             else:
                 rejected = ingestor.admit(item, now)
                 raw = b""

@@ -30,14 +30,26 @@ class LineError:
 
 
 def iter_lines(stream: TextIO) -> Iterator[tuple[int, RawEvent | LineError]]:
+    """Open the file with ``errors="surrogateescape"``: a non-UTF-8 line is then one bad line."""
     for line_no, line in enumerate(stream, start=1):
         text = line.rstrip("\n")
         if not text.strip():
             continue
         try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes, kept by errors="surrogateescape"
+            yield line_no, LineError(line_no, "bad_encoding", None, "line is not UTF-8", text)
+            continue
+        try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             yield line_no, LineError(line_no, "invalid_json", None, f"not JSON: {exc.msg}", text)
+            continue
+        except (RecursionError, ValueError, MemoryError):
+            yield (
+                line_no,
+                LineError(line_no, "invalid_json", None, "not JSON: nested too deep", text),
+            )
             continue
         try:
             yield line_no, validate_event(obj)
@@ -47,7 +59,7 @@ def iter_lines(stream: TextIO) -> Iterator[tuple[int, RawEvent | LineError]]:
 
 def read_jsonl(path: str | Path) -> Iterator[RawEvent | LineError]:
     """Yield each line's event or its error, in file order."""
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         for _, item in iter_lines(fh):
             yield item
 

@@ -131,3 +131,14 @@ def test_write_then_read_round_trip(tmp_path: Path) -> None:
 def test_line_error_str_without_field() -> None:
     error = LineError(7, "invalid_json", None, "not JSON: Expecting value", "{")
     assert str(error) == "line 7: not JSON: Expecting value (invalid_json)"
+
+
+def test_a_non_utf8_line_and_deep_nesting_are_single_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    good = (
+        '{"event_id":"e1","event_type":"record.viewed","occurred_at":"2026-01-05T10:00:00Z",'
+        '"practice_id":"P","patient_id":"x"}'
+    )
+    path.write_bytes(b"\xff\xfe not utf-8\n" + b"[" * 100_000 + b"\n" + good.encode() + b"\n")
+    items = list(read_jsonl(path))
+    assert [getattr(i, "reason", "ok") for i in items] == ["bad_encoding", "invalid_json", "ok"]

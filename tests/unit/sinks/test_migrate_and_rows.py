@@ -469,3 +469,51 @@ def test_dead_letter_row_inserts_with_nulls_as_empty(ch: Client) -> None:
         parameters={"t": record["source_topic"]},
     )
     assert result.result_rows == [("undecodable", "", "", "", 42)]
+
+
+# -- exactly-once positions ----------------------------------------------------------------------
+
+
+def test_a_restarted_sink_skips_positions_already_in_the_table(ch: Client) -> None:
+    practice, topic = f"p-{uid()}", f"t-{uid()}"
+    ClickHouseTableSink(ch, "events", EVENT_COLUMNS, position_columns=True).write(
+        event_batch(practice, topic, n=5)
+    )
+    # After a crash the batch boundaries differ: offsets 3..7 come again with new rows.
+    restarted = ClickHouseTableSink(ch, "events", EVENT_COLUMNS, position_columns=True)
+    batch = Batch()
+    for i in range(3, 8):
+        batch.add(event_row(event("portal.login", practice, f"{practice}-{i}")), topic, 0, i)
+    assert restarted.write(batch) == 3
+    assert restarted.rows_skipped == 2
+    assert rows_for(ch, practice) == 8  # offsets 0..7 once each, without FINAL
+
+
+def test_sink_positions_table_serves_tables_without_position_columns(ch: Client) -> None:
+    practice, topic = f"p-{uid()}", f"t-{uid()}"
+    first = ClickHouseTableSink(ch, "alerts", ALERT_COLUMNS)
+    batch = Batch()
+    for i in range(3):
+        batch.add(alert_row(make_alert(f"a-{practice}-{i}", practice)), topic, 1, i)
+    first.write(batch)
+    restarted = ClickHouseTableSink(ch, "alerts", ALERT_COLUMNS)
+    assert restarted.write(batch) == 0
+    assert restarted.rows_skipped == 3
+    n = count(ch, "SELECT count() FROM alerts WHERE practice_id = %(p)s", p=practice)
+    assert n == 3
+
+
+def test_a_failing_insert_is_retried_until_it_succeeds(ch: Client) -> None:
+    practice, topic = f"p-{uid()}", f"t-{uid()}"
+    failures = iter([True, True, True, False])
+
+    def flaky(batch: Batch) -> None:
+        if next(failures):
+            raise ConnectionError("ClickHouse is down")
+
+    sink = ClickHouseTableSink(
+        ch, "events", EVENT_COLUMNS, position_columns=True, backoff=0, after_insert=flaky
+    )
+    assert sink.write(event_batch(practice, topic, n=2)) == 2
+    assert sink.errors == 3
+    assert rows_for(ch, practice) == 2
