@@ -8,7 +8,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from portal_pulse.settings import Settings
 
-__all__ = ["ensure_topics"]
+__all__ = ["CLEAN_PARTITIONED_TABLES", "ensure_topics"]
+
+# State tables partitioned like the clean topic (streams/processor_agent.py).
+CLEAN_PARTITIONED_TABLES = ("sla-state", "followups-state", "live-state", "clocks")
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +22,19 @@ def ensure_topics(settings: Settings, bootstrap: str) -> None:
     wanted[names.dead_letter] = settings.raw_partitions
     for name in (names.clean, names.alerts, names.responses, names.live_metrics):
         wanted[name] = settings.clean_partitions
+    # The state tables' changelogs (Faust names them "<app_id>-<table>-changelog"), compacted.
+    # Created here, before any agent runs, so the first checkpoint never waits for them.
+    changelogs = {f"{settings.app_id}-dedup-changelog": settings.raw_partitions}
+    for table in CLEAN_PARTITIONED_TABLES:
+        changelogs[f"{settings.app_id}-{table}-changelog"] = settings.clean_partitions
     admin = AdminClient({"bootstrap.servers": bootstrap, **settings.kafka_client_config()})
     existing = set(admin.list_topics(timeout=10).topics)
     new = [NewTopic(n, p, 1) for n, p in wanted.items() if n not in existing]
+    new += [
+        NewTopic(n, p, 1, config={"cleanup.policy": "compact"})
+        for n, p in changelogs.items()
+        if n not in existing
+    ]
     if not new:
         return
     for name, fut in admin.create_topics(new, operation_timeout=30).items():
