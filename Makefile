@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PP := $(VENV)/bin/portal-pulse
 
-.PHONY: help demo test lint format broker-start broker-stop broker-status kafka-libs browser bench clean
+.PHONY: help demo test test-faults lint format broker-start broker-stop broker-status kafka-libs browser bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ demo: $(VENV)/.installed ## simulate practices → Kafka → worker → chDB, th
 
 test: $(VENV)/.installed kafka-libs browser ## run the whole test suite (unit + integration on a real broker)
 	$(PY) -m pytest
+
+test-faults: $(VENV)/.installed kafka-libs ## the fault-injection suite (kills, outages, poison records; slow)
+	$(PY) -m pytest -m faults tests/integration/test_fault_injection.py
 
 lint: $(VENV)/.installed ## ruff check and format check
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,639 @@
+"""Fault injection: kills, SIGTERMs, sink faults, poison records and a broker outage.
+
+Every scenario feeds the same recorded stream to a fresh pipeline, breaks the worker in its own
+way, lets a final ``worker --exit-when-idle`` catch up and then requires exactly what an offline
+``replay`` of the recording wrote (streams/checkpoint.py, docs/delivery-guarantees.md): every
+valid event once in ``events`` *without* FINAL, the same alerts, response facts, monthly metrics
+and dead letters, and a consumer group that committed everything it reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from portal_pulse.simulate import SimulationSpec, simulate
+from tests.integration.conftest import Pipeline, free_port, query_chdb
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+SPEC = SimulationSpec(practices=2, patients=150, months=2, seed=11, bad_fraction=0.01)
+
+ALERTS_SQL = (
+    "SELECT alert_id, kind, practice_id, subject_id, patient_pseudonym, category, staff_pool, "
+    "due_at, resolved_at, response_business_minutes FROM alerts FINAL ORDER BY alert_id"
+)
+RESPONSES_SQL = "SELECT * FROM message_responses FINAL ORDER BY response_id"
+MONTHLY_SQL = "SELECT * FROM monthly_portal_performance ORDER BY practice_id, month"
+# Without FINAL: a row written twice would show here.
+EVENTS_SQL = (
+    "SELECT count(), uniqExact(event_id), sum(cityHash64(event_id, patient_pseudonym)) FROM events"
+)
+DEAD_LETTERS_SQL = "SELECT reason, count() FROM dead_letters FINAL GROUP BY reason ORDER BY reason"
+QUERIES = [ALERTS_SQL, RESPONSES_SQL, MONTHLY_SQL, EVENTS_SQL, DEAD_LETTERS_SQL]
+
+POISON_MRN = "MRN-POISON-777"
+
+
+# -- the shared recording and its replay ----------------------------------------------------------
+
+
+def _instant(value: object) -> datetime:
+    try:
+        at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return at if at.tzinfo else datetime.min.replace(tzinfo=UTC)
+
+
+def _rounded(rows: list[list[Any]]) -> list[list[Any]]:
+    return [[round(v, 9) if isinstance(v, float) else v for v in row] for row in rows]
+
+
+def _write_recording(path: Path, practices_file: Path) -> None:
+    """SPEC's stream (duplicates and invalid lines included) plus a far-future sentinel.
+
+    As in test_replay_equivalence: the sentinel moves both clocks past every deadline of the
+    data, its odd offset keeps any deadline out of the idle seconds the live worker adds.
+    """
+    lines = [json.dumps(obj) for obj in simulate(SPEC)]
+    last = max(_instant(json.loads(x).get("occurred_at")) for x in lines)
+    sentinel = last + timedelta(days=40, hours=7, minutes=13, seconds=17)
+    lines.append(
+        json.dumps(
+            {
+                "event_id": "sentinel-1",
+                "event_type": "patient.seen",
+                "occurred_at": sentinel.astimezone(UTC).isoformat(),
+                "practice_id": "P001",
+                "patient_id": "sentinel-patient",
+                "encounter_id": "sentinel-encounter",
+            }
+        )
+    )
+    path.write_text("\n".join(lines) + "\n")
+    zones = SPEC.timezones
+    practices_file.write_text(
+        yaml.safe_dump(
+            {
+                "practices": {
+                    "default": {},
+                    **{f"P{i + 1:03d}": {"timezone": zones[i]} for i in range(SPEC.practices)},
+                }
+            }
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Recording:
+    events: Path
+    practices: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PORTAL_PULSE_PRACTICES_FILE": str(self.practices)}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    alerts: list[list[Any]]
+    responses: list[list[Any]]
+    monthly: list[list[Any]]
+    events: list[Any]  # count, distinct ids, checksum of (event_id, pseudonym)
+    dead_letters: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
+    root = tmp_path_factory.mktemp("fault-recording")
+    rec = Recording(root / "events.jsonl", root / "practices.yaml")
+    _write_recording(rec.events, rec.practices)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def baseline(
+    recording: Recording, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Baseline:
+    """The recording replayed offline once per module: what every faulted run must equal."""
+    root = tmp_path_factory.mktemp("fault-replay")
+    replay_chdb = root / "replay-chdb"
+    result = Pipeline(kafka_bootstrap, root).cli(
+        "replay",
+        str(recording.events),
+        "--config",
+        str(recording.practices),
+        "--clickhouse",
+        f"chdb://{replay_chdb}",
+        env=recording.env,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    alerts, responses, monthly, events, dead = query_chdb(replay_chdb, QUERIES)
+    base = Baseline(alerts, responses, monthly, events[0], {r: n for r, n in dead})
+    count, distinct, _ = base.events
+    assert count == distinct > 2000, "replay writes every valid event once"
+    assert len(alerts) > 50 and len(responses) > 50, "the stream exercises alerts and responses"
+    assert base.dead_letters, "the recording carries invalid lines"
+    print(
+        f"\nreplay baseline: {count} events, {len(alerts)} alerts, {len(responses)} responses, "
+        f"{len(monthly)} monthly rows, dead letters {base.dead_letters}"
+    )
+    return base
+
+
+def _group_lag(pipeline: Pipeline) -> dict[tuple[str, int], int]:
+    from portal_pulse.settings import Settings
+    from portal_pulse.worker import GroupLag, topics_read
+
+    settings = Settings(
+        topic_prefix=pipeline.prefix,
+        app_id=pipeline.env["PORTAL_PULSE_APP_ID"],
+    )
+    lag = GroupLag(settings, pipeline.env["KAFKA_BOOTSTRAP_SERVERS"], topics_read(settings))
+    try:
+        return lag.behind()
+    finally:
+        lag.close()
+
+
+def assert_matches_replay(
+    pipeline: Pipeline,
+    baseline: Baseline,
+    *,
+    label: str,
+    extra_dead_letters: dict[str, int] | None = None,
+    context: str = "",
+) -> None:
+    """The pipeline's tables equal the replay's; events exactly once without FINAL."""
+    alerts, responses, monthly, events, dead = query_chdb(pipeline.chdb, QUERIES)
+    count, distinct, checksum = events[0]
+    dead_letters = {r: n for r, n in dead}
+    print(
+        f"[{label}] events {count} (distinct {distinct}) vs replay {baseline.events[0]}; "
+        f"alerts {len(alerts)} vs {len(baseline.alerts)}; responses {len(responses)} vs "
+        f"{len(baseline.responses)}; monthly rows {len(monthly)} vs {len(baseline.monthly)}; "
+        f"dead letters {dead_letters}"
+    )
+    tail = f"\n--- worker stderr (tail) ---\n{context[-3000:]}" if context else ""
+    assert distinct == baseline.events[1], (
+        f"distinct events {distinct} != {baseline.events[1]}{tail}"
+    )
+    assert count == distinct, f"{count - distinct} duplicate event rows without FINAL{tail}"
+    assert checksum == baseline.events[2], f"same event ids and pseudonyms as replay{tail}"
+
+    if alerts != baseline.alerts:
+        got = {tuple(map(str, a)) for a in alerts}
+        want = {tuple(map(str, a)) for a in baseline.alerts}
+        missing, extra = sorted(want - got)[:5], sorted(got - want)[:5]
+        pytest.fail(
+            f"alerts differ: {len(want - got)} missing, {len(got - want)} extra\n"
+            f"missing: {missing}\nextra: {extra}{tail}"
+        )
+    assert responses == baseline.responses, f"identical response facts{tail}"
+    assert _rounded(monthly) == _rounded(baseline.monthly), f"identical monthly metrics{tail}"
+    want_dead = dict(baseline.dead_letters)
+    for reason, n in (extra_dead_letters or {}).items():
+        want_dead[reason] = want_dead.get(reason, 0) + n
+    assert dead_letters == want_dead, f"dead letters by reason{tail}"
+    assert _group_lag(pipeline) == {}, "the group committed every partition it reads"
+
+
+# -- workers under test ---------------------------------------------------------------------------
+
+
+class Worker:
+    """A `portal-pulse worker` in its own process group, output kept in files."""
+
+    def __init__(self, pipeline: Pipeline, env: dict[str, str], logdir: Path, name: str) -> None:
+        self.name = name
+        self.stdout_path = logdir / f"{name}.stdout"
+        self.stderr_path = logdir / f"{name}.stderr"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "portal_pulse.cli", "worker", "--loglevel", "info"],
+                env={**pipeline.env, **env},
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        self.started = time.monotonic()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def at(self, seconds: float) -> None:
+        """Sleep until ``seconds`` after launch; the worker must still be running then."""
+        time.sleep(max(0.0, self.started + seconds - time.monotonic()))
+        assert self.proc.poll() is None, (
+            f"{self.name} exited on its own with {self.proc.returncode}:\n{self.stderr()[-3000:]}"
+        )
+
+    def terminate(self, within: float = 30.0) -> tuple[int, float]:
+        """SIGTERM; returns (exit code, seconds to exit). Fails if it takes over ``within``."""
+        sent = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(within)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"{self.name} ignored SIGTERM for {within:.0f}s:\n{self.stderr()[-3000:]}")
+        return code, time.monotonic() - sent
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group (no cleanup of any kind)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+
+@pytest.fixture
+def workers(pipeline: Pipeline, tmp_path: Path, recording: Recording) -> Iterator[Any]:
+    started: list[Worker] = []
+
+    def launch(env: dict[str, str] | None = None, pipe: Pipeline | None = None) -> Worker:
+        w = Worker(
+            pipe or pipeline, {**recording.env, **(env or {})}, tmp_path, f"w{len(started) + 1}"
+        )
+        started.append(w)
+        return w
+
+    yield launch
+    for w in started:
+        if w.proc.poll() is None:
+            w.kill()
+
+
+def _produce(pipeline: Pipeline, recording: Recording) -> None:
+    result = pipeline.cli("produce", str(recording.events), env=recording.env)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@dataclass(frozen=True)
+class Finished:
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def _recover(
+    pipeline: Pipeline,
+    recording: Recording,
+    label: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> Finished:
+    """The last restart: ``worker --exit-when-idle 3`` (as ``pipeline.run_worker``), timed from
+    launch to its idle exit ("time to recover"); its output is kept in files, so a worker that
+    never goes idle still shows its log."""
+    out_path, err_path = (
+        pipeline.root / f"{label}-final.stdout",
+        pipeline.root / f"{label}-final.stderr",
+    )
+    began = time.monotonic()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "portal_pulse.cli", "worker", "--exit-when-idle", "3",
+             "--loglevel", "info"],
+            env={**pipeline.env, **recording.env, **(env or {})},
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+            code = None
+    took = time.monotonic() - began
+    done = Finished(
+        out_path.read_text(errors="replace"), err_path.read_text(errors="replace"), took
+    )
+    if code is None:
+        pytest.fail(
+            f"[{label}] no idle exit within {timeout:.0f}s; log tail ({err_path}):\n"
+            f"{done.stderr[-4000:]}"
+        )
+    print(f"[{label}] time to recover (last restart → idle exit): {took:.1f}s")
+    assert code == 0, f"[{label}] exit {code}:\n{done.stderr[-4000:]}"
+    return done
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+
+
+def test_sigterm_twice_then_resume(
+    pipeline: Pipeline, recording: Recording, baseline: Baseline, workers: Any
+) -> None:
+    _produce(pipeline, recording)
+    logs = []
+    for _ in range(2):
+        w = workers()
+        w.at(3.0)
+        code, took = w.terminate(within=30)
+        print(f"[sigterm] {w.name} exited {code} {took:.1f}s after SIGTERM")
+        assert code == 0, f"a SIGTERM is a clean stop:\n{w.stderr()[-3000:]}"
+        logs.append(w.stderr())
+    result = _recover(pipeline, recording, "sigterm")
+    assert_matches_replay(
+        pipeline, baseline, label="sigterm", context="\n".join([*logs, result.stderr])
+    )
+
+
+def test_kill9_at_several_points(
+    pipeline: Pipeline, recording: Recording, baseline: Baseline, workers: Any
+) -> None:
+    _produce(pipeline, recording)
+    logs = []
+    for after in (2.0, 4.0, 7.0):
+        w = workers()
+        w.at(after)
+        w.kill()
+        logs.append(w.stderr())
+    result = _recover(pipeline, recording, "kill9")
+    assert_matches_replay(
+        pipeline, baseline, label="kill9", context="\n".join([*logs, result.stderr])
+    )
+
+
+def test_kill9_while_joining(
+    pipeline: Pipeline, recording: Recording, baseline: Baseline, workers: Any
+) -> None:
+    """Killed during start-up, group join and state recovery; the idle exit still waits for
+    the group to catch up (assert_matches_replay checks the group's committed offsets too)."""
+    _produce(pipeline, recording)
+    logs = []
+    for after in (1.0, 2.0, 3.0):
+        w = workers()
+        w.at(after)
+        w.kill()
+        logs.append(w.stderr())
+    result = _recover(pipeline, recording, "kill9-joining")
+    assert_matches_replay(
+        pipeline, baseline, label="kill9-joining", context="\n".join([*logs, result.stderr])
+    )
+
+
+def test_sink_faults_until_retries_exhausted(
+    pipeline: Pipeline, recording: Recording, baseline: Baseline
+) -> None:
+    """80 % of inserts lose their acknowledgement and are sent again (same dedup token)."""
+    _produce(pipeline, recording)
+    env = {"PORTAL_PULSE_SINK_FAULT_RATE": "0.8", "PORTAL_PULSE_SINK_RETRY_MAX_SECONDS": "0.5"}
+    result = _recover(pipeline, recording, "sink-faults", env=env, timeout=500)
+    assert "fault injection" in result.stderr
+    assert_matches_replay(pipeline, baseline, label="sink-faults", context=result.stderr)
+
+
+def _event(**fields: Any) -> dict[str, Any]:
+    return {
+        "event_id": "poison-base",
+        "event_type": "portal.login",
+        "occurred_at": "2026-01-12T15:00:00Z",
+        "practice_id": "P001",
+        "patient_id": "pt-poison",
+        "channel": "web",
+        **fields,
+    }
+
+
+def _padded(prefix: str, field: str, size: int = 900_000) -> bytes:
+    """A JSON portal.login event of exactly ``size`` bytes, ``field`` filled with one letter."""
+    base = json.dumps(_event(event_id=f"poison-{prefix}", **{field: ""})).encode()
+    fill = (prefix[0] * (size - len(base))).encode()
+    body = json.dumps(_event(event_id=f"poison-{prefix}", **{field: fill.decode()})).encode()
+    assert len(body) == size
+    return body
+
+
+def _poison_records() -> list[tuple[str, bytes]]:
+    good = json.dumps(_event(event_id="poison-encoded")).encode()
+    nul_escaped = json.dumps(_event(event_id="poison-nul-escaped", patient_id="MRN\x00123"))
+    nul_raw = (
+        b'{"event_id": "poison-nul-raw", "event_type": "portal.login", '
+        b'"occurred_at": "2026-01-12T15:00:00Z", "practice_id": "P001", '
+        b'"patient_id": "MRN\x00124", "channel": "web"}'
+    )
+    return [
+        ("brackets", b"[" * 200_000),
+        ("random", random.Random(777).randbytes(900_000)),
+        ("long-channel", _padded("x", "channel")),
+        ("long-event-id", _padded("e", "event_id")),
+        ("utf8-bom", b"\xef\xbb\xbf" + good),
+        ("utf16", good.decode().encode("utf-16")),
+        ("utf16le-no-bom", good.decode().encode("utf-16-le")),
+        ("nul-escaped", nul_escaped.encode()),
+        ("nul-raw", nul_raw),
+        ("mrn-in-channel", json.dumps(_event(event_id="poison-c", channel=POISON_MRN)).encode()),
+        (
+            "mrn-in-occurred-at",
+            json.dumps(_event(event_id="poison-o", occurred_at=POISON_MRN)).encode(),
+        ),
+        (
+            "mrn-in-event-type",
+            json.dumps(_event(event_id="poison-t", event_type=POISON_MRN)).encode(),
+        ),
+    ]
+
+
+def _produce_raw(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> dict:
+    """Produce the values; returns name → (partition, offset)."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "message.max.bytes": 2_000_000, "linger.ms": 5}
+    )
+    where: dict[str, tuple[int, int]] = {}
+    errors: list[str] = []
+
+    def report(name: str) -> Any:
+        def done(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(f"{name}: {err}")
+            else:
+                where[name] = (msg.partition(), msg.offset())
+
+        return done
+
+    for name, value in records:
+        producer.produce(topic, value=value, on_delivery=report(name))
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert not errors, errors
+    return where
+
+
+def _read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic``, up to the high watermarks read at the start."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"fault-reader-{os.getpid()}-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 5_000_000,
+        }
+    )
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in parts}
+        consumer.assign([TopicPartition(topic, p, lo) for p, (lo, _) in ends.items()])
+        want = sum(hi - lo for lo, hi in ends.values())
+        records: list[Any] = []
+        deadline = time.monotonic() + 60
+        while len(records) < want and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            records.append(msg)
+        assert len(records) == want, f"read {len(records)} of {want} records of {topic}"
+        return records
+    finally:
+        consumer.close()
+
+
+def test_poison_records_each_one_dead_letter(
+    pipeline: Pipeline, recording: Recording, baseline: Baseline, tmp_path: Path
+) -> None:
+    _produce(pipeline, recording)  # also creates the raw topics
+    bootstrap = pipeline.env["KAFKA_BOOTSTRAP_SERVERS"]
+    raw_topic = f"{pipeline.prefix}.raw.portal"
+    poison = _poison_records()
+    assert all(len(v) <= 900_000 for _, v in poison)
+    where = _produce_raw(bootstrap, raw_topic, poison)
+
+    result = _recover(pipeline, recording, "poison", timeout=400, extra_args=("--loglevel", "info"))
+    rows = pipeline.query(
+        "SELECT source_partition, source_offset, reason, detail, field FROM dead_letters FINAL "
+        f"WHERE source_topic = '{raw_topic}'"
+    )
+    by_position: dict[tuple[int, int], list[list[Any]]] = {}
+    for row in rows:
+        by_position.setdefault((row[0], row[1]), []).append(row)
+    reasons: dict[str, int] = {}
+    for name, pos in where.items():
+        got = by_position.get(pos, [])
+        assert len(got) == 1, f"{name} at {pos}: {len(got)} dead letters\n{result.stderr[-3000:]}"
+        reason = got[0][2]
+        assert reason, f"{name}: dead letter without a reason"
+        print(f"[poison] {name}: reason={reason!r} field={got[0][4]!r} detail={got[0][3][:100]!r}")
+        reasons[reason] = reasons.get(reason, 0) + 1
+
+    # No raw patient id anywhere in ClickHouse nor in the worker's log.
+    tables = [
+        r[0]
+        for r in pipeline.query("SELECT name FROM system.tables WHERE database = currentDatabase()")
+    ]
+    dump = "\n".join(
+        json.dumps(pipeline.query(f"SELECT * FROM {t}"), default=str)
+        for t in tables
+        if t != "schema_migrations"
+    )
+    assert POISON_MRN not in dump, "a patient id in the wrong field leaked into ClickHouse"
+    assert POISON_MRN not in result.stderr, "a patient id in the wrong field leaked into the log"
+    assert POISON_MRN not in result.stdout
+
+    assert_matches_replay(
+        pipeline, baseline, label="poison", extra_dead_letters=reasons, context=result.stderr
+    )
+
+    records = _read_topic(bootstrap, f"{pipeline.prefix}.events.deadletter")
+    sizes = [len(m.value() or b"") + len(m.key() or b"") for m in records]
+    print(f"[poison] dead-letter topic: {len(records)} records, largest {max(sizes)} bytes")
+    assert len(records) >= sum(baseline.dead_letters.values()) + len(poison)
+    assert max(sizes) < 1_000_000
+
+
+def test_broker_outage_past_delivery_timeout(
+    recording: Recording, baseline: Baseline, tmp_path: Path
+) -> None:
+    """A broker of its own goes away under running workers, then comes back."""
+    from portal_pulse.broker import LocalBroker
+
+    broker = LocalBroker(tmp_path / "kafka", port=free_port(), controller_port=free_port())
+    bootstrap = broker.start(timeout=120)
+    started: list[Worker] = []
+    try:
+        pipe = Pipeline(bootstrap, tmp_path / "pipe")
+        _produce(pipe, recording)
+
+        # 1. SIGTERM while the broker is down: the stop is bounded (shutdown_timeout_seconds).
+        w1 = Worker(pipe, recording.env, tmp_path, "outage-sigterm")
+        started.append(w1)
+        w1.at(3.0)
+        broker.stop()
+        time.sleep(5)
+        code, took = w1.terminate(within=30)
+        print(f"[outage] SIGTERM 5s into an outage: exited {code} after {took:.1f}s")
+        broker.start(timeout=120)
+
+        # 2. The broker stops for 40 s under a running worker (past any delivery timeout) and
+        #    comes back: the worker either carries on until its group has caught up, or exits
+        #    non-zero; it never hangs, and never exits 0 by itself with work left.
+        w2 = Worker(pipe, recording.env, tmp_path, "outage-40s")
+        started.append(w2)
+        w2.at(3.0)
+        broker.stop()
+        time.sleep(40)
+        alive = w2.proc.poll() is None
+        broker.start(timeout=120)
+        back = time.monotonic()
+        deadline = back + 180
+        caught_up = False
+        while time.monotonic() < deadline and w2.proc.poll() is None:
+            try:
+                caught_up = not _group_lag(pipe)
+            except Exception:  # the broker is still settling
+                caught_up = False
+            if caught_up:
+                break
+            time.sleep(2)
+        if w2.proc.poll() is None:
+            assert caught_up, f"worker stuck after the outage:\n{w2.stderr()[-3000:]}"
+            code, took = w2.terminate(within=30)
+            print(
+                f"[outage] worker lived through 40s without a broker (alive at its end: {alive}); "
+                f"its group caught up {time.monotonic() - back:.1f}s after the broker returned; "
+                f"exited {code} {took:.1f}s after SIGTERM"
+            )
+            assert code == 0, w2.stderr()[-3000:]
+        else:
+            print(f"[outage] worker exited {w2.proc.returncode} by itself")
+            assert w2.proc.returncode != 0, (
+                f"exited 0 without a SIGTERM during an outage:\n{w2.stderr()[-3000:]}"
+            )
+
+        result = _recover(pipe, recording, "outage", timeout=400)
+        assert_matches_replay(
+            pipe,
+            baseline,
+            label="outage",
+            context="\n".join([w1.stderr(), w2.stderr(), result.stderr]),
+        )
+    finally:
+        for w in started:
+            if w.proc.poll() is None:
+                w.kill()
+        broker.stop()
