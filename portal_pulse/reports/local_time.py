@@ -9,11 +9,24 @@ time-zone work and nothing extra stored on the event rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
-__all__ = ["LOCAL_DAYS_FIRST", "LOCAL_DAYS_LAST", "local_midnights"]
+from clickhouse_connect.driver.client import Client
+
+from portal_pulse.domain.practices import BUILTIN_DEFAULTS
+
+__all__ = [
+    "LOCAL_DAYS_FIRST",
+    "LOCAL_DAYS_LAST",
+    "configured_timezone",
+    "format_local",
+    "local_midnights",
+    "practice_timezone",
+    "to_local",
+]
 
 LOCAL_DAYS_FIRST = date(2000, 1, 1)
 LOCAL_DAYS_LAST = date(2099, 12, 31)
@@ -42,3 +55,49 @@ def local_midnights(
         day += one
     if pending is not None:
         yield pending
+
+
+def practice_timezone(
+    client: Client, practice_id: str, fallback: str | Callable[[], str] | None = None
+) -> str:
+    """The practice's IANA zone as the metrics views see it: its ``practices`` row, else the
+    ``default`` row, else ``fallback`` (the configured practices file; a callable is only called
+    when needed), else the built-in default.
+
+    The worker writes these rows when it starts and ``replay`` when it finishes
+    (``practices_sync``), so reports show times in the same zone the monthly figures are cut in.
+    """
+    rows = client.query(
+        "SELECT practice_id, timezone FROM practices FINAL"
+        " WHERE practice_id IN ({p:String}, 'default')",
+        parameters={"p": practice_id},
+    ).result_rows
+    zones = {pid: zone for pid, zone in rows if zone}
+    zone = zones.get(practice_id) or zones.get("default")
+    if not zone and fallback is not None:
+        zone = fallback() if callable(fallback) else fallback
+    return zone or str(BUILTIN_DEFAULTS["timezone"])
+
+
+def to_local(at: datetime, timezone: str) -> datetime:
+    """``at`` in ``timezone`` (a naive ``at`` is taken as UTC, as chDB hands it back)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(ZoneInfo(timezone))
+
+
+def format_local(at: datetime, timezone: str, *, seconds: bool = False) -> str:
+    """``2025-11-13 09:30 EST``: a wall-clock reading in the zone, with the zone's abbreviation
+    (or its UTC offset where the zone has no abbreviation), so it cannot be read as UTC."""
+    local = to_local(at, timezone)
+    abbreviation = local.tzname() or ""
+    if not abbreviation or abbreviation[0] in "+-":
+        abbreviation = "UTC" + local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]
+    return local.strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else "")) + " " + abbreviation
+
+
+def configured_timezone(practices_file: str | Path | None, practice_id: str) -> str:
+    """The practice's zone from the practices file (the default rules for an unlisted id)."""
+    from portal_pulse.domain.practices import Practices
+
+    return Practices.load(practices_file).for_practice(practice_id).timezone

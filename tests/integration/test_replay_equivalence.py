@@ -164,4 +164,4 @@ def test_reading_commands_on_a_replayed_stream(pipeline: Pipeline, tmp_path: Pat
     missing = pipeline.cli(
         "dashboard", "--clickhouse", ch, "--practice", "NOPE", "--month", "2026-02"
     )
-    assert missing.returncode == 1 and "NOPE" in missing.stderr
+    assert missing.returncode == 4 and "NOPE" in missing.stderr

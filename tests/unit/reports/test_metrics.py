@@ -462,9 +462,15 @@ def test_cli_dashboard(
     assert list(json.loads(capsys.readouterr().out)) == ["practice_id", "month", *SPEC_KEYS]
     page = tmp_path / "dash.html"
     assert cli.main([*base, "--format", "html", "--out", str(page)]) == 0
-    assert page.read_text(encoding="utf-8").count("<svg") == 7
+    assert page.read_text(encoding="utf-8").count("<svg") == 9
     capsys.readouterr()
-    assert cli.main(["dashboard", "--practice", f"nobody-{RUN}", "--month", "2026-03"]) == 1
-    assert f"no data for practice 'nobody-{RUN}' in 2026-03" in capsys.readouterr().err
-    assert cli.main(["dashboard", "--practice", FEATURES, "--month", "March"]) == 1
+    # user mistakes: one line on stderr, EXIT_NO_DATA (4) or EXIT_USAGE (2)
+    assert cli.main(["dashboard", "--practice", f"nobody-{RUN}", "--month", "2026-03"]) == 4
+    err = capsys.readouterr().err
+    assert f"no data for practice 'nobody-{RUN}' (practices with data: " in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert cli.main(["dashboard", "--practice", FEATURES, "--month", "2025-06"]) == 4
+    err = capsys.readouterr().err
+    assert f"practice {FEATURES} has no data for Jun 2025 (it has data for " in err
+    assert cli.main(["dashboard", "--practice", FEATURES, "--month", "March"]) == 2
     assert "YYYY-MM" in capsys.readouterr().err
