@@ -1,8 +1,15 @@
-"""A real Kafka broker for local runs and tests, chosen in one order everywhere.
+"""A real Kafka broker for local runs and tests, and how commands find one.
+
+``resolve_bootstrap`` (``portal-pulse demo``, ``broker start --any``, benchmarks) may start one:
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` when set;
 2. a broker started by testcontainers when a Docker engine answers;
 3. a native single-node KRaft broker assembled from Maven Central and run with ``java`` on loopback.
+
+``find_bootstrap`` (``produce``, ``worker``) never starts anything: ``--bootstrap-servers``, then
+``KAFKA_BOOTSTRAP_SERVERS``, then the native broker's port if something answers there; otherwise
+a ``UserError`` says how to start one. ``check_kafka`` then asks the broker for its metadata within
+a bounded time, with librdkafka's own log lines silenced, and names the address if it fails.
 """
 
 from __future__ import annotations
@@ -17,8 +24,19 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["BrokerError", "LocalBroker", "docker_available", "resolve_bootstrap"]
+from portal_pulse.errors import EXIT_UNREACHABLE, UserError
+
+__all__ = [
+    "BrokerError",
+    "LocalBroker",
+    "check_kafka",
+    "docker_available",
+    "find_bootstrap",
+    "librdkafka_logger",
+    "resolve_bootstrap",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +268,9 @@ class LocalBroker:
         from confluent_kafka.admin import AdminClient
 
         try:
-            md = AdminClient(self.client_config()).list_topics(timeout=3)
+            md = AdminClient({**self.client_config(), "logger": librdkafka_logger()}).list_topics(
+                timeout=3
+            )
         except Exception:
             return False
         return bool(md.brokers)
@@ -304,3 +324,72 @@ def resolve_bootstrap(data_dir: Path, *, start: bool = True) -> str:
     if not start:
         return broker.bootstrap
     return broker.start()
+
+
+def find_bootstrap(override: str | None, configured: str | None, broker_port: int) -> str:
+    """Where ``produce`` and ``worker`` find Kafka; never starts a broker."""
+    if override:
+        return override
+    if configured:
+        return configured
+    if _port_open("127.0.0.1", broker_port):
+        return f"127.0.0.1:{broker_port}"
+    raise UserError(
+        f"no Kafka broker: KAFKA_BOOTSTRAP_SERVERS is not set and nothing answers on "
+        f"127.0.0.1:{broker_port}\nstart one with 'portal-pulse broker start', or set "
+        "KAFKA_BOOTSTRAP_SERVERS (or pass --bootstrap-servers HOST:PORT)",
+        EXIT_UNREACHABLE,
+    )
+
+
+def librdkafka_logger() -> logging.Logger:
+    """librdkafka's log lines go here: kept out of the terminal, visible with ``--debug``."""
+    log = logging.getLogger("portal_pulse.librdkafka")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+    log.propagate = bool(os.environ.get("PORTAL_PULSE_DEBUG"))
+    return log
+
+
+def check_kafka(bootstrap: str, client_config: dict[str, Any], timeout: float = 10.0) -> None:
+    """Raise a one-line ``UserError`` unless the broker answers a metadata request in time."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    errors: list[Any] = []
+    admin = AdminClient(
+        {
+            **client_config,
+            "bootstrap.servers": bootstrap,
+            "logger": librdkafka_logger(),
+            "error_cb": errors.append,
+            "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
+        }
+    )
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            metadata = admin.list_topics(timeout=max(0.1, min(1.0, left)))
+        except KafkaException:
+            metadata = None
+        if metadata is not None and metadata.brokers:
+            return
+        admin.poll(0)
+        codes = {e.name() for e in errors}
+        fatal = codes & {"_AUTHENTICATION", "_SSL", "SASL_AUTHENTICATION_FAILED"}
+        # A refused connection will not change: give up after a few seconds, not the full time.
+        refused = "_ALL_BROKERS_DOWN" in codes and time.monotonic() - started >= 3.0
+        if fatal or refused or time.monotonic() >= deadline:
+            break
+    detail = next(
+        (e.str() for e in reversed(errors) if e.name() != "_ALL_BROKERS_DOWN"),
+        f"no answer within {timeout:.0f}s",
+    )
+    raise UserError(f"Kafka at {bootstrap} is not reachable: {_one_line(detail)}", EXIT_UNREACHABLE)
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,4 +1,10 @@
-"""``portal-pulse``: every user-facing command. Imports are lazy so ``--help`` stays fast."""
+"""``portal-pulse``: every user-facing command. Imports are lazy so ``--help`` stays fast.
+
+Errors: a mistake the user can fix (``UserError``, a bad practices file, a missing key) prints
+``portal-pulse <command>: <message>`` on stderr and exits with its documented code
+(docs/cli.md); anything else prints one line naming the exception and exits 1. ``--debug`` or
+``PORTAL_PULSE_DEBUG=1`` adds the traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,18 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 
+from portal_pulse.errors import EXIT_NO_DATA, EXIT_UNREACHABLE, EXIT_USAGE, UserError
+
 __all__ = ["main"]
 
 logger = logging.getLogger("portal_pulse")
+
+ALERT_KINDS = (
+    "sla.at_risk", "sla.internal_missed", "sla.breached",
+    "enrollment.invite_not_activated", "enrollment.no_first_login",
+    "enrollment.app_not_installed", "enrollment.dormant",
+)  # fmt: skip
+"""What ``alerts --kind`` accepts (portal_pulse.domain.sla and .followups; a unit test checks)."""
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -36,10 +51,11 @@ def _month(text: str) -> date:
     try:
         return date(int(year), int(month), 1)
     except ValueError:
-        raise SystemExit(f"portal-pulse: --start {text!r} is not YYYY-MM") from None
+        raise UserError(f"--start {text!r} is not YYYY-MM") from None
 
 
-def _clickhouse(url: str | None):  # type: ignore[no-untyped-def]
+def _clickhouse(url: str | None, *, create: bool = False):  # type: ignore[no-untyped-def]
+    """A ClickHouse client; readers (``create=False``) never create a database or a directory."""
     from sinks.client import connect
 
     settings = _settings()
@@ -47,141 +63,286 @@ def _clickhouse(url: str | None):  # type: ignore[no-untyped-def]
     password = (
         settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
     )
+    _warn_cleartext_http(dsn, bool(password))
     return connect(
-        dsn, user=settings.clickhouse_user, password=password, verify=settings.clickhouse_verify_tls
+        dsn,
+        user=settings.clickhouse_user,
+        password=password,
+        verify=settings.clickhouse_verify_tls,
+        create=create,
+    )
+
+
+def _warn_cleartext_http(dsn: str, has_password: bool) -> None:
+    """A password over http:// travels as it is: say so unless the server is local."""
+    from urllib.parse import urlparse
+
+    try:
+        parsed = urlparse(dsn)
+        secret = has_password or parsed.password is not None
+    except ValueError:
+        return
+    if parsed.scheme != "http" or not secret:
+        return
+    if parsed.hostname in ("127.0.0.1", "localhost", "::1"):
+        return
+    print(
+        f"portal-pulse: warning: http:// sends the ClickHouse password to {parsed.hostname} "
+        "unencrypted; use https://",
+        file=sys.stderr,
+    )
+
+
+def _input_file(path: Path) -> Path:
+    """A recording the user named: it must exist and be a readable file."""
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if not path.is_file():
+        raise UserError(f"{path}: not a file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{path}: not readable")
+    return path
+
+
+def _practices(path: Path | None):  # type: ignore[no-untyped-def]
+    """The practice rules, loaded once up front, so a bad file fails before any other work."""
+    from portal_pulse.domain.practices import PracticeConfigError, Practices
+
+    if path is not None:
+        _input_file(Path(path))
+    try:
+        return Practices.load(path)
+    except UnicodeDecodeError:
+        raise UserError(f"practices file {path}: not UTF-8 text") from None
+    except PracticeConfigError as exc:
+        raise UserError(f"practices file {path}: {_practice_problem(exc, path)}") from None
+
+
+def _practice_problem(exc: Exception, path: Path | None = None) -> str:
+    """The error without the placeholders (and the path) used for file-level problems."""
+    text = str(exc).replace("practice '<file>', field '<root>': ", "")
+    if path is not None:
+        text = text.replace(f"{path}: ", "")
+    return text.replace("practice '<file>', ", "top level, ")
+
+
+def _kafka(settings, override: str | None) -> str:  # type: ignore[no-untyped-def]
+    """Bootstrap servers for produce and worker: found, never started, and checked to answer."""
+    from portal_pulse.broker import check_kafka, find_bootstrap
+
+    bootstrap = find_bootstrap(override, settings.kafka_bootstrap_servers, settings.broker_port)
+    _warn_cleartext_sasl(settings, bootstrap)
+    check_kafka(bootstrap, settings.kafka_client_config())
+    return bootstrap
+
+
+def _warn_cleartext_sasl(settings, bootstrap: str) -> None:  # type: ignore[no-untyped-def]
+    """SASL/PLAIN without TLS sends the password as it is: say so unless the broker is local."""
+    if settings.kafka_security_protocol != "SASL_PLAINTEXT":
+        return
+    if settings.kafka_sasl_mechanism != "PLAIN":
+        return
+    hosts = {part.rsplit(":", 1)[0].strip("[]") for part in bootstrap.split(",")}
+    if hosts <= {"127.0.0.1", "localhost", "::1"}:
+        return
+    print(
+        "portal-pulse: warning: SASL/PLAIN over SASL_PLAINTEXT sends the Kafka password "
+        "unencrypted; set PORTAL_PULSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL",
+        file=sys.stderr,
     )
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from portal_pulse.broker import LocalBroker, resolve_bootstrap
+    from portal_pulse.broker import LocalBroker, _port_open, resolve_bootstrap
 
     settings = _settings()
-    broker = LocalBroker(settings.data_dir / "kafka", port=args.port, controller_port=args.port + 1)
+    port = args.port if args.port is not None else settings.broker_port
+    home = settings.data_dir / "kafka"
+    broker = LocalBroker(home, port=port, controller_port=port + 1)
     if args.action == "assemble":
         broker.assemble()
         print(f"Kafka jars in {broker.libs}")
     elif args.action == "start":
         print(resolve_bootstrap(settings.data_dir) if args.any else broker.start())
     elif args.action == "stop":
-        broker.stop()
-        print("stopped")
-    else:
         pid = broker.running_pid()
-        print(
-            f"running on {broker.bootstrap} (pid {pid})"
-            if pid and broker.ready()
-            else "not running"
-        )
-        return 0 if pid else 1
+        broker.stop()
+        print(f"stopped (pid {pid})" if pid else f"not running (data in {home})")
+    else:
+        return _broker_status(broker, home, _port_open)
     return 0
 
 
+def _broker_status(broker, home: Path, port_open) -> int:  # type: ignore[no-untyped-def]
+    """What runs on the configured port, and whether it is the broker of this data directory."""
+    pid = broker.running_pid()
+    answers = broker.ready()
+    if pid and answers:
+        print(f"running on {broker.bootstrap} (pid {pid}, data in {home})")
+        return 0
+    if pid:
+        print(
+            f"process {pid} from {home} is alive but {broker.bootstrap} does not answer "
+            f"(starting, or see {broker.log_file})"
+        )
+        return EXIT_UNREACHABLE
+    if answers:
+        print(f"a Kafka broker answers on {broker.bootstrap}, but it was not started from {home}")
+        return 0
+    if port_open("127.0.0.1", broker.port):
+        print(f"not running; port {broker.port} is taken by a process that is not Kafka")
+        return EXIT_UNREACHABLE
+    print(f"not running (port {broker.port}, data in {home})")
+    return EXIT_UNREACHABLE
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from portal_pulse.progress import progress_for_terminal
     from portal_pulse.simulate import SimulationSpec, simulate_to_file
 
-    spec = SimulationSpec(
-        practices=args.practices,
-        patients=args.patients,
-        months=args.months,
-        seed=args.seed,
-        bad_fraction=args.bad_fraction,
-        **({"start": _month(args.start)} if args.start else {}),
-    )
-    summary = simulate_to_file(spec, args.out)
+    if not args.out.parent.is_dir():
+        raise UserError(f"{args.out.parent}: no such directory")
+    try:
+        spec = SimulationSpec(
+            practices=args.practices,
+            patients=args.patients,
+            months=args.months,
+            seed=args.seed,
+            bad_fraction=args.bad_fraction,
+            **({"start": _month(args.start)} if args.start else {}),
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    summary = simulate_to_file(spec, args.out, progress=progress_for_terminal())
     print(f"wrote {args.out}: {summary}")
+    for kind, n in summary.bad_by_kind.items():
+        print(f"  invalid on purpose: {kind} × {n:,}")
     return 0
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from portal_pulse.broker import resolve_bootstrap
     from portal_pulse.kafka_admin import ensure_topics
     from portal_pulse.produce import produce_file
+    from portal_pulse.progress import progress_for_terminal
 
     settings = _settings()
-    bootstrap = resolve_bootstrap(settings.data_dir)
+    path = _input_file(args.file)
+    bootstrap = _kafka(settings, args.bootstrap_servers)
     ensure_topics(settings, bootstrap)
-    summary = produce_file(settings, bootstrap, Path(args.file))
+    summary = produce_file(settings, bootstrap, path, progress=progress_for_terminal())
     print(
-        f"produced {summary.valid} valid events and {summary.invalid} invalid lines to {bootstrap}"
+        f"produced {summary.valid:,} valid events and {summary.invalid:,} invalid lines "
+        f"to {bootstrap}"
     )
     for err in summary.errors:
         print(f"  invalid (sent for dead-lettering): {err}")
+    if summary.invalid > len(summary.errors):
+        print(f"  … and {summary.invalid - len(summary.errors):,} more invalid lines")
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from portal_pulse.broker import resolve_bootstrap
+    from portal_pulse.pseudonym import Pseudonymizer, load_key
     from portal_pulse.worker import run_worker
 
     settings = _settings()
-    run_worker(
-        settings,
-        resolve_bootstrap(settings.data_dir),
-        exit_when_idle=args.exit_when_idle,
-        loglevel=args.loglevel,
-    )
+    # Configuration first: a bad practices file or a missing key needs no broker to report.
+    _practices(settings.practices_file)
+    Pseudonymizer(load_key(settings))
+    bootstrap = _kafka(settings, args.bootstrap_servers)
+    run_worker(settings, bootstrap, exit_when_idle=args.exit_when_idle, loglevel=args.loglevel)
     return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from portal_pulse.progress import progress_for_terminal
+    from portal_pulse.pseudonym import Pseudonymizer, load_key
     from portal_pulse.replay import replay_file
 
     settings = _settings()
     if args.config:
         settings = settings.model_copy(update={"practices_file": Path(args.config)})
-    client = _clickhouse(args.clickhouse)
-    summary = replay_file(settings, Path(args.file), client, until=args.until)
+    path = _input_file(args.file)
+    _practices(settings.practices_file)
+    Pseudonymizer(load_key(settings))
+    client = _clickhouse(args.clickhouse, create=True)
+    summary = replay_file(
+        settings, path, client, until=args.until, progress=progress_for_terminal()
+    )
     print(
-        f"replayed {summary.events} events ({summary.duplicates} duplicates dropped, "
-        f"{summary.dead_letters} dead letters) → {summary.alerts} alert records, "
-        f"{summary.responses} responses; clock at {summary.clock.isoformat() if summary.clock else '-'}"
+        f"replayed {summary.events:,} events ({summary.duplicates:,} duplicates dropped, "
+        f"{summary.dead_letters:,} dead letters) → {summary.alerts:,} alert records, "
+        f"{summary.responses:,} responses; clock at "
+        f"{summary.clock.isoformat() if summary.clock else '-'}"
     )
     for reason, n in sorted(summary.reasons.items()):
-        print(f"  dead letter: {reason} × {n}")
+        print(f"  dead letter: {reason} × {n:,}")
     return 0
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from portal_pulse.reports.alerts import fetch_alerts, format_alerts
+    from portal_pulse.reports.alerts import fetch_alerts, format_alerts, practice_ids
 
-    rows = fetch_alerts(
-        _clickhouse(args.clickhouse), practice=args.practice, open_only=args.open, kind=args.kind
-    )
+    client = _clickhouse(args.clickhouse)
+    if args.practice:
+        known = practice_ids(client)
+        if args.practice not in known:
+            listed = ", ".join(known[:10]) + (", …" if len(known) > 10 else "")
+            raise UserError(
+                f"no practice {args.practice!r} in this database"
+                + (f" (practices: {listed})" if known else " (it holds no events yet)"),
+                EXIT_NO_DATA,
+            )
+    rows = fetch_alerts(client, practice=args.practice, open_only=args.open, kind=args.kind)
     sys.stdout.write(format_alerts(rows, args.format))
     return 0
 
 
 def cmd_followups(args: argparse.Namespace) -> int:
-    from portal_pulse.reports.followups import followups_command
+    from portal_pulse.errors import UserError
+    from portal_pulse.pseudonym import MissingPseudonymKey, Pseudonymizer, load_key
+    from portal_pulse.reports.followups import followups_command, load_roster, parse_kinds
+    from portal_pulse.reports.local_time import configured_timezone
 
+    settings = _settings()
+    kinds = parse_kinds(args.kind)  # user mistakes first, before any database work
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    roster = None
+    if args.roster is not None:
+        try:
+            pseudonymize = Pseudonymizer(load_key(settings))
+        except MissingPseudonymKey as exc:
+            raise UserError(f"--roster needs the pipeline's pseudonym key: {exc}") from None
+        roster = load_roster(args.roster, args.practice, pseudonymize)
     sys.stdout.write(
-        followups_command(_clickhouse(args.clickhouse), args.practice, args.format, now=args.now)
+        followups_command(
+            _clickhouse(args.clickhouse),
+            args.practice,
+            args.format,
+            now=args.now,
+            kinds=kinds,
+            limit=args.limit,
+            roster=roster,
+            timezone=lambda: configured_timezone(settings.practices_file, args.practice),
+        )
     )
     return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from portal_pulse.reports.dashboard import (
-        MonthNotFound,
-        fetch_month,
-        fetch_trailing,
-        render_html,
-        render_json,
-        text_report,
-    )
+    from portal_pulse.reports.dashboard import check_month, dashboard_command
+    from portal_pulse.reports.local_time import configured_timezone
 
-    client = _clickhouse(args.clickhouse)
-    try:
-        current = fetch_month(client, args.practice, args.month)
-        if args.format == "json":
-            out = render_json(current)
-        elif args.format == "html":
-            out = render_html(fetch_trailing(client, args.practice, args.month))
-        else:
-            out = text_report(client, args.practice, args.month)
-    except (MonthNotFound, ValueError) as exc:
-        print(f"portal-pulse dashboard: {exc}", file=sys.stderr)
-        return 1
+    settings = _settings()
+    check_month(args.month)  # a UserError before any database work
+    out = dashboard_command(
+        _clickhouse(args.clickhouse),
+        args.practice,
+        args.month,
+        args.format,
+        timezone=lambda: configured_timezone(settings.practices_file, args.practice),
+    )
     if args.out:
         Path(args.out).write_text(out, encoding="utf-8")
         print(f"wrote {args.out}")
@@ -197,35 +358,124 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    print(json.dumps(_settings().safe_dump(), indent=2, default=str))
+    if args.action == "check":
+        return _config_check(args)
+    if args.file is not None:
+        raise UserError("a file goes with 'config check FILE'; plain 'config' takes none")
+    print(json.dumps(_settings().effective(), indent=2, default=str))
     return 0
 
 
+def _config_check(args: argparse.Namespace) -> int:
+    from portal_pulse.practices_report import describe_practices
+
+    path = args.file or _settings().practices_file
+    if path is None:
+        raise UserError(
+            "config check needs a practices file: portal-pulse config check PRACTICES.yaml "
+            "(or set PORTAL_PULSE_PRACTICES_FILE)"
+        )
+    practices = _practices(Path(path))
+    sys.stdout.write(describe_practices(practices, Path(path)))
+    return 0
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps epilog line breaks; appends ``(default: …)`` where the help does not say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default in (None, False, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in two lines (what is wrong, where to look), exit code 2."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[no-untyped-def]
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\nsee '{self.prog} --help'\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("portal-pulse")
+    except PackageNotFoundError:
+        from portal_pulse import __version__
+
+        return __version__
+
+
+CLICKHOUSE_HELP = (
+    "chdb:///absolute/path or http(s)://user@host:8123/db; https means TLS "
+    "(default: PORTAL_PULSE_CLICKHOUSE_URL, else chdb://<data dir>/chdb)"
+)
+BOOTSTRAP_HELP = (
+    "Kafka bootstrap servers, HOST:PORT[,HOST:PORT] (default: KAFKA_BOOTSTRAP_SERVERS, else "
+    "the native broker on 127.0.0.1:PORTAL_PULSE_BROKER_PORT if it answers; never started here)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="portal-pulse",
         description="Measure patient-portal adoption: Kafka + Faust agents + ClickHouse.",
+        epilog="example: portal-pulse demo\n\n"
+        "exit codes: 0 ok, 1 unexpected error, 2 usage or configuration error,\n"
+        "3 Kafka or ClickHouse unreachable, 4 no data (docs/cli.md)",
     )
+    parser.add_argument("--version", action="version", version=f"portal-pulse {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="log at DEBUG level and show the traceback of an error (or PORTAL_PULSE_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
         "demo",
         help="simulate practices, run them through Kafka and the worker into chDB, show results",
+        description="The end-to-end demo: starts a Kafka broker if none is configured, "
+        "simulates practices, produces, runs the worker until idle and prints what landed.",
+        epilog="example: portal-pulse demo --practices 2 --patients 200 --months 2",
     )
-    p.add_argument("--practices", type=int, default=3)
+    p.add_argument("--practices", type=int, default=3, help="number of practices")
     p.add_argument("--patients", type=int, default=400, help="patients per practice")
-    p.add_argument("--months", type=int, default=3)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--months", type=int, default=3, help="months of activity")
+    p.add_argument("--seed", type=int, default=7, help="random seed (same seed, same events)")
     p.add_argument(
         "--bad-fraction", type=float, default=0.002, help="share of invalid events mixed in"
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("broker", help="the local Kafka broker (native, KRaft, loopback)")
-    p.add_argument("action", choices=["assemble", "start", "stop", "status"])
+    p = sub.add_parser(
+        "broker",
+        help="the local Kafka broker (native, KRaft, loopback)",
+        description="The native single-node Kafka broker under <data dir>/kafka. 'start' is, "
+        "with 'demo', the only command that starts a broker.",
+        epilog="example: portal-pulse broker start && portal-pulse broker status",
+    )
     p.add_argument(
-        "--port", type=int, default=int(os.environ.get("PORTAL_PULSE_BROKER_PORT", "19092"))
+        "action",
+        choices=["assemble", "start", "stop", "status"],
+        help="assemble the jars from Maven Central, start, stop, or report on the broker",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        help="client port; the controller uses PORT+1 (default: PORTAL_PULSE_BROKER_PORT, "
+        "else 19092)",
     )
     p.add_argument(
         "--any", action="store_true", help="start: follow the choice order (env, Docker, native)"
@@ -233,88 +483,277 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser(
-        "simulate", help="write a realistic, deterministic JSON Lines event recording"
+        "simulate",
+        help="write a realistic, deterministic JSON Lines event recording",
+        epilog="example: portal-pulse simulate --practices 3 --patients 500 --months 3 "
+        "--out events.jsonl",
     )
-    p.add_argument("--practices", type=int, default=3)
+    p.add_argument("--practices", type=int, default=3, help="number of practices (P001, P002, …)")
     p.add_argument("--patients", type=int, default=500, help="patients per practice")
-    p.add_argument("--months", type=int, default=3)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--start", help="first month, YYYY-MM (default 2026-01)")
+    p.add_argument("--months", type=int, default=3, help="months of activity")
+    p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same file)")
+    p.add_argument("--start", metavar="YYYY-MM", help="first month (default: 2026-01)")
     p.add_argument(
         "--bad-fraction", type=float, default=0.0, help="share of invalid events to mix in"
     )
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the JSON Lines file to write")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("produce", help="produce a JSON Lines file to the raw topics as Avro")
-    p.add_argument("file", type=Path)
+    p = sub.add_parser(
+        "produce",
+        help="produce a JSON Lines file to the raw topics as Avro",
+        description="Sends each valid line as Avro to its raw topic; invalid lines go as their "
+        "original bytes, so the worker dead-letters them with a reason. Needs a running broker.",
+        epilog="example: portal-pulse produce events.jsonl --bootstrap-servers 127.0.0.1:19092",
+    )
+    p.add_argument("file", type=Path, help="a JSON Lines recording (e.g. from simulate)")
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT", help=BOOTSTRAP_HELP)
     p.set_defaults(func=cmd_produce)
 
-    p = sub.add_parser("worker", help="run the Faust worker (ingest, SLA, follow-ups, sinks)")
+    p = sub.add_parser(
+        "worker",
+        help="run the Faust worker (ingest, SLA, follow-ups, sinks)",
+        description="Runs the Faust agents until stopped (SIGTERM) or, with --exit-when-idle, "
+        "until caught up. Needs a running broker and a pseudonym key.",
+        epilog="example: portal-pulse worker --exit-when-idle 5",
+    )
     p.add_argument(
         "--exit-when-idle",
         type=float,
         metavar="SECONDS",
-        help="stop once caught up and idle this long",
+        help="stop once caught up and idle this long (default: run until stopped)",
     )
-    p.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    p.add_argument(
+        "--loglevel",
+        default="warn",
+        choices=["crit", "error", "warn", "info", "debug"],
+        help="the worker's log level",
+    )
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT", help=BOOTSTRAP_HELP)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser(
-        "replay", help="process a JSON Lines file offline with the worker's processors"
+        "replay",
+        help="process a JSON Lines file offline with the worker's processors",
+        description="The worker's ingest and processors on a recording, in event-time order, "
+        "without Kafka; writes the same ClickHouse tables (docs/time.md).",
+        epilog="example: portal-pulse replay events.jsonl --config config/practices.yaml "
+        "--clickhouse chdb:///tmp/pulse",
     )
-    p.add_argument("file", type=Path)
-    p.add_argument("--config", type=Path, help="practices YAML (SPEC §3)")
+    p.add_argument("file", type=Path, help="a JSON Lines recording")
     p.add_argument(
-        "--clickhouse", help="chdb:///path or http(s)://host:8123 (default from settings)"
+        "--config",
+        type=Path,
+        metavar="PRACTICES.yaml",
+        help="practice rules, docs/sla.md (default: PORTAL_PULSE_PRACTICES_FILE, else built-in)",
     )
-    p.add_argument("--until", type=_instant, help="run the clock to this ISO-8601 instant")
+    p.add_argument("--clickhouse", metavar="URL", help=CLICKHOUSE_HELP)
+    p.add_argument(
+        "--until",
+        type=_instant,
+        metavar="ISO-8601",
+        help="run the clock on to this instant (default: the last event's time)",
+    )
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("alerts", help="list alerts (SLA and follow-ups) from ClickHouse")
-    p.add_argument("--clickhouse")
-    p.add_argument("--practice")
-    p.add_argument("--kind", help="e.g. sla.breached")
+    p = sub.add_parser(
+        "alerts",
+        help="list alerts (SLA and follow-ups) from ClickHouse",
+        description="SLA and follow-up alerts, latest version of each (docs/sla.md).",
+        epilog="example: portal-pulse alerts --practice P001 --open --kind sla.breached",
+    )
+    p.add_argument("--clickhouse", metavar="URL", help=CLICKHOUSE_HELP)
+    p.add_argument("--practice", help="only this practice, e.g. P001 (default: all)")
+    p.add_argument(
+        "--kind",
+        choices=ALERT_KINDS,
+        metavar="KIND",
+        help=f"only this kind: {', '.join(ALERT_KINDS)} (default: all)",
+    )
     p.add_argument("--open", action="store_true", help="only unresolved alerts")
-    p.add_argument("--format", choices=["json", "table"], default="table")
+    p.add_argument(
+        "--format", choices=["table", "json", "csv"], default="table", help="output format"
+    )
     p.set_defaults(func=cmd_alerts)
 
-    p = sub.add_parser("followups", help="the front desk's worklist of open enrollment follow-ups")
-    p.add_argument("--clickhouse")
-    p.add_argument("--practice", required=True)
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p = sub.add_parser(
+        "followups",
+        help="the front desk's worklist of open enrollment follow-ups",
+        description="Open enrollment follow-ups of one practice, most overdue first, due times "
+        "in the practice's time zone. With --roster, the practice's own patient list is matched "
+        "in memory and each follow-up shows the patient's id and roster columns (docs/followups.md).",
+        epilog="example: portal-pulse followups --practice P001 --kind app_not_installed "
+        "--limit 20 --roster patients.csv",
+    )
     p.add_argument(
-        "--now", type=_instant, help="overdue as of this instant (default: the data's clock)"
+        "--clickhouse",
+        help="chdb:///path or http(s)://user@host:8123/db (default: PORTAL_PULSE_CLICKHOUSE_URL)",
+    )
+    p.add_argument("--practice", required=True, help="practice id, e.g. P001")
+    p.add_argument(
+        "--kind",
+        action="append",
+        metavar="KIND",
+        help="only this kind: invite_not_activated, no_first_login, app_not_installed or dormant "
+        "(the enrollment. prefix is optional; repeat or separate with commas; default: all)",
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="only the N most overdue (default: all)")
+    p.add_argument(
+        "--roster",
+        type=Path,
+        metavar="FILE.csv",
+        help="the practice's patient list: a CSV whose header row has a patient_id column; "
+        "matched with the pseudonym key, read only, never stored (default: none)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "json", "csv"],
+        default="table",
+        help="output format (default: table)",
+    )
+    p.add_argument(
+        "--now",
+        type=_instant,
+        help="ISO-8601 instant to measure overdue against (default: the data's clock)",
     )
     p.set_defaults(func=cmd_followups)
 
-    p = sub.add_parser("dashboard", help="a practice's monthly portal dashboard (SPEC §1, §4)")
-    p.add_argument("--clickhouse", help="chdb:///path or http(s)://host:8123 (default: settings)")
-    p.add_argument("--practice", required=True)
-    p.add_argument("--month", required=True, help="YYYY-MM, in the practice's time zone")
-    p.add_argument("--format", choices=["text", "json", "html"], default="text")
-    p.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    p = sub.add_parser(
+        "dashboard",
+        help="a practice's monthly portal dashboard",
+        description="One practice's month from monthly_portal_performance: the text dashboard, "
+        "the metrics as JSON, or a self-contained HTML page with the trailing 12 months "
+        "(docs/metrics.md). Response times headline the median in business hours.",
+        epilog="example: portal-pulse dashboard --practice P001 --month 2026-01 --format html "
+        "--out dashboard.html",
+    )
+    p.add_argument(
+        "--clickhouse",
+        help="chdb:///path or http(s)://user@host:8123/db (default: PORTAL_PULSE_CLICKHOUSE_URL)",
+    )
+    p.add_argument("--practice", required=True, help="practice id, e.g. P001")
+    p.add_argument(
+        "--month", required=True, help="YYYY-MM, a calendar month in the practice's time zone"
+    )
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "html"],
+        default="text",
+        help="output format (default: text)",
+    )
+    p.add_argument(
+        "--out", type=Path, help="write to this file instead of stdout (default: stdout)"
+    )
     p.set_defaults(func=cmd_dashboard)
 
-    p = sub.add_parser("config", help="print the effective settings (secrets masked)")
+    p = sub.add_parser(
+        "config",
+        help="print the effective settings (secrets masked), or check a practices file",
+        description="Without an action: every setting as the commands will use it, defaults "
+        "filled in, secrets masked. 'check FILE': validate a practices file and print each "
+        "practice's effective rules (docs/sla.md).",
+        epilog="example: portal-pulse config check config/practices.yaml",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["show", "check"],
+        default="show",
+        help="show the settings, or check a practices file",
+    )
+    p.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        metavar="PRACTICES.yaml",
+        help="check: the practices file (default: PORTAL_PULSE_PRACTICES_FILE)",
+    )
     p.set_defaults(func=cmd_config)
+
+    # --debug is accepted after the command too (portal-pulse alerts --debug …).
+    for command in sub.choices.values():
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    env = os.environ.get("PORTAL_PULSE_DEBUG", "").strip().lower()
+    return bool(getattr(args, "debug", False)) or env not in ("", "0", "false", "no")
+
+
+def _as_user_error(exc: BaseException) -> UserError | None:
+    """The exceptions that are a user's to fix, as ``UserError``; None for anything else."""
+    from portal_pulse.broker import BrokerError
+    from portal_pulse.domain.practices import PracticeConfigError
+    from portal_pulse.pseudonym import MissingPseudonymKey
+
+    if isinstance(exc, UserError):
+        return exc
+    if isinstance(exc, PracticeConfigError):
+        return UserError(f"practices file: {_practice_problem(exc)}", EXIT_USAGE)
+    if isinstance(exc, MissingPseudonymKey):
+        return UserError(str(exc), EXIT_USAGE)
+    if isinstance(exc, BrokerError):
+        return UserError(str(exc).strip().splitlines()[0], EXIT_UNREACHABLE)
+    return _settings_error(exc)
+
+
+def _settings_error(exc: BaseException) -> UserError | None:
+    """A bad environment variable (``PORTAL_PULSE_RAW_PARTITIONS=four``), named as set."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or exc.title != "Settings":
+        return None
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        name = f"PORTAL_PULSE_{field.upper()}"
+        secret = any(word in field for word in ("password", "key", "token"))
+        shown = "" if secret else f" (got {str(error.get('input'))[:60]!r})"
+        problems.append(f"{name}: {error['msg']}{shown}")
+    more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""
+    return UserError(f"invalid setting {problems[0]}{more}", EXIT_USAGE)
+
+
+def _two_lines(text: str) -> str:
+    lines = [ln.rstrip() for ln in str(text).strip().splitlines() if ln.strip()] or ["(no detail)"]
+    return "\n".join(lines[:2])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = _debug_requested(args)
+    if debug:
+        os.environ["PORTAL_PULSE_DEBUG"] = "1"  # librdkafka's log lines too (portal_pulse.broker)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.DEBUG if debug else logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from portal_pulse.pseudonym import MissingPseudonymKey
-
+    name = f"portal-pulse {args.command}"
     try:
         return int(args.func(args) or 0)
-    except MissingPseudonymKey as exc:
-        print(f"portal-pulse: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        error = _as_user_error(exc)
+        if error is not None:
+            print(f"{name}: {_two_lines(str(error))}", file=sys.stderr)
+            return error.exit_code
+        detail = _two_lines(str(exc)).splitlines()[0]
+        print(
+            f"{name}: unexpected error {type(exc).__name__}: {detail[:200]}"
+            + ("" if debug else " (rerun with --debug for the traceback)"),
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

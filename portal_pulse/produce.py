@@ -15,6 +15,9 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from portal_pulse.broker import librdkafka_logger
+from portal_pulse.errors import EXIT_UNREACHABLE, UserError
+from portal_pulse.progress import STEP, ProgressFactory, count_lines
 from portal_pulse.settings import Settings
 from schemas.jsonl import LineError, iter_lines
 from schemas.serializer import get_codec, raw_event_to_record
@@ -39,7 +42,12 @@ def _partition_key(practice_id: str, patient_id: str) -> bytes:
 
 
 def produce_file(
-    settings: Settings, bootstrap: str, path: Path, *, max_errors_shown: int = 10
+    settings: Settings,
+    bootstrap: str,
+    path: Path,
+    *,
+    max_errors_shown: int = 10,
+    progress: ProgressFactory | None = None,
 ) -> ProduceSummary:
     codec = get_codec("RawEvent", settings.schema_registry_url)
     producer = Producer(
@@ -51,6 +59,8 @@ def produce_file(
             "compression.type": "lz4",
             "enable.idempotence": True,
             **settings.kafka_client_config(),
+            # librdkafka's own lines (transient retries) stay off the terminal; --debug shows them.
+            "logger": librdkafka_logger(),
         }
     )
     topics = settings.topics.raw
@@ -66,8 +76,11 @@ def produce_file(
         producer.poll(0)
         summary.by_topic[topic] += 1
 
+    bar = progress("producing", count_lines(path)) if progress else None
     with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-        for _, item in iter_lines(fh):
+        for line_no, item in iter_lines(fh):
+            if bar is not None and line_no % STEP == 0:
+                bar.update(STEP)
             if isinstance(item, LineError):
                 summary.invalid += 1
                 if len(summary.errors) < max_errors_shown:
@@ -89,7 +102,12 @@ def produce_file(
                 _partition_key(item.practice_id, item.patient_id),
                 value,
             )
+    if bar is not None:
+        bar.close()
     remaining = producer.flush(60)
     if remaining:
-        raise RuntimeError(f"{remaining} messages were not delivered to Kafka")
+        raise UserError(
+            f"{remaining} messages were not delivered to Kafka at {bootstrap} within 60 s",
+            EXIT_UNREACHABLE,
+        )
     return summary

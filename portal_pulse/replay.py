@@ -19,6 +19,7 @@ from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.engine import DictStore, Engine
 from portal_pulse.ingest import Ingestor, Rejected, bounds_from
 from portal_pulse.pipeline import build_machines, load_practices
+from portal_pulse.progress import STEP, ProgressFactory, count_lines
 from portal_pulse.pseudonym import Pseudonymizer, load_key
 from portal_pulse.reports.practices_sync import sync_practices
 from portal_pulse.settings import Settings
@@ -89,6 +90,7 @@ def replay_file(
     *,
     until: datetime | None = None,
     batch_size: int = 50_000,
+    progress: ProgressFactory | None = None,
 ) -> ReplaySummary:
     migrate(client)
     ingestor = Ingestor(
@@ -112,8 +114,11 @@ def replay_file(
     now = datetime.now(UTC)
     source = f"file:{Path(path).name}"
     accepted: list[tuple[datetime, int, CleanEvent]] = []
+    bar = progress("reading", count_lines(Path(path))) if progress else None
     with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         for line_no, item in iter_lines(fh):
+            if bar is not None and line_no % STEP == 0:
+                bar.update(STEP)
             if isinstance(item, LineError):
                 rejected: Rejected | CleanEvent | None = Rejected(
                     item.reason, item.detail, item.field
@@ -132,8 +137,13 @@ def replay_file(
                 summary.dead_letters += 1
                 summary.reasons[rejected.reason] = summary.reasons.get(rejected.reason, 0) + 1
 
+    if bar is not None:
+        bar.close()
     accepted.sort(key=lambda item: (item[0], item[1]))
-    for _, _, event in accepted:
+    bar = progress("processing", len(accepted)) if progress else None
+    for n, (_, _, event) in enumerate(accepted, start=1):
+        if bar is not None and n % STEP == 0:
+            bar.update(STEP)
         engine.advance(event.occurred_at)
         engine.on_event(event)
         live.apply(event)
@@ -147,6 +157,8 @@ def replay_file(
         engine.advance(clock)
         for row in live.drain(0, clock):
             buffers["live_metrics"].add(live_row(row))
+    if bar is not None:
+        bar.close()
     summary.clock = clock
     for buf in buffers.values():
         buf.flush()

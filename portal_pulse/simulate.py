@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from portal_pulse.progress import STEP, ProgressFactory
 from schemas.catalogue import event_types
 from schemas.jsonl import write_jsonl
 from schemas.model import RawEvent
@@ -218,6 +219,19 @@ class SimulationSummary:
     @property
     def events_per_second(self) -> float:
         return self.total / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        """One readable line: what the file holds, its time span and how fast it was written."""
+        span = (
+            f", {self.first_at[:10]} to {self.last_at[:10]}"
+            if self.first_at and self.last_at
+            else ""
+        )
+        return (
+            f"{self.total:,} lines ({self.valid:,} valid events, {self.duplicates:,} duplicates, "
+            f"{self.bad:,} invalid){span}, written in {self.seconds:.1f}s "
+            f"({self.events_per_second:,.0f} lines/s)"
+        )
 
 
 # A generated event before conversion: (epoch, practice index, seq, type, patient index, values).
@@ -735,15 +749,20 @@ def simulate(spec: SimulationSpec) -> Iterator[dict[str, Any]]:
         yield obj
 
 
-def simulate_to_file(spec: SimulationSpec, path: str | Path) -> SimulationSummary:
+def simulate_to_file(
+    spec: SimulationSpec, path: str | Path, *, progress: ProgressFactory | None = None
+) -> SimulationSummary:
     """Write the stream as JSON Lines and count what went in, per type and per invalid kind."""
     summary = SimulationSummary(path=Path(path))
     by_type: Counter[str] = Counter()
     bad_by_kind: Counter[str] = Counter()
     started = time.perf_counter()
+    bar = progress("simulating", None) if progress else None
 
     def objects() -> Iterator[dict[str, Any]]:
-        for label, obj in simulate_labelled(spec):
+        for n, (label, obj) in enumerate(simulate_labelled(spec), start=1):
+            if bar is not None and n % STEP == 0:
+                bar.update(STEP)
             if label == VALID:
                 summary.valid += 1
                 by_type[obj["event_type"]] += 1
@@ -757,7 +776,11 @@ def simulate_to_file(spec: SimulationSpec, path: str | Path) -> SimulationSummar
                 bad_by_kind[label] += 1
             yield obj
 
-    write_jsonl(path, objects())
+    try:
+        write_jsonl(path, objects())
+    finally:
+        if bar is not None:
+            bar.close()
     summary.seconds = time.perf_counter() - started
     summary.by_type = dict(sorted(by_type.items()))
     summary.bad_by_kind = dict(sorted(bad_by_kind.items()))

@@ -344,6 +344,14 @@ class _Parser:
         )
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line, column) and what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"invalid YAML{where}: {problem}".split())
+
+
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """Field-by-field inheritance; nested sections merge key by key."""
     merged = {key: dict(value) if key in _SECTIONS else value for key, value in base.items()}
@@ -402,7 +410,7 @@ class Practices:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise PracticeConfigError("<file>", "<root>", f"{path}: invalid YAML: {exc}") from None
+            raise PracticeConfigError("<file>", "<root>", f"{path}: {_yaml_problem(exc)}") from None
         return cls.from_mapping(data)
 
     @property

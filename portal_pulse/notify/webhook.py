@@ -35,6 +35,17 @@ __all__ = ["WebhookNotifier", "WebhookStats", "alert_payload", "notifier_from_se
 
 logger = logging.getLogger(__name__)
 
+
+class _HideUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO; a webhook URL's path and query hold its
+    token, so those records are dropped (this module logs deliveries itself, without URLs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("HTTP Request:")
+
+
+logging.getLogger("httpx").addFilter(_HideUrls())
+
 _PSEUDONYM = re.compile(r"^[0-9a-f]{32}$")
 _INSTANTS = ("due_at", "resolved_at")
 

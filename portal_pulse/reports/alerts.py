@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["ALERT_FIELDS", "fetch_alerts", "format_alerts", "iso_z"]
+__all__ = ["ALERT_FIELDS", "fetch_alerts", "format_alerts", "iso_z", "practice_ids"]
 
 ALERT_FIELDS = (
     "alert_id", "kind", "practice_id", "subject_id", "patient_pseudonym", "category", "staff_pool",
@@ -59,9 +61,34 @@ def fetch_alerts(
     return rows
 
 
+def practice_ids(client: Client) -> list[str]:
+    """Practices the database knows: configured (``practices``) or seen in ``events``."""
+    result = client.query(
+        "SELECT practice_id FROM (SELECT practice_id FROM practices WHERE practice_id != 'default' "
+        "UNION DISTINCT SELECT DISTINCT practice_id FROM events) ORDER BY practice_id"
+    )
+    return [row[0] for row in result.result_rows]
+
+
+def _cell(value: Any) -> str:
+    """A table cell: blank for null, floats rounded to two decimals (720.43, not 720.4333…)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
 def format_alerts(rows: list[dict[str, Any]], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(ALERT_FIELDS)
+        for row in rows:
+            writer.writerow(["" if row[c] is None else row[c] for c in ALERT_FIELDS])
+        return out.getvalue()
     if not rows:
         return "no alerts\n"
     cols = (
@@ -73,8 +100,8 @@ def format_alerts(rows: list[dict[str, Any]], fmt: str) -> str:
         "resolved_at",
         "response_business_minutes",
     )
-    table = [[("" if r[c] is None else str(r[c])) for c in cols] for r in rows]
+    table = [[_cell(r[c]) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)) for t in table]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip() for t in table]
     return "\n".join(lines) + "\n"
