@@ -64,12 +64,61 @@ def _clickhouse(url: str | None, *, create: bool = False):  # type: ignore[no-un
         settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
     )
     _warn_cleartext_http(dsn, bool(password))
-    return connect(
-        dsn,
-        user=settings.clickhouse_user,
-        password=password,
-        verify=settings.clickhouse_verify_tls,
-        create=create,
+    if not create and dsn.startswith("chdb://"):
+        remote = _worker_holding(dsn)
+        if remote is not None:
+            return remote
+    try:
+        return connect(
+            dsn,
+            user=settings.clickhouse_user,
+            password=password,
+            verify=settings.clickhouse_verify_tls,
+            create=create,
+        )
+    except Exception as exc:
+        if dsn.startswith("chdb://") and "EmbeddedServer" in str(exc):
+            raise _held_elsewhere(dsn.removeprefix("chdb://")) from None
+        raise
+
+
+def _worker_holding(dsn: str):  # type: ignore[no-untyped-def]
+    """A client that reads through the worker holding this embedded database, if one runs."""
+    from portal_pulse.errors import EXIT_UNREACHABLE, UserError
+    from sinks.remote import worker_for
+    from streams.web import address_file
+
+    where = address_file(dsn)
+    if where is None or not where.exists():
+        return None
+    client, pid = worker_for(where)
+    if client is None and pid is not None:
+        raise UserError(
+            f"{dsn.removeprefix('chdb://')} is held by worker pid {pid}, which does not answer "
+            f"on its HTTP endpoint ({where}); wait for it to start or stop it",
+            EXIT_UNREACHABLE,
+        )
+    return client
+
+
+def _held_elsewhere(path: str) -> Exception:
+    """One line naming the process that holds an embedded database (Linux: from /proc)."""
+    from portal_pulse.errors import EXIT_UNREACHABLE, UserError
+
+    holder = "another process"
+    target = str(Path(path).resolve())
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if any(str(fd.readlink()).startswith(target) for fd in (proc / "fd").iterdir()):
+                name = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:80].strip()
+                holder = f"process {proc.name} ({name})"
+                break
+        except OSError:
+            continue
+    return UserError(
+        f"{path} is held by {holder}; chDB opens a path in one process at a time: stop it, or "
+        "run the worker (it serves these reads while it holds the path)",
+        EXIT_UNREACHABLE,
     )
 
 
@@ -246,6 +295,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from portal_pulse.worker import run_worker
 
     settings = _settings()
+    if args.web_port is not None:
+        settings = settings.model_copy(update={"web_port": args.web_port})
     # Configuration first: a bad practices file or a missing key needs no broker to report.
     _practices(settings.practices_file)
     Pseudonymizer(load_key(settings))
@@ -525,9 +576,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--loglevel",
-        default="warn",
+        default="info",
         choices=["crit", "error", "warn", "info", "debug"],
-        help="the worker's log level",
+        help="the worker's log level (debug adds Faust's and aiokafka's own lines)",
+    )
+    p.add_argument(
+        "--web-port",
+        type=int,
+        metavar="PORT",
+        help="port of /healthz, /readyz, /metrics, /status (default: PORTAL_PULSE_WEB_PORT "
+        "or 6066; 0 picks a free port, -1 turns the endpoint off)",
     )
     p.add_argument("--bootstrap-servers", metavar="HOST:PORT", help=BOOTSTRAP_HELP)
     p.set_defaults(func=cmd_worker)

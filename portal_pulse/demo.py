@@ -68,6 +68,8 @@ def run_demo(args: argparse.Namespace) -> int:
         topic_prefix=f"demo{run_id}",
         app_id=f"portal-pulse-demo-{run_id}",
         clickhouse_url=base.clickhouse_url or f"chdb://{(demo_dir / 'chdb').resolve()}",
+        # A free port for /metrics unless one is asked for: a worker may already hold 6066.
+        web_port=base.web_port if "PORTAL_PULSE_WEB_PORT" in os.environ else 0,
     )
 
     t0 = time.monotonic()

@@ -8,11 +8,12 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse, urlunparse
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "Topics"]
+__all__ = ["Settings", "Topics", "mask_url"]
 
 SOURCES = ("ehr", "portal", "billing", "phone", "survey")
 
@@ -65,10 +66,14 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = None  # default: chdb:///<data_dir>/chdb
     clickhouse_user: str | None = None
     clickhouse_password: SecretStr | None = None
+    # A file holding the password (a Docker/Kubernetes secret); used when no password is set.
+    clickhouse_password_file: Path | None = None
     clickhouse_verify_tls: bool = True
 
     # Local state
     data_dir: Path = Path("var")
+    # Port of the native broker (``portal-pulse broker start``), used when no bootstrap is set.
+    broker_port: int = 19092
 
     # PHI
     pseudonym_key: SecretStr | None = None
@@ -91,12 +96,39 @@ class Settings(BaseSettings):
     # An insert that fails is retried with back-off up to this pause, for as long as it takes.
     sink_retry_max_seconds: float = 10.0
     tick_interval_seconds: float = 0.25
+    # A partition whose commits stopped short of its end for this long while nothing is in
+    # flight is read again from its committed offset (streams/stall.py).
+    stall_reread_seconds: float = 10.0
     idle_grace_seconds: float = 0.5
+
+    # Observability: the worker's HTTP endpoint (/healthz, /readyz, /metrics, /status, /query).
+    # Port 0 picks a free port (written to the address file beside an embedded database).
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    # /readyz says "not ready" while any assigned partition is more messages behind than this.
+    ready_max_lag: int = 1000
+    # "text" (default) or "json": one JSON object per log line.
+    log_format: Literal["text", "json"] = "text"
 
     # Alert delivery
     webhook_url: str | None = None
     webhook_timeout_seconds: float = 5.0
     webhook_max_attempts: int = 5
+
+    @field_validator("clickhouse_password_file")
+    @classmethod
+    def _password_file_readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"{path} is not a readable file")
+        return path
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> Settings:
+        """``clickhouse_password`` from ``clickhouse_password_file`` (trailing newline dropped)."""
+        if self.clickhouse_password is None and self.clickhouse_password_file is not None:
+            text = Path(self.clickhouse_password_file).read_text().rstrip("\r\n")
+            self.clickhouse_password = SecretStr(text)
+        return self
 
     @cached_property
     def topics(self) -> Topics:
@@ -120,5 +152,56 @@ class Settings(BaseSettings):
         return conf
 
     def safe_dump(self) -> dict[str, Any]:
-        """Settings for logs and ``config show``: secrets masked."""
-        return self.model_dump(mode="json")
+        """Settings for logs and ``portal-pulse config``: secrets masked.
+
+        Secret fields print as ``**********``; URLs keep their scheme, host and port but lose
+        passwords, and a webhook URL also loses its path and query (where tokens live).
+        """
+        data = self.model_dump(mode="json")
+        for name in ("clickhouse_url", "schema_registry_url"):
+            if data.get(name):
+                data[name] = mask_url(data[name])
+        if data.get("webhook_url"):
+            data["webhook_url"] = mask_url(data["webhook_url"], keep_path=False)
+        return data
+
+    def effective(self) -> dict[str, Any]:
+        """``safe_dump`` with the defaults a command would actually use filled in."""
+        data = self.safe_dump()
+        data["clickhouse_url"] = mask_url(self.clickhouse_dsn)
+        data["data_dir"] = str(self.data_dir.resolve())
+        if not self.kafka_bootstrap_servers:
+            data["kafka_bootstrap_servers"] = (
+                f"127.0.0.1:{self.broker_port} (the native broker: portal-pulse broker start)"
+            )
+        if not self.practices_file:
+            data["practices_file"] = "(built-in defaults)"
+        if not self.pseudonym_key and not self.pseudonym_key_file:
+            data["pseudonym_key"] = "(not set: the worker and replay need one)"
+        if not self.schema_registry_url:
+            data["schema_registry_url"] = "(none: Avro single-object framing)"
+        if not self.webhook_url:
+            data["webhook_url"] = "(none: alerts are not posted)"
+        return data
+
+
+def mask_url(url: str, *, keep_path: bool = True) -> str:
+    """``url`` with its password as ``***``; without ``keep_path``, path and query too."""
+    try:
+        parsed = urlparse(url)
+        port = parsed.port
+    except ValueError:
+        return "<unparseable URL, masked>"
+    if not parsed.scheme or not parsed.netloc:
+        return url if keep_path else "***"
+    netloc = parsed.netloc
+    if parsed.password is not None:
+        host = parsed.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parsed.username or ''}:***@{host}" + (f":{port}" if port is not None else "")
+    if keep_path:
+        query = "***" if parsed.query else ""
+        return urlunparse(parsed._replace(netloc=netloc, query=query))
+    path = "/***" if parsed.path.strip("/") or parsed.query else parsed.path
+    return urlunparse((parsed.scheme, netloc, path, "", "", ""))

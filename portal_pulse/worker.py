@@ -9,18 +9,23 @@ with a non-zero exit; a restart resumes from the committed offsets.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import faust
 
+from portal_pulse.errors import UserError
 from portal_pulse.kafka_admin import ensure_topics
-from portal_pulse.settings import Settings
+from portal_pulse.settings import Settings, mask_url
 from streams.app import Runtime, build_app
+from streams.web import web_url
 
 __all__ = ["GroupLag", "run_worker"]
 
@@ -124,6 +129,36 @@ class PipelineWorker(faust.Worker):
         self.shutdown_timeout = shutdown_timeout
         self._watchdog: threading.Timer | None = None
 
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        from portal_pulse.logs import install
+
+        install(logger, level, self.rt.settings.log_format)
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        self.rt.started_at = time.monotonic()
+        settings = self.rt.settings
+        web = web_url(settings) if settings.web_port >= 0 else "off"
+        logger.info(
+            "portal-pulse worker %s starting: broker %s, ClickHouse %s, topics %s.*, group %s, "
+            "HTTP %s (/healthz /readyz /metrics /status)",
+            _version(), self.rt.bootstrap, mask_url(settings.clickhouse_dsn),
+            settings.topic_prefix, settings.app_id, web,
+        )  # fmt: skip
+
+    def log_summary(self) -> None:
+        rt = self.rt
+        ingest = rt.agents.get("ingest")
+        stats = dict(ingest.stats) if ingest else {}
+        rows = {name: sink.rows_written for name, sink in rt.sinks.items()}
+        alerts = sum(int(s.value) for s in _samples(rt.metrics.alerts))
+        logger.info(
+            "worker stopped after %.0fs: events %s, rows written %s, alerts delivered %d, "
+            "rebalances %d",
+            time.monotonic() - (rt.started_at or time.monotonic()), stats, rows, alerts,
+            int(sum(s.value for s in _samples(rt.metrics.rebalances))),
+        )  # fmt: skip
+
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
         if not self._signal_stop_time:
             logger.info("stopping on %s", signal.name)
@@ -160,6 +195,7 @@ def run_worker(
     exit_when_idle: float | None = None,
     loglevel: str = "warn",
 ) -> Runtime:
+    settings = with_web_port(settings)
     ensure_topics(settings, bootstrap)
     app, rt = build_app(settings, bootstrap)
     lag = None
@@ -182,4 +218,34 @@ def run_worker(
     finally:
         if lag is not None:
             lag.close()
+        worker.log_summary()
     return rt
+
+
+def with_web_port(settings: Settings) -> Settings:
+    """Settings whose web port is free: port 0 picks one; a taken port is a user's error."""
+    if settings.web_port < 0:
+        return settings
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.web_host, settings.web_port))
+        except OSError as exc:
+            raise UserError(
+                f"cannot serve HTTP on {settings.web_host}:{settings.web_port} ({exc.strerror}); "
+                "another worker may be running there: set PORTAL_PULSE_WEB_PORT (0 picks a free "
+                "port, -1 turns the endpoint off)"
+            ) from None
+        port = probe.getsockname()[1]
+    return settings.model_copy(update={"web_port": port})
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("portal-pulse")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _samples(metric: Any) -> list[Any]:
+    return [s for family in metric.collect() for s in family.samples if s.name.endswith("_total")]

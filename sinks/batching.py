@@ -119,6 +119,7 @@ class ClickHouseTableSink:
         self.rows_skipped = 0
         self.errors = 0
         self.last_error: str | None = None
+        self.retrying = False  # the last attempt failed; readiness reports it
         self.on_error: Callable[[str], None] | None = None
         self.on_written: Callable[[int, float], None] | None = None
         self._written: dict[tuple[str, int], int] = {}
@@ -165,8 +166,9 @@ class ClickHouseTableSink:
         while True:
             attempt += 1
             try:
-                return self._write_once(batch)
+                written = self._write_once(batch)
             except Exception as exc:
+                self.retrying = True
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 if self.on_error is not None:
@@ -182,6 +184,11 @@ class ClickHouseTableSink:
                 if self._stop.wait(delay):
                     raise SinkStopped(f"stopped with a batch for {self.table} unwritten") from exc
                 delay = min(delay * 2, self.max_backoff)
+            else:
+                if self.retrying:
+                    logger.info("insert into %s succeeded after %d attempts", self.table, attempt)
+                self.retrying = False
+                return written
 
     def _write_once(self, batch: Batch) -> int:
         started = time.monotonic()

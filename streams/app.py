@@ -7,8 +7,9 @@ whole worker can be built from settings (tests build their own with other topic 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import mode
 from clickhouse_connect.driver.client import Client
 
 from portal_pulse.ingest import Ingestor, bounds_from
+from portal_pulse.metrics import PipelineMetrics
 from portal_pulse.pipeline import load_practices
 from portal_pulse.pseudonym import Pseudonymizer, load_key
 from portal_pulse.reports.practices_sync import sync_practices
@@ -53,6 +55,11 @@ class Runtime:
     agents: dict[str, Any] = field(default_factory=dict)
     notifier: Any = None
     bootstrap: str = ""
+    metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
+    health: Any = None
+    started_at: float | None = None
+    # Batches taken from a stream and not yet acknowledged (the stall watchdog waits for 0).
+    batches_in_flight: int = 0
 
     def stop_io(self) -> None:
         """Make retries in progress give up (shutdown): their inputs stay unacknowledged."""
@@ -60,6 +67,14 @@ class Runtime:
             producer.stop()
         for sink in self.sinks.values():
             sink.stop()
+
+    @contextmanager
+    def batch_in_flight(self) -> Iterator[None]:
+        self.batches_in_flight += 1
+        try:
+            yield
+        finally:
+            self.batches_in_flight -= 1
 
     def progress_of(self, agent: str, topics: Iterable[str]) -> Progress:
         return self.progress.setdefault(agent, Progress(topics))
@@ -103,7 +118,17 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
         store="memory://",
         topic_partitions=settings.clean_partitions,
         topic_replication_factor=1,
-        web_enabled=False,
+        # /healthz, /readyz, /metrics, /status, /query (streams/web.py); Faust's own table and
+        # router pages stay off: they would serve state (pseudonyms) to anyone who asks.
+        web_enabled=settings.web_port >= 0,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         producer_linger_ms=20,
         producer_max_batch_size=1_048_576,
         stream_buffer_maxsize=16_384,
@@ -159,9 +184,43 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
         ),
     )
     from streams import ingest_agent, notify_agent, processor_agent, sink_agents
+    from streams.stall import StallWatchdog
 
     runtime.agents["ingest"] = ingest_agent.register(app, runtime)
     runtime.agents["processors"] = processor_agent.register(app, runtime)
     runtime.agents["sinks"] = sink_agents.register(app, runtime)
     notify_agent.register(app, runtime)
+    runtime.agents["stall-watchdog"] = watchdog = StallWatchdog(
+        app, runtime, settings.stall_reread_seconds
+    )
+    watchdog.register()
+    _instrument(app, runtime)
     return app, runtime
+
+
+def _instrument(app: faust.App, rt: Runtime) -> None:
+    """Metrics, the HTTP endpoint and the operator's log lines (docs/operations.md)."""
+    from streams import web
+
+    metrics = rt.metrics
+    for table, sink in rt.sinks.items():
+        sink.on_error = lambda _t, table=table: metrics.sink_errors.labels(table).inc()
+        sink.on_written = lambda n, seconds, table=table: (
+            metrics.sink_rows.labels(table).inc(n),
+            metrics.sink_batch_seconds.labels(table).observe(seconds),
+        )
+    rt.health = web.register(app, rt, metrics)
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(app_: faust.App, assigned: set[Any], **_: Any) -> None:
+        metrics.rebalances.inc()
+        ours = {t for p in rt.progress.values() for t in p.topics}
+        mine = sorted((tp.topic, tp.partition) for tp in assigned if tp.topic in ours)
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in mine:
+            by_topic.setdefault(topic, []).append(partition)
+        logger.info(
+            "partitions assigned (rebalance %d): %s",
+            int(metrics.rebalances._value.get()),
+            "; ".join(f"{t} {ps}" for t, ps in by_topic.items()) or "none",
+        )

@@ -140,14 +140,15 @@ class Ingest:
     async def run_batches(self, stream: faust.StreamT) -> None:
         dedup = self.rt.ingestor.dedup
         async for events in stream.noack_take(self.rt.settings.sink_batch_size, within=0.05):
-            async with self.checkpoint.lock:
-                if not self.restored:  # first batch since start or rebalance: tables recovered
-                    data = self.seen_table.data
-                    dedup.restore((str(k), int(v or 0)) for k, v in data.items())
-                    self.restored = True
-                for event in events:
-                    self.handle(event.message, event.value or b"")
-                await self.checkpoint.complete(stream.ack, events)
+            with self.rt.batch_in_flight():
+                async with self.checkpoint.lock:
+                    if not self.restored:  # first batch since start or rebalance: recovered
+                        data = self.seen_table.data
+                        dedup.restore((str(k), int(v or 0)) for k, v in data.items())
+                        self.restored = True
+                    for event in events:
+                        self.handle(event.message, event.value or b"")
+                    await self.checkpoint.complete(stream.ack, events)
             for event in events:
                 self.progress.done(event.message.tp, event.message.offset)
 

@@ -119,7 +119,12 @@ class Processors:
         )
         rt.sinks["events"] = self.events_sink
         self.duplicates_skipped = 0
+        self.reread_skipped = 0
+        self.copy_samples: list[str] = []
         self.processing_errors = 0
+        self.dead_letter_reasons: dict[str, int] = {}
+        # Alerts sent and not yet confirmed delivered: (kind, transition, deadline passed at).
+        self._unconfirmed: list[tuple[str, str, float | None]] = []
         self._last_published: dict[int, float] = {}
 
     # -- per partition --------------------------------------------------------------------------
@@ -160,6 +165,7 @@ class Processors:
         p, offset = msg.partition, msg.offset
         state = self.partition(p)
         if offset <= state.offset:
+            self.reread_skipped += 1
             return None  # its effects are all in the restored state already
         headers = event.headers
         watermark = read_header(headers)
@@ -175,6 +181,10 @@ class Processors:
             where, raw_offset = source
             if raw_offset <= state.sources.get(where, -1):
                 self.duplicates_skipped += 1  # a second copy of a raw record: ingest re-read it
+                if len(self.copy_samples) < 3:
+                    self.copy_samples.append(
+                        f"{p}@{offset} from {where}@{raw_offset} (seen {state.sources[where]})"
+                    )
                 return None
             state.sources[where] = raw_offset
         try:
@@ -189,6 +199,7 @@ class Processors:
     def _dead_letter(self, msg: Any, value: bytes, exc: Exception) -> None:
         self.processing_errors += 1
         reason = "undecodable" if "decode" in type(exc).__name__.lower() else "processing_error"
+        self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + 1
         logger.error(
             "processors: dead-lettering %s@%d: %s (%s)", msg.tp, msg.offset, reason,
             type(exc).__name__,
@@ -203,37 +214,72 @@ class Processors:
     def send_outputs(self) -> None:
         names = self.settings.topics
         alerts, responses = self.out.take()
+        now = time.time()
         for alert in alerts:
             self.delivery.send(
                 names.alerts, alert_to_bytes(self.rt.alert_codec, alert), alert.alert_id.encode()
             )
+            if alert.resolved_at is not None:
+                self._unconfirmed.append((alert.kind, "resolved", None))
+                continue
+            # When the clock passed the deadline, in wall time: the deadline itself when it is
+            # recent (a live clock), else now (a backlog read after the fact).
+            due = alert.due_at.timestamp()
+            self._unconfirmed.append((alert.kind, "raised", due if 0 <= now - due < 3600 else now))
         for fact in responses:
             self.delivery.send(names.responses, response_to_bytes(fact), fact.response_id.encode())
+
+    def confirm_outputs(self) -> None:
+        """The checkpoint delivered what ``send_outputs`` sent: count it and its delay."""
+        if not self._unconfirmed:
+            return
+        metrics, now = self.rt.metrics, time.time()
+        for kind, transition, passed_at in self._unconfirmed:
+            metrics.alerts.labels(kind, transition).inc()
+            if passed_at is not None:
+                metrics.alert_emit_delay.observe(max(0.0, now - passed_at))
+        self._unconfirmed.clear()
 
     # -- the agent, the timer, rebalances ---------------------------------------------------------
 
     async def run_batches(self, stream: faust.StreamT) -> None:
         settings = self.settings
-        loop = self.app.loop
         async for events in stream.noack_take(
             settings.sink_batch_size, within=settings.sink_flush_seconds
         ):
-            async with self.checkpoint.lock:
-                batch = Batch()
-                touched: set[int] = set()
-                for event in events:
-                    row = self.process(event)
-                    msg = event.message
-                    touched.add(msg.partition)
-                    if row is not None:
-                        batch.add(row, msg.topic, msg.partition, msg.offset)
-                self.send_outputs()
-                for p in touched:
-                    self._mark(p, self.partitions[p])
-                await loop.run_in_executor(self.rt.db_executor, self.events_sink.write, batch)
-                await self.checkpoint.complete(stream.ack, events)
+            with self.rt.batch_in_flight():
+                await self.run_batch(stream, events)
+
+    async def run_batch(self, stream: faust.StreamT, events: list[Any]) -> None:
+        async with self.checkpoint.lock:
+            batch = Batch()
+            touched: set[int] = set()
+            skipped = (self.reread_skipped, self.duplicates_skipped)
             for event in events:
-                self.progress.done(event.message.tp, event.message.offset)
+                row = self.process(event)
+                msg = event.message
+                touched.add(msg.partition)
+                if row is not None:
+                    batch.add(row, msg.topic, msg.partition, msg.offset)
+            self.send_outputs()
+            for p in touched:
+                self._mark(p, self.partitions[p])
+            reread = self.reread_skipped - skipped[0]
+            copies = self.duplicates_skipped - skipped[1]
+            if reread or copies:
+                logger.info(
+                    "processors: %d of %d records read again after a restart or rebalance "
+                    "(%d already in state, %d second copies of a raw record): skipped",
+                    reread + copies,
+                    len(events),
+                    reread,
+                    copies,
+                )
+            await self.app.loop.run_in_executor(self.rt.db_executor, self.events_sink.write, batch)
+            await self.checkpoint.complete(stream.ack, events)
+            self.confirm_outputs()
+        for event in events:
+            self.progress.done(event.message.tp, event.message.offset)
 
     async def tick(self) -> None:
         app = self.app
@@ -264,12 +310,14 @@ class Processors:
                         )
             self.send_outputs()
             await self.checkpoint.complete()
+            self.confirm_outputs()
 
     async def on_revoked(self, revoked: set[TP]) -> None:
         # Wait for a batch in flight to finish its checkpoint, then forget the partitions.
         async with self.checkpoint.lock:
             self.partitions.clear()
             self.events_sink.forget()
+            self._unconfirmed.clear()
 
     def register(self) -> None:
         app = self.app

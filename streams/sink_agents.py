@@ -69,9 +69,10 @@ class TableSinkAgent:
         async for events in stream.noack_take(
             settings.sink_batch_size, within=settings.sink_flush_seconds
         ):
-            batch = self.batch_of(events)
-            await self.app.loop.run_in_executor(self.rt.db_executor, self.sink.write, batch)
-            await release_and_ack(stream.ack, events)
+            with self.rt.batch_in_flight():
+                batch = self.batch_of(events)
+                await self.app.loop.run_in_executor(self.rt.db_executor, self.sink.write, batch)
+                await release_and_ack(stream.ack, events)
             for event in events:
                 self.progress.done(event.message.tp, event.message.offset)
 

@@ -70,6 +70,9 @@ class Pipeline:
             "PORTAL_PULSE_CLICKHOUSE_URL": f"chdb://{self.chdb}",
             "PORTAL_PULSE_PSEUDONYM_KEY": PSEUDONYM_KEY,
             "PORTAL_PULSE_SINK_FLUSH_SECONDS": "0.2",
+            # Each worker its own free port for /healthz, /readyz, /metrics (the address file
+            # beside the chDB path says which).
+            "PORTAL_PULSE_WEB_PORT": "0",
         }
         self.prefix = self.env["PORTAL_PULSE_TOPIC_PREFIX"]
 

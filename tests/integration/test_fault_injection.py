@@ -538,7 +538,7 @@ def test_poison_records_each_one_dead_letter(
     assert all(len(v) <= 900_000 for _, v in poison)
     where = _produce_raw(bootstrap, raw_topic, poison)
 
-    result = _recover(pipeline, recording, "poison", timeout=400, extra_args=("--loglevel", "info"))
+    result = _recover(pipeline, recording, "poison", timeout=200)
     rows = pipeline.query(
         "SELECT source_partition, source_offset, reason, detail, field FROM dead_letters FINAL "
         f"WHERE source_topic = '{raw_topic}'"

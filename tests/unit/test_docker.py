@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,6 +20,10 @@ from portal_pulse.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
+PROVISIONING = DOCKER / "grafana" / "provisioning"
+DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
+SERVICES = {"kafka", "clickhouse", "worker", "prometheus", "grafana"}
+DATA_DIR = "/var/lib/portal-pulse"
 
 
 @pytest.fixture(scope="module")
@@ -20,29 +31,157 @@ def compose() -> dict:
     return yaml.safe_load((DOCKER / "compose.yaml").read_text())
 
 
+def _env(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the "NAME=value" form
+        env = dict(item.split("=", 1) for item in env)
+    return {name: str(value) for name, value in env.items()}
+
+
+def _secrets(service: dict) -> list[str]:
+    """Secret names a service uses (short syntax or long syntax with ``source``)."""
+    return [s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])]
+
+
+def _secret_targets(service: dict) -> set[str]:
+    targets = set()
+    for s in service.get("secrets", []):
+        if isinstance(s, str):
+            targets.add(f"/run/secrets/{s}")
+        else:
+            target = s.get("target", s["source"])
+            targets.add(target if target.startswith("/") else f"/run/secrets/{target}")
+    return targets
+
+
+def _settings_env_names() -> set[str]:
+    """Every environment name the settings read: PORTAL_PULSE_<FIELD> plus the fields' aliases."""
+    names = {f"PORTAL_PULSE_{name.upper()}" for name in Settings.model_fields}
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", [alias] if isinstance(alias, str) else [])
+        names.update(c for c in choices if isinstance(c, str))
+    return names
+
+
+def _healthcheck_command(service: dict) -> list[str]:
+    test = service["healthcheck"]["test"]
+    return [test] if isinstance(test, str) else list(test)
+
+
+# --- The stack --------------------------------------------------------------------------------
+
+
 def test_compose_has_the_production_like_stack(compose: dict) -> None:
-    assert set(compose["services"]) == {"kafka", "clickhouse", "worker", "grafana"}
+    assert set(compose["services"]) == SERVICES
     assert compose["services"]["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
-    kafka_env = compose["services"]["kafka"]["environment"]
+    kafka_env = _env(compose["services"]["kafka"])
     assert "controller" in kafka_env["KAFKA_PROCESS_ROLES"], "KRaft mode, no ZooKeeper"
 
 
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_a_healthcheck(compose: dict, name: str) -> None:
+    service = compose["services"][name]
+    check = service.get("healthcheck")
+    assert check, f"{name} has no healthcheck"
+    assert not check.get("disable", False)
+    command = _healthcheck_command(service)
+    assert command[0] in {"CMD", "CMD-SHELL"} and len(command) > 1, command
+
+
+def test_dependencies_wait_for_healthy_services(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        for dep, cond in (service.get("depends_on") or {}).items():
+            assert dep in compose["services"], (name, dep)
+            assert cond["condition"] == "service_healthy", (name, dep)
+
+
+# --- Secrets ----------------------------------------------------------------------------------
+
+
+def test_every_secret_a_service_uses_is_declared_and_documented(compose: dict) -> None:
+    declared = compose["secrets"]
+    used = {s for service in compose["services"].values() for s in _secrets(service)}
+    assert used <= set(declared), used - set(declared)
+    assert set(declared) <= used, "declared but unused secrets"
+    doc = DEPLOYMENT_DOC.read_text()
+    ignored = (DOCKER / "secrets" / ".gitignore").read_text().splitlines()
+    assert "*" in ignored, "docker/secrets/.gitignore keeps secret files out of git"
+    for name, spec in declared.items():
+        path = (DOCKER / spec["file"]).resolve()
+        assert path.parent == DOCKER / "secrets", (name, spec)
+        assert f"`{name}`" in doc, f"secret {name} is not documented in docs/deployment.md"
+        assert f"docker/secrets/{path.name}" in doc, f"{path.name}: no set-up step in deployment.md"
+
+
+def test_every_secret_file_a_service_reads_is_mounted_into_it(compose: dict) -> None:
+    """Each ``/run/secrets/...`` named in a service's environment (or, for Grafana, in its
+    provisioning) is a secret that service mounts."""
+    provisioning = "\n".join(p.read_text() for p in PROVISIONING.rglob("*.yaml"))
+    for name, service in compose["services"].items():
+        texts = list(_env(service).values())
+        if name == "grafana":
+            texts.append(provisioning)
+        wanted = set(re.findall(r"/run/secrets/[\w.-]+", "\n".join(texts)))
+        assert wanted <= _secret_targets(service), (name, wanted - _secret_targets(service))
+
+
+def test_no_password_or_key_is_a_value_in_the_compose_file(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        for var, value in _env(service).items():
+            if re.search(r"PASSWORD|KEY|TOKEN", var) and not var.endswith("_FILE"):
+                pytest.fail(f"{name}: {var}={value!r} should come from a secret file")
+
+
+# --- The worker -------------------------------------------------------------------------------
+
+
 def test_worker_environment_is_understood_by_the_settings(
-    compose: dict, monkeypatch: pytest.MonkeyPatch
+    compose: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    env = compose["services"]["worker"]["environment"]
+    worker = compose["services"]["worker"]
+    env = _env(worker)
+    unknown = set(env) - _settings_env_names()
+    assert not unknown, f"the worker's settings read no {sorted(unknown)}"
+    # Secret files: the same paths, with test content, so the settings read them as in the image.
+    for secret in _secrets(worker):
+        (tmp_path / secret).write_text(f"test-{secret}\n")
     for name, value in env.items():
-        monkeypatch.setenv(name, str(value))
+        if value.startswith("/run/secrets/"):
+            value = str(tmp_path / value.removeprefix("/run/secrets/"))
+        monkeypatch.setenv(name, value)
     settings = Settings()
     assert settings.kafka_bootstrap_servers == "kafka:9092"
     assert settings.clickhouse_dsn.startswith("http://clickhouse:8123")
-    assert str(settings.pseudonym_key_file) == "/run/secrets/pseudonym_key"
-    fields = {f"PORTAL_PULSE_{name.upper()}" for name in Settings.model_fields}
-    for name in env:
-        assert name in fields or name in {"KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL"}, name
-    # The pseudonym key is a secret file, never a value in the compose file.
+    assert settings.pseudonym_key_file == tmp_path / "pseudonym_key"
+    assert settings.clickhouse_password is not None
+    assert settings.clickhouse_password.get_secret_value() == "test-clickhouse_password"
+    assert str(settings.data_dir) == DATA_DIR
+    # Secrets are files, never values in the compose file.
     assert "PORTAL_PULSE_PSEUDONYM_KEY" not in env
-    assert "pseudonym_key" in compose["services"]["worker"]["secrets"]
+    assert "PORTAL_PULSE_CLICKHOUSE_PASSWORD" not in env
+    assert env["PORTAL_PULSE_PSEUDONYM_KEY_FILE"] == "/run/secrets/pseudonym_key"
+    assert env["PORTAL_PULSE_CLICKHOUSE_PASSWORD_FILE"] == "/run/secrets/clickhouse_password"
+
+
+def test_worker_and_clickhouse_share_the_writer_user_and_password(compose: dict) -> None:
+    worker, clickhouse = (_env(compose["services"][n]) for n in ("worker", "clickhouse"))
+    assert worker["PORTAL_PULSE_CLICKHOUSE_USER"] == clickhouse["CLICKHOUSE_USER"]
+    assert (
+        worker["PORTAL_PULSE_CLICKHOUSE_PASSWORD_FILE"]
+        == clickhouse["CLICKHOUSE_PASSWORD_FILE"]
+        == "/run/secrets/clickhouse_password"
+    )
+
+
+def test_dockerfile_environment_is_understood_by_the_settings() -> None:
+    text = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ")
+    names = set()
+    for line in re.findall(r"^ENV\s+(.+)$", text, flags=re.MULTILINE):
+        names.update(re.findall(r"(\w+)=", line))
+    ours = {n for n in names if n.startswith("PORTAL_PULSE_")}
+    assert ours, "the image sets its data directory and web address"
+    assert ours <= _settings_env_names(), ours - _settings_env_names()
 
 
 def test_worker_mounts_a_practices_file_that_exists(compose: dict) -> None:
@@ -63,23 +202,366 @@ def test_dockerfile_copies_what_exists_and_runs_the_cli() -> None:
     assert "USER " in text, "the worker does not run as root"
 
 
-def test_grafana_provisioning_points_at_clickhouse_with_the_read_only_user() -> None:
-    ds = yaml.safe_load((DOCKER / "grafana/provisioning/datasources/clickhouse.yaml").read_text())
-    source = ds["datasources"][0]
-    assert source["type"] == "grafana-clickhouse-datasource"
+def test_worker_data_dir_is_a_volume_the_worker_user_owns(compose: dict) -> None:
+    """PORTAL_PULSE_DATA_DIR is a named volume, and the image creates that directory owned by
+    the non-root user (a new named volume takes the ownership of the image's directory)."""
+    worker = compose["services"]["worker"]
+    data_dir = _env(worker)["PORTAL_PULSE_DATA_DIR"]
+    assert data_dir == DATA_DIR
+    mounts = [v.split(":") for v in worker["volumes"]]
+    named = [m for m in mounts if m[1] == data_dir]
+    assert named and named[0][0] in compose["volumes"], "a named volume at the data directory"
+    text = (DOCKER / "Dockerfile").read_text()
+    user = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)[-1]
+    assert user != "root"
+    assert f"mkdir -p {data_dir}" in text
+    assert re.search(rf"chown {user}(:{user})? {re.escape(data_dir)}\b", text)
+    assert f"PORTAL_PULSE_DATA_DIR={data_dir}" in text
+    # The VOLUME (and so the copy of its ownership) comes after the chown.
+    assert text.index(f'VOLUME ["{data_dir}"]') > text.index(f"chown {user}")
+
+
+def test_faust_data_dir_is_under_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The app the worker builds keeps Faust's files under PORTAL_PULSE_DATA_DIR, not in the
+    working directory (root-owned /app in the image)."""
+    import faust
+
+    import streams.app
+
+    class Built(Exception):
+        pass
+
+    built: list[Any] = []
+    real_app = faust.App
+
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        built.append(real_app(*args, **kwargs))
+        raise Built  # stop before ClickHouse: only the app's configuration matters here
+
+    monkeypatch.setattr(streams.app.faust, "App", capture)
+    monkeypatch.chdir(tmp_path)
+    data_dir = tmp_path / "state"
+    monkeypatch.setenv("PORTAL_PULSE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("PORTAL_PULSE_PSEUDONYM_KEY", "k" * 32)
+    with pytest.raises(Built):
+        streams.app.build_app(Settings(), "kafka:9092")
+    conf = built[0].conf
+    for path in (conf.datadir, conf.appdir, conf.tabledir):
+        assert Path(path).resolve().is_relative_to(data_dir.resolve()), path
+    assert not list(tmp_path.glob("*-data")), "nothing in the working directory"
+
+
+# --- The worker's web endpoint: healthcheck and Prometheus ------------------------------------
+
+
+def _web_port(compose: dict) -> int:
+    return int(_env(compose["services"]["worker"])["PORTAL_PULSE_WEB_PORT"])
+
+
+def test_worker_listens_on_all_interfaces_in_the_container(compose: dict) -> None:
+    assert _env(compose["services"]["worker"])["PORTAL_PULSE_WEB_HOST"] == "0.0.0.0"
+
+
+class _Probe(BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("status,healthy", [(200, True), (503, False)])
+def test_worker_healthcheck_probes_healthz(compose: dict, status: int, healthy: bool) -> None:
+    """The healthcheck is python + urllib on /healthz at the web port: it passes on 200 and
+    fails otherwise (run here against a stand-in server on a free port)."""
+    command = _healthcheck_command(compose["services"]["worker"])
+    assert command[:3] == ["CMD", "python", "-c"], "the image has no curl"
+    code = command[3]
+    port = _web_port(compose)
+    assert f"127.0.0.1:{port}/healthz" in code
+
+    handler = type("Probe", (_Probe,), {"status": status})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        local = code.replace(f"127.0.0.1:{port}", f"127.0.0.1:{server.server_address[1]}")
+        result = subprocess.run([sys.executable, "-c", local], capture_output=True, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.returncode == 0) is healthy, result.stderr.decode()
+
+
+def test_prometheus_scrapes_the_worker_web_port(compose: dict) -> None:
+    prom = compose["services"]["prometheus"]
+    config_flag = next(a for a in prom["command"] if a.startswith("--config.file="))
+    config_path = config_flag.split("=", 1)[1]
+    assert f"./prometheus/prometheus.yml:{config_path}:ro" in prom["volumes"]
+    config = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    worker_jobs = [
+        job
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        if f"worker:{_web_port(compose)}" in static["targets"]
+    ]
+    assert worker_jobs, "no scrape job targets worker:<PORTAL_PULSE_WEB_PORT>"
+    assert all(job.get("metrics_path", "/metrics") == "/metrics" for job in worker_jobs)
+
+
+# --- Grafana and ClickHouse's BI user ---------------------------------------------------------
+
+
+def _datasources() -> list[dict]:
+    sources = []
+    for path in sorted((PROVISIONING / "datasources").glob("*.yaml")):
+        sources += yaml.safe_load(path.read_text())["datasources"]
+    return sources
+
+
+def test_grafana_provisioning_points_at_clickhouse_with_the_read_only_user(compose: dict) -> None:
+    source = next(s for s in _datasources() if s["type"] == "grafana-clickhouse-datasource")
     assert source["jsonData"]["username"] == "bi"
+    assert source["jsonData"]["host"] == "clickhouse"
+    assert source["secureJsonData"]["password"] == "$__file{/run/secrets/bi_password}"
+    assert "bi_password" in _secrets(compose["services"]["grafana"])
     users = (DOCKER / "clickhouse/bi-readonly-user.xml").read_text()
-    assert "<readonly>1</readonly>" in users
-    assert "GRANT SELECT" in users
+    # 2, not 1: Grafana's ClickHouse client sets max_execution_time on every query.
+    assert "<readonly>2</readonly>" in users
+    assert "GRANT SELECT ON default.*" in users
+    assert re.search(r"GRANT (INSERT|ALTER|CREATE|DROP|ALL)", users) is None
+
+
+def test_clickhouse_gets_the_bi_password_from_the_same_secret(compose: dict) -> None:
+    clickhouse = compose["services"]["clickhouse"]
+    env = _env(clickhouse)
+    assert env["CLICKHOUSE_BI_PASSWORD_FILE"] == "/run/secrets/bi_password"
+    assert "bi_password" in _secrets(clickhouse)
+    users = (DOCKER / "clickhouse/bi-readonly-user.xml").read_text()
+    var = re.search(r'<password_sha256_hex from_env="(\w+)"', users)
+    assert var, "the bi user's password hash comes from the environment"
+    script = (DOCKER / "clickhouse" / "entrypoint.sh").read_text()
+    assert f"export {var.group(1)}" in script
+    # The wrapper is mounted where the service's entrypoint runs it.
+    target = clickhouse["entrypoint"][-1]
+    assert f"./clickhouse/entrypoint.sh:{target}:ro" in clickhouse["volumes"]
+
+
+@pytest.mark.parametrize("content", ["s3cret-hex\n", "s3cret-hex"])
+def test_clickhouse_entrypoint_hashes_the_bi_password(tmp_path: Path, content: str) -> None:
+    """The wrapper exports the SHA-256 of the secret file without its trailing newline (the
+    password Grafana sends), then hands over to the image's entrypoint with the same arguments."""
+    stub = tmp_path / "entrypoint.sh"
+    stub.write_text('#!/bin/bash\necho "$CLICKHOUSE_BI_PASSWORD_SHA256 $*"\n')
+    stub.chmod(0o755)
+    script = (DOCKER / "clickhouse" / "entrypoint.sh").read_text()
+    assert "exec /entrypoint.sh " in script
+    wrapper = tmp_path / "wrapper.sh"
+    wrapper.write_text(script.replace("exec /entrypoint.sh ", f"exec {stub} "))
+    secret = tmp_path / "bi_password"
+    secret.write_text(content)
+    env = {"PATH": "/usr/bin:/bin", "CLICKHOUSE_BI_PASSWORD_FILE": str(secret)}
+    out = subprocess.run(
+        ["bash", str(wrapper), "--", "--x"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [hashlib.sha256(b"s3cret-hex").hexdigest(), "--", "--x"]
+    assert "s3cret" not in out.stdout + out.stderr
+
+    env["CLICKHOUSE_BI_PASSWORD_FILE"] = str(tmp_path / "missing")
+    out = subprocess.run(["bash", str(wrapper)], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "bi_password" not in out.stdout
+    assert "missing or empty" in out.stderr
+
+
+def test_grafana_has_a_prometheus_data_source_on_the_prometheus_service(compose: dict) -> None:
+    source = next(s for s in _datasources() if s["type"] == "prometheus")
+    assert source["url"] == "http://prometheus:9090"
+    assert "9090" in str(compose["services"]["prometheus"]["healthcheck"]["test"])
+    uids = [s["uid"] for s in _datasources()]
+    assert len(uids) == len(set(uids))
+    assert sum(bool(s.get("isDefault")) for s in _datasources()) <= 1
+
+
+def _dashboards() -> dict[str, dict]:
+    folder = PROVISIONING / "dashboards"
+    return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def test_dashboards_use_provisioned_data_sources() -> None:
+    sources = {s["uid"]: s["type"] for s in _datasources()}
+    for name, dash in _dashboards().items():
+        for panel in dash["panels"]:
+            for ds in [panel.get("datasource")] + [t.get("datasource") for t in panel["targets"]]:
+                if ds:
+                    assert sources.get(ds["uid"]) == ds["type"], (name, panel["title"], ds)
+    uids = [d["uid"] for d in _dashboards().values()]
+    assert len(uids) == len(set(uids))
 
 
 def test_grafana_dashboard_queries_run_on_the_real_schema(chdb_client) -> None:  # type: ignore[no-untyped-def]
     """Every panel's SQL (with the practice variable filled in) runs against the migrated schema."""
-    import json
-
-    dash = json.loads((DOCKER / "grafana/provisioning/dashboards/portal-pulse.json").read_text())
+    dash = _dashboards()["portal-pulse.json"]
     queries = [t["rawSql"] for p in dash["panels"] for t in p["targets"]]
     queries += [v["query"] for v in dash["templating"]["list"]]
     assert len(queries) >= 8
     for sql in queries:
         chdb_client.query(sql.replace("${practice}", "P001"))
+
+
+# PromQL words that are not metric names.
+_PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
+    "and", "or", "unless", "inf", "nan",
+}  # fmt: skip
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects (label matchers, ranges, groupings, functions and
+    Grafana's $__variables left out)."""
+    expr = re.sub(r'"(?:\\.|[^"\\])*"', "", expr)  # strings
+    expr = re.sub(r"\$__\w+|\$\{?\w+\}?", "", expr)  # Grafana variables
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    expr = re.sub(r"\b\d+(\.\d+)?(ms|[smhdwy])?\b", "", expr)  # numbers, durations
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][\w:]*", expr):
+        word = match.group()
+        followed_by_paren = expr[match.end() :].lstrip().startswith("(")
+        if word.lower() in _PROMQL_WORDS or followed_by_paren:
+            continue
+        names.add(word)
+    return names
+
+
+def test_promql_metric_names_parser() -> None:
+    assert promql_metric_names(
+        'histogram_quantile(0.95, sum by (le, table) (rate(a_bucket{x="y(z)"}[$__rate_interval])))'
+    ) == {"a_bucket"}
+    assert promql_metric_names("sum(b) / ignoring (p) c offset 5m") == {"b", "c"}
+
+
+def _exported_series_names() -> set[str]:
+    """Series names a worker's /metrics exposes (what Prometheus stores), from its registry."""
+    from portal_pulse.metrics import PipelineMetrics
+
+    names = set()
+    for family in PipelineMetrics().registry.collect():
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        elif family.type == "histogram":
+            names.update(f"{family.name}{s}" for s in ("_bucket", "_sum", "_count"))
+        else:
+            names.add(family.name)
+    return names
+
+
+def _allowed_series_names() -> set[str]:
+    from portal_pulse.metrics import METRIC_NAMES
+
+    allowed = set(METRIC_NAMES)
+    allowed.update(f"{n}{s}" for n in METRIC_NAMES for s in ("_bucket", "_sum", "_count"))
+    return allowed
+
+
+def _promql_targets() -> list[tuple[str, str, str]]:
+    return [
+        (name, panel["title"], target["expr"])
+        for name, dash in _dashboards().items()
+        for panel in dash["panels"]
+        for target in panel["targets"]
+        if "expr" in target
+    ]
+
+
+def test_dashboard_promql_names_only_exported_metrics() -> None:
+    targets = _promql_targets()
+    assert targets, "a provisioned dashboard on Prometheus"
+    allowed = _allowed_series_names()
+    exported = _exported_series_names()
+    for dashboard, title, expr in targets:
+        names = promql_metric_names(expr)
+        assert names, (dashboard, title, expr)
+        assert names <= allowed, (
+            f"{dashboard} / {title}: {sorted(names - allowed)} not in METRIC_NAMES"
+        )
+        assert names <= exported, f"{dashboard} / {title}: {sorted(names - exported)} not exported"
+
+
+def test_pipeline_health_dashboard_shows_what_on_call_needs() -> None:
+    dash = _dashboards()["pipeline-health.json"]
+    assert dash["title"] == "Portal Pulse — pipeline health"
+    used = {
+        n
+        for panel in dash["panels"]
+        for t in panel["targets"]
+        for n in promql_metric_names(t["expr"])
+    }
+    needed = {
+        "portal_pulse_events_total",
+        "portal_pulse_consumer_lag",
+        "portal_pulse_event_clock_lag_seconds",
+        "portal_pulse_dead_letters_total",
+        "portal_pulse_alerts_total",
+        "portal_pulse_alert_emit_delay_seconds_bucket",
+        "portal_pulse_sink_rows_total",
+        "portal_pulse_sink_errors_total",
+        "portal_pulse_sink_batch_seconds_bucket",
+        "portal_pulse_webhook_deliveries_total",
+        "portal_pulse_state_keys",
+        "portal_pulse_rebalances_total",
+        "portal_pulse_ready",
+    }
+    assert needed <= used, sorted(needed - used)
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    for q in ("0.5", "0.95"):
+        assert f"histogram_quantile({q}, sum by (le) (rate(portal_pulse_alert_emit_delay" in exprs
+
+
+# --- Kafka from the host ----------------------------------------------------------------------
+
+
+def test_kafka_is_reachable_from_the_host_and_the_network(compose: dict) -> None:
+    kafka = compose["services"]["kafka"]
+    env = _env(kafka)
+    advertised = dict(
+        reversed(item.split("://", 1)) for item in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    )
+    listeners = {
+        item.split("://", 1)[0]: item.split("://", 1)[1]
+        for item in env["KAFKA_LISTENERS"].split(",")
+    }
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert set(listeners) <= set(protocols)
+    assert set(advertised.values()) <= set(listeners)
+    # In the network: the address the worker uses.
+    assert _env(compose["services"]["worker"])["KAFKA_BOOTSTRAP_SERVERS"] in advertised
+    # From the host: a listener advertised as localhost:P, with port P published as P.
+    host = [a for a in advertised if a.startswith("localhost:")]
+    assert host, "no listener advertised for clients on the host"
+    port = host[0].split(":")[1]
+    assert listeners[advertised[host[0]]].endswith(f":{port}")
+    assert any(str(p).endswith(f"{port}:{port}") for p in kafka["ports"])
+    assert f"localhost:{port}" in DEPLOYMENT_DOC.read_text()
+
+
+# --- Documentation ----------------------------------------------------------------------------
+
+
+def test_deployment_doc_is_linked_and_names_the_entry_points(compose: dict) -> None:
+    assert "deployment.md" in (ROOT / "docs" / "README.md").read_text()
+    doc = DEPLOYMENT_DOC.read_text()
+    assert "docker compose -f docker/compose.yaml up" in doc
+    for service in ("grafana", "prometheus"):
+        published = compose["services"][service]["ports"][0].split(":")[-1]
+        assert f"http://localhost:{published}" in doc, service
+    head = (DOCKER / "compose.yaml").read_text().split("\nname:")[0]
+    for spec in compose["secrets"].values():
+        assert Path(spec["file"]).name in head, f"set-up comment omits {spec['file']}"

@@ -1,0 +1,123 @@
+"""The worker's Prometheus metrics: names and labels are a contract (dashboards, alert rules).
+
+One registry per worker (not the process-global default), so tests can build several apps in one
+process. Label values are topics, partitions, table names, reasons and kinds — never a patient
+identifier or pseudonym.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "METRIC_NAMES", "PipelineMetrics"]
+
+# Every metric family this module exports (the Grafana dashboards may use only these).
+METRIC_NAMES = (
+    "portal_pulse_events_total",
+    "portal_pulse_dead_letters_total",
+    "portal_pulse_consumer_lag",
+    "portal_pulse_event_clock_lag_seconds",
+    "portal_pulse_alerts_total",
+    "portal_pulse_alert_emit_delay_seconds",
+    "portal_pulse_sink_rows_total",
+    "portal_pulse_sink_errors_total",
+    "portal_pulse_sink_batch_seconds",
+    "portal_pulse_webhook_deliveries_total",
+    "portal_pulse_state_keys",
+    "portal_pulse_rebalances_total",
+    "portal_pulse_ready",
+    "portal_pulse_stall_rereads_total",
+)
+
+
+class PipelineMetrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.events = Counter(
+            "portal_pulse_events",
+            "Raw records ingested, by outcome (clean, dead_letter, duplicate).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "portal_pulse_dead_letters",
+            "Records refused, by reason (docs/events.md lists the reasons).",
+            ["reason"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "portal_pulse_consumer_lag",
+            "Messages between this worker's position and the log end, per assigned partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.event_clock_lag = Gauge(
+            "portal_pulse_event_clock_lag_seconds",
+            "Wall time minus the event-time clock of each clean partition this worker owns.",
+            ["partition"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "portal_pulse_alerts",
+            "Alert records delivered to Kafka, by kind and transition (raised, resolved).",
+            ["kind", "transition"],
+            registry=registry,
+        )
+        self.alert_emit_delay = Histogram(
+            "portal_pulse_alert_emit_delay_seconds",
+            "From the moment the event clock passed a deadline to the alert delivered to Kafka.",
+            buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, float("inf")),
+            registry=registry,
+        )
+        self.sink_rows = Counter(
+            "portal_pulse_sink_rows",
+            "Rows inserted into ClickHouse, by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.sink_errors = Counter(
+            "portal_pulse_sink_errors",
+            "Failed ClickHouse inserts (each is retried), by table.",
+            ["table"],
+            registry=registry,
+        )
+        self.sink_batch_seconds = Histogram(
+            "portal_pulse_sink_batch_seconds",
+            "Time to write one batch to ClickHouse, retries included.",
+            ["table"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf")),
+            registry=registry,
+        )
+        self.webhook_deliveries = Counter(
+            "portal_pulse_webhook_deliveries",
+            "Webhook calls, by outcome (delivered, failed, retried, dropped).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.state_keys = Gauge(
+            "portal_pulse_state_keys",
+            "Keys held in each state table by this worker.",
+            ["table"],
+            registry=registry,
+        )
+        self.rebalances = Counter(
+            "portal_pulse_rebalances",
+            "Consumer group rebalances this worker went through.",
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "portal_pulse_ready",
+            "1 when /readyz answers 200: state recovered, caught up, ClickHouse answering.",
+            registry=registry,
+        )
+        self.stall_rereads = Counter(
+            "portal_pulse_stall_rereads",
+            "Partitions read again from their committed offset after their commits stalled.",
+            registry=registry,
+        )
+        for outcome in ("clean", "dead_letter", "duplicate"):
+            self.events.labels(outcome)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

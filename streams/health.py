@@ -1,0 +1,213 @@
+"""What the worker knows about itself: readiness, lag, event clocks, throughput — and its metrics.
+
+``WorkerHealth`` reads the runtime (agents' progress and counters, the consumer's positions) and
+keeps the Prometheus metrics of ``portal_pulse.metrics`` current. Counters kept by the agents as
+plain integers are carried into Prometheus as deltas, so the hot path stays free of metric calls.
+No value here holds a patient identifier or pseudonym: labels are topics, partitions, tables,
+reasons and alert kinds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from portal_pulse.metrics import PipelineMetrics
+from streams.app import Runtime
+
+__all__ = ["WorkerHealth"]
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerHealth:
+    def __init__(self, app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> None:
+        self.app = app
+        self.rt = rt
+        self.metrics = metrics
+        self.started = time.monotonic()
+        self._carried: dict[tuple[str, str], float] = {}
+        self._rates: deque[tuple[float, int]] = deque(maxlen=240)
+        self._clickhouse_ok: bool | None = None
+        self._clickhouse_error: str | None = None
+        self._clickhouse_checked = 0.0
+        self.caught_up_logged = False
+        self.last_error: str | None = None
+
+    # -- counters kept by the agents ------------------------------------------------------------
+
+    def _carry(self, counter: Any, key: tuple[str, str], total: float) -> None:
+        """Add what ``total`` grew by since the last call to the Prometheus ``counter``."""
+        before = self._carried.get(key, 0.0)
+        if total > before:
+            counter.inc(total - before)
+        self._carried[key] = max(total, before)
+
+    def collect(self) -> None:
+        """Bring every metric up to date (called by the timer and before each scrape)."""
+        m, agents = self.metrics, self.rt.agents
+        ingest = agents.get("ingest")
+        processors = agents.get("processors")
+        if ingest is not None:
+            for outcome, n in ingest.stats.items():
+                self._carry(m.events.labels(outcome), ("events", outcome), n)
+            for reason, n in ingest.reasons.items():
+                self._carry(m.dead_letters.labels(reason), ("dead", reason), n)
+        if processors is not None:
+            for reason, n in processors.dead_letter_reasons.items():
+                self._carry(m.dead_letters.labels(reason), ("dead-processors", reason), n)
+            for table, store in [*processors.stores.items(), ("live", processors.live_store)]:
+                m.state_keys.labels(table).set(len(store))
+            now = datetime.now(UTC)
+            m.event_clock_lag.clear()
+            for p, state in list(processors.partitions.items()):
+                at = state.clock.now()
+                if at is not None:
+                    m.event_clock_lag.labels(str(p)).set((now - at).total_seconds())
+        if ingest is not None:
+            m.state_keys.labels("dedup").set(len(ingest.rt.ingestor.dedup))
+        notifier = self.rt.notifier
+        if notifier is not None:
+            stats = notifier.stats
+            for outcome, n in (
+                ("delivered", stats.delivered),
+                ("failed_attempt", stats.failed_attempts),
+                ("gave_up", stats.gave_up),
+                ("dropped", stats.dropped),
+                ("rejected", stats.rejected),
+            ):
+                self._carry(m.webhook_deliveries.labels(outcome), ("webhook", outcome), n)
+        watchdog = agents.get("stall-watchdog")
+        if watchdog is not None:
+            self._carry(m.stall_rereads, ("stall", ""), watchdog.reseeks)
+        m.consumer_lag.clear()
+        for (topic, partition), behind in self.lag().items():
+            m.consumer_lag.labels(topic, str(partition)).set(behind)
+        m.ready.set(1 if not self.not_ready_reasons(check_clickhouse=False) else 0)
+        clean = ingest.stats.get("clean", 0) + ingest.stats.get("dead_letter", 0) if ingest else 0
+        self._rates.append((time.monotonic(), clean))
+
+    # -- positions --------------------------------------------------------------------------------
+
+    def _topics(self) -> set[str]:
+        return {t for p in self.rt.progress.values() for t in p.topics}
+
+    def assigned(self) -> list[TP]:
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:
+            return []
+        topics = self._topics()
+        return sorted((tp for tp in assignment if tp.topic in topics), key=lambda t: t[:2])
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages between what this worker processed and each assigned partition's end."""
+        consumer = self.app.consumer
+        out: dict[tuple[str, int], int] = {}
+        for tp in self.assigned():
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                high = None
+            if high is None:
+                continue
+            done = max((p.offsets.get(tp, -1) for p in self.rt.progress.values()), default=-1)
+            committed = consumer._committed_offset.get(tp) or 0
+            position = max(done + 1, committed)
+            out[(tp.topic, tp.partition)] = max(0, high - position)
+        return out
+
+    def events_per_second(self, window: float = 60.0) -> float:
+        """Raw records ingested per second over the last ``window`` seconds."""
+        if len(self._rates) < 2:
+            return 0.0
+        now, latest = self._rates[-1]
+        for at, count in self._rates:
+            if now - at <= window:
+                return (latest - count) / (now - at) if now > at else 0.0
+        return 0.0
+
+    # -- readiness ------------------------------------------------------------------------------
+
+    async def check_clickhouse(self) -> None:
+        """Ask ClickHouse (on the database thread) at most every 5 s."""
+        if time.monotonic() - self._clickhouse_checked < 5.0:
+            return
+        self._clickhouse_checked = time.monotonic()
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(
+                loop.run_in_executor(self.rt.db_executor, self.rt.clickhouse.query, "SELECT 1"),
+                timeout=5.0,
+            )
+        except Exception as exc:
+            self._clickhouse_ok = False
+            self._clickhouse_error = f"{type(exc).__name__}: {exc}"[:200]
+        else:
+            self._clickhouse_ok, self._clickhouse_error = True, None
+
+    def not_ready_reasons(self, *, check_clickhouse: bool = True) -> list[str]:
+        app, reasons = self.app, []
+        if app.rebalancing:
+            reasons.append("consumer group is rebalancing")
+        elif not app.tables.recovery.completed.is_set():
+            reasons.append("recovering state from the changelog topics")
+        max_lag = self.rt.settings.ready_max_lag
+        behind = {k: v for k, v in self.lag().items() if v > max_lag}
+        if behind:
+            worst = max(behind.items(), key=lambda kv: kv[1])
+            reasons.append(
+                f"{len(behind)} partitions more than {max_lag} messages behind "
+                f"(worst {worst[0][0]}:{worst[0][1]}, {worst[1]} behind)"
+            )
+        if check_clickhouse and self._clickhouse_ok is False:
+            reasons.append(f"ClickHouse does not answer: {self._clickhouse_error}")
+        for name, sink in self.rt.sinks.items():
+            if getattr(sink, "retrying", False):
+                reasons.append(f"inserts into {name} are failing and being retried")
+        return reasons
+
+    # -- the status screen ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        self.collect()
+        agents = self.rt.agents
+        ingest = agents.get("ingest")
+        processors = agents.get("processors")
+        reasons = self.not_ready_reasons()
+        by_topic: dict[str, int] = {}
+        for (topic, _), n in self.lag().items():
+            by_topic[topic] = by_topic.get(topic, 0) + n
+        clocks = {}
+        if processors is not None:
+            now = datetime.now(UTC)
+            for p, state in sorted(processors.partitions.items()):
+                at = state.clock.now()
+                clocks[str(p)] = {
+                    "event_time": at.isoformat() if at else None,
+                    "behind_seconds": round((now - at).total_seconds(), 1) if at else None,
+                }
+        dead: dict[str, int] = dict(ingest.reasons) if ingest else {}
+        if processors is not None:
+            for reason, n in processors.dead_letter_reasons.items():
+                dead[reason] = dead.get(reason, 0) + n
+        errors = [s.last_error for s in self.rt.sinks.values() if getattr(s, "last_error", None)]
+        return {
+            "ready": not reasons,
+            "reasons": reasons,
+            "uptime_seconds": round(time.monotonic() - self.started, 1),
+            "assigned_partitions": len(self.assigned()),
+            "lag_by_topic": dict(sorted(by_topic.items())),
+            "event_clocks": clocks,
+            "events_per_second": round(self.events_per_second(), 1),
+            "events": dict(ingest.stats) if ingest else {},
+            "dead_letters_by_reason": dict(sorted(dead.items())),
+            "last_error": self.last_error or (errors[-1] if errors else None),
+        }
