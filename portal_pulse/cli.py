@@ -408,6 +408,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from portal_pulse.reports.status import fetch_status, render_status, worker_url
+    from streams.web import address_file, web_url
+
+    settings = _settings()
+    url = worker_url(args.worker, address_file(settings.clickhouse_dsn), web_url(settings))
+    status = fetch_status(url)
+    if args.format == "json":
+        print(json.dumps(status, indent=2))
+    else:
+        sys.stdout.write(render_status(status, url))
+    return 0 if status.get("ready") else 1
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.action == "check":
         return _config_check(args)
@@ -704,6 +718,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_dashboard)
 
+    p = sub.add_parser(
+        "status",
+        help="is the worker ready and caught up? lag, event clocks, events/s, dead letters",
+        description="Asks a running worker (its /status endpoint) and prints one screen: ready "
+        "or not and why, lag per topic, event clock per partition, events/s over the last "
+        "minute, dead letters by reason, open alerts by kind, the last error. Exit 0 when "
+        "ready, 1 when not, 3 when no worker answers.",
+        epilog="example: portal-pulse status --worker http://127.0.0.1:6066",
+    )
+    p.add_argument(
+        "--worker",
+        metavar="URL",
+        help="the worker's HTTP address (default: the address the worker left beside the "
+        "embedded database, else PORTAL_PULSE_WEB_HOST:PORTAL_PULSE_WEB_PORT)",
+    )
+    p.add_argument(
+        "--format", choices=["text", "json"], default="text", help="output format (default: text)"
+    )
+    p.set_defaults(func=cmd_status)
     p = sub.add_parser(
         "config",
         help="print the effective settings (secrets masked), or check a practices file",

@@ -41,10 +41,12 @@ class PipelineLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.verbose:
             return True
-        library = record.name.startswith(_LIBRARIES)
+        message = record.getMessage()
+        # Faust's services narrate under the names of our subclasses too: "[^--Name]: Starting".
+        library = record.name.startswith(_LIBRARIES) or message.startswith("[^")
         if library and record.levelno < logging.WARNING:
             return False
-        return not (record.levelno < logging.ERROR and _HARMLESS.search(record.getMessage()))
+        return not _HARMLESS.search(message)
 
 
 class TextFormatter(logging.Formatter):

@@ -7,10 +7,19 @@ identifier or pseudonym.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
-__all__ = ["CONTENT_TYPE_LATEST", "METRIC_NAMES", "PipelineMetrics"]
+__all__ = ["METRIC_NAMES", "PipelineMetrics"]
+
+# Counters without their *_created companions: nothing here reads them.
+disable_created_metrics()
 
 # Every metric family this module exports (the Grafana dashboards may use only these).
 METRIC_NAMES = (

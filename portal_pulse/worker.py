@@ -25,7 +25,7 @@ from portal_pulse.errors import UserError
 from portal_pulse.kafka_admin import ensure_topics
 from portal_pulse.settings import Settings, mask_url
 from streams.app import Runtime, build_app
-from streams.web import web_url
+from streams.web import web_url, withdraw_address
 
 __all__ = ["GroupLag", "run_worker"]
 
@@ -218,6 +218,7 @@ def run_worker(
     finally:
         if lag is not None:
             lag.close()
+        withdraw_address(settings)
         worker.log_summary()
     return rt
 

@@ -20,7 +20,9 @@ __all__ = [
     "RemoteClient",
     "RemoteQueryError",
     "WorkerUnreachable",
+    "decode_parameters",
     "decode_rows",
+    "encode_parameters",
     "encode_rows",
     "worker_for",
 ]
@@ -71,6 +73,14 @@ def encode_rows(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     return [[_encode(v) for v in row] for row in rows]
 
 
+def encode_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    return {str(k): _encode(v) for k, v in parameters.items()}
+
+
+def decode_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    return {str(k): _decode(v) for k, v in parameters.items()}
+
+
 def decode_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
     return [tuple(_decode(v) for v in row) for row in rows]
 
@@ -100,7 +110,7 @@ class RemoteClient:
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> RemoteResult:
         import httpx
 
-        body = {"sql": sql, "parameters": _encode(parameters or {})}
+        body = {"sql": sql, "parameters": encode_parameters(parameters or {})}
         try:
             response = httpx.post(f"{self.url}/query", json=body, timeout=self.timeout)
         except httpx.HTTPError as exc:

@@ -25,12 +25,12 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from portal_pulse.metrics import CONTENT_TYPE_LATEST, PipelineMetrics
-from sinks.remote import encode_rows
+from portal_pulse.metrics import PipelineMetrics
+from sinks.remote import decode_parameters, encode_rows
 from streams.app import Runtime
 from streams.health import WorkerHealth
 
-__all__ = ["address_file", "register"]
+__all__ = ["address_file", "register", "web_url", "withdraw_address"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def register(app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> WorkerHea
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             health.collect()
-            return self.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+            return self.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     @app.page("/status")
     class Status(View):
@@ -81,7 +81,8 @@ def register(app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> WorkerHea
         async def post(self, request: Request) -> Response:
             try:
                 spec = json.loads(await self.read_request_content(request))
-                sql, params = str(spec["sql"]), dict(spec.get("parameters") or {})
+                sql = str(spec["sql"])
+                params = decode_parameters(dict(spec.get("parameters") or {}))
             except (ValueError, KeyError, TypeError):
                 return self.json({"error": "expected JSON {sql, parameters}"}, status=400)
             if not _READ_ONLY.match(sql) or ";" in sql.strip().rstrip(";"):
@@ -109,24 +110,26 @@ def register(app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> WorkerHea
 
     where = address_file(settings.clickhouse_dsn)
 
-    @app.on_startup.connect
-    async def _announce(app_: faust.App, **_: Any) -> None:
+    @app.task
+    async def _announce() -> None:
+        """Say where this worker answers (the web server is up when tasks start)."""
         if where is not None:
             where.parent.mkdir(parents=True, exist_ok=True)
-            tmp = where.with_suffix(".tmp")
+            tmp = where.with_name(where.name + ".tmp")
             tmp.write_text(json.dumps({"url": web_url(settings), "pid": os.getpid()}))
             tmp.replace(where)
 
-    @app.on_shutdown.connect
-    async def _withdraw(app_: faust.App, **_: Any) -> None:
-        if where is not None:
-            try:
-                if json.loads(where.read_text()).get("pid") == os.getpid():
-                    where.unlink()
-            except (OSError, ValueError):
-                pass
-
     return health
+
+
+def withdraw_address(settings: Any) -> None:
+    """Remove this process's address file (at shutdown)."""
+    where = address_file(settings.clickhouse_dsn)
+    try:
+        if where is not None and json.loads(where.read_text()).get("pid") == os.getpid():
+            where.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 def web_url(settings: Any) -> str:
