@@ -357,7 +357,7 @@ def test_version(tmp_path: Path) -> None:
 
 COMMANDS = (
     "demo", "broker", "simulate", "produce", "worker", "replay", "alerts", "followups",
-    "dashboard", "config",
+    "dashboard", "status", "config",
 )  # fmt: skip
 
 
