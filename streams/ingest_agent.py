@@ -27,6 +27,7 @@ from schemas.serializer import clean_event_to_record
 from streams.app import Runtime
 from streams.checkpoint import Checkpoint
 from streams.delivery import DeliveringProducer
+from streams.ordering import InOrder
 from streams.watermark import HEADER, SOURCE_HEADER, Watermark, header_value, source_value
 
 __all__ = ["Ingest", "clean_key", "register"]
@@ -93,6 +94,8 @@ class Ingest:
         dedup.on_evict = self.dedup_log.evicted
         self.checkpoint = Checkpoint(delivery, [self.dedup_log])  # type: ignore[list-item]
         self.restored = False
+        self.in_order = InOrder(app, "ingest")
+        self.in_order.register()
 
     def current_watermark(self) -> datetime | None:
         app = self.app
@@ -142,15 +145,18 @@ class Ingest:
         async for events in stream.noack_take(self.rt.settings.sink_batch_size, within=0.05):
             with self.rt.batch_in_flight():
                 async with self.checkpoint.lock:
-                    if not self.restored:  # first batch since start or rebalance: recovered
+                    admitted = self.in_order.admit(events)
+                    if admitted.fresh and not self.restored:  # first batch since assignment
                         data = self.seen_table.data
                         dedup.restore((str(k), int(v or 0)) for k, v in data.items())
                         self.restored = True
-                    for event in events:
+                    for event in admitted.fresh:
                         self.handle(event.message, event.value or b"")
-                    await self.checkpoint.complete(stream.ack, events)
-            for event in events:
+                    await self.checkpoint.complete(stream.ack, admitted.to_ack)
+            for event in admitted.to_ack:
                 self.progress.done(event.message.tp, event.message.offset)
+            if admitted.gaps:
+                await self.in_order.read_again(admitted.gaps)
 
     async def announce_watermark(self) -> None:
         app = self.app
@@ -173,6 +179,7 @@ class Ingest:
     async def on_revoked(self, revoked: set[TP]) -> None:
         async with self.checkpoint.lock:
             self.restored = False
+            self.in_order.reset()
 
     def register(self) -> None:
         app = self.app
@@ -188,6 +195,7 @@ class Ingest:
         @app.on_partitions_assigned.connect
         async def _assigned(app_: faust.App, assigned: set[Any], **_: Any) -> None:
             self.restored = False
+            self.in_order.reset()
 
 
 def register(app: faust.App, rt: Runtime) -> Ingest:

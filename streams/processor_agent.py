@@ -36,6 +36,7 @@ from streams.app import Runtime
 from streams.checkpoint import Checkpoint
 from streams.codecs import alert_to_bytes, live_to_bytes, response_to_bytes
 from streams.delivery import DeliveringProducer
+from streams.ordering import InOrder
 from streams.state import ChangelogStore
 from streams.watermark import read_header, read_source
 
@@ -107,6 +108,8 @@ class Processors:
             delivery, [*self.stores.values(), self.live_store], [self.markers]
         )
         self.partitions: dict[int, PartitionState] = {}
+        self.in_order = InOrder(app, "processors")
+        self.in_order.register()
         self.progress = rt.progress_of("processors", [settings.topics.clean])
         fault = lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
         self.events_sink = ClickHouseTableSink(
@@ -252,10 +255,11 @@ class Processors:
 
     async def run_batch(self, stream: faust.StreamT, events: list[Any]) -> None:
         async with self.checkpoint.lock:
+            admitted = self.in_order.admit(events)
             batch = Batch()
             touched: set[int] = set()
             skipped = (self.reread_skipped, self.duplicates_skipped)
-            for event in events:
+            for event in admitted.fresh:
                 row = self.process(event)
                 msg = event.message
                 touched.add(msg.partition)
@@ -264,22 +268,23 @@ class Processors:
             self.send_outputs()
             for p in touched:
                 self._mark(p, self.partitions[p])
-            reread = self.reread_skipped - skipped[0]
+            reread = self.reread_skipped - skipped[0] + len(admitted.seen)
             copies = self.duplicates_skipped - skipped[1]
             if reread or copies:
                 logger.info(
                     "processors: %d of %d records read again after a restart or rebalance "
-                    "(%d already in state, %d second copies of a raw record): skipped",
-                    reread + copies,
-                    len(events),
-                    reread,
-                    copies,
-                )
+                    "(%d already handled, %d second copies of a raw record%s): skipped",
+                    reread + copies, len(events), reread, copies,
+                    f", e.g. {'; '.join(self.copy_samples)}" if self.copy_samples else "",
+                )  # fmt: skip
+                self.copy_samples.clear()
             await self.app.loop.run_in_executor(self.rt.db_executor, self.events_sink.write, batch)
-            await self.checkpoint.complete(stream.ack, events)
+            await self.checkpoint.complete(stream.ack, admitted.to_ack)
             self.confirm_outputs()
-        for event in events:
+        for event in admitted.to_ack:
             self.progress.done(event.message.tp, event.message.offset)
+        if admitted.gaps:
+            await self.in_order.read_again(admitted.gaps)
 
     async def tick(self) -> None:
         app = self.app
@@ -318,6 +323,7 @@ class Processors:
             self.partitions.clear()
             self.events_sink.forget()
             self._unconfirmed.clear()
+            self.in_order.reset()
 
     def register(self) -> None:
         app = self.app
@@ -331,6 +337,7 @@ class Processors:
         @app.on_partitions_assigned.connect
         async def _assigned(app_: faust.App, assigned: set[TP], **_: Any) -> None:
             self.partitions.clear()
+            self.in_order.reset()
 
 
 def register(app: faust.App, rt: Runtime) -> Processors:

@@ -22,6 +22,7 @@ from sinks.rows import TABLES
 from streams.app import Runtime
 from streams.checkpoint import release_and_ack
 from streams.codecs import alert_from_bytes, live_from_bytes, response_from_bytes
+from streams.ordering import InOrder
 
 __all__ = ["TableSinkAgent", "register"]
 
@@ -45,6 +46,8 @@ class TableSinkAgent:
         self.row_of = row_of
         self.progress = rt.progress_of(name, topic.topics)
         self.skipped = 0
+        self.in_order = InOrder(app, name)
+        self.in_order.register()
 
     def batch_of(self, events: list[Any]) -> Batch:
         batch = Batch()
@@ -70,11 +73,14 @@ class TableSinkAgent:
             settings.sink_batch_size, within=settings.sink_flush_seconds
         ):
             with self.rt.batch_in_flight():
-                batch = self.batch_of(events)
+                admitted = self.in_order.admit(events)
+                batch = self.batch_of(admitted.fresh)
                 await self.app.loop.run_in_executor(self.rt.db_executor, self.sink.write, batch)
-                await release_and_ack(stream.ack, events)
-            for event in events:
+                await release_and_ack(stream.ack, admitted.to_ack)
+            for event in admitted.to_ack:
                 self.progress.done(event.message.tp, event.message.offset)
+            if admitted.gaps:
+                await self.in_order.read_again(admitted.gaps)
 
     def register(self) -> None:
         self.app.agent(self.topic, name=self.name)(self.run_batches)
@@ -83,6 +89,7 @@ class TableSinkAgent:
         async def _assigned(app_: faust.App, assigned: set[TP], **_: Any) -> None:
             # Another sink may have written these partitions meanwhile: read positions again.
             self.sink.forget()
+            self.in_order.reset()
 
 
 def register(app: faust.App, rt: Runtime) -> list[TableSinkAgent]:
