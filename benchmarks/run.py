@@ -93,6 +93,12 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=2)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument(
+        "--metrics",
+        default="on",
+        help="end-to-end runs: 'on' (HTTP endpoint, /metrics, health timer), 'off', or 'on,off' "
+        "to measure what the metrics cost",
+    )
+    parser.add_argument(
         "--load-rate",
         type=int,
         default=1000,
@@ -124,37 +130,55 @@ def main() -> None:
         )
         summary = simulate_to_file(spec, recording)
         print(f"simulated {summary.valid} events ({summary.events_per_second:,.0f} events/s)")
-    ensure_topics(settings, bootstrap)
-    t0 = time.monotonic()
-    produced = produce_file(settings, bootstrap, recording)
-    produce_s = time.monotonic() - t0
-    n = produced.valid
-    print(
-        f"produce:      {n:,} events in {produce_s:.1f}s = {n / produce_s:,.0f} events/s (JSONL parse + validate + Avro)"
-    )
-
-    raw = raw_baseline(bootstrap, list(settings.topics.raw.values()), n)
-    print(
-        f"raw baseline: {raw['events']:,} events in {raw['seconds']}s = {raw['events_per_second']:,.0f} events/s (consume + fastavro decode)"
-    )
-
-    e2e = run_phase("worker_phase.py", env, "--expect", str(n), "--bootstrap", bootstrap)
-    ratio = e2e["events_per_second"] / raw["events_per_second"]
-    print(
-        f"end to end:   {e2e['events']:,} events in {e2e['seconds']}s = {e2e['events_per_second']:,.0f} events/s "
-        f"(ingest → clean → SLA/follow-ups → chDB); ratio to raw baseline {ratio:.3f}; worker peak RSS {e2e['peak_rss_mb']} MB"
-    )
-    figures = {
-        "produce_events_per_second": round(n / produce_s, 1),
-        "raw": raw,
-        "end_to_end": e2e,
-        "ratio": round(ratio, 4),
-    }
+    figures: dict = {}
+    raw: dict = {}
+    for mode in args.metrics.split(","):
+        # Each run its own topics, group and chDB: the same recording, produced again.
+        tag = f"{run}{mode}"
+        env.update(
+            {
+                "PORTAL_PULSE_TOPIC_PREFIX": f"bench{tag}",
+                "PORTAL_PULSE_APP_ID": f"bench-{tag}",
+                "PORTAL_PULSE_CLICKHOUSE_URL": f"chdb://{work / ('chdb-' + tag)}",
+                # on: the HTTP endpoint, /metrics and the health timer; off: none of them.
+                "PORTAL_PULSE_WEB_PORT": "0" if mode == "on" else "-1",
+            }
+        )
+        os.environ.update(env)
+        settings = Settings()
+        ensure_topics(settings, bootstrap)
+        t0 = time.monotonic()
+        produced = produce_file(settings, bootstrap, recording)
+        produce_s = time.monotonic() - t0
+        n = produced.valid
+        print(
+            f"produce:      {n:,} events in {produce_s:.1f}s = {n / produce_s:,.0f} events/s (JSONL parse + validate + Avro)"
+        )
+        if not raw:
+            raw = raw_baseline(bootstrap, list(settings.topics.raw.values()), n)
+            print(
+                f"raw baseline: {raw['events']:,} events in {raw['seconds']}s = {raw['events_per_second']:,.0f} events/s (consume + fastavro decode)"
+            )
+        e2e = run_phase("worker_phase.py", env, "--expect", str(n), "--bootstrap", bootstrap)
+        ratio = e2e["events_per_second"] / raw["events_per_second"]
+        print(
+            f"end to end (metrics {mode}): {e2e['events']:,} events in {e2e['seconds']}s = {e2e['events_per_second']:,.0f} events/s "
+            f"(ingest → clean → SLA/follow-ups → chDB); ratio to raw baseline {ratio:.3f}; worker peak RSS {e2e['peak_rss_mb']} MB"
+        )
+        figures.update(
+            {
+                "produce_events_per_second": round(n / produce_s, 1),
+                "raw": raw,
+                f"end_to_end_metrics_{mode}": e2e,
+                f"ratio_metrics_{mode}": round(ratio, 4),
+            }
+        )
 
     if not args.skip_latency:
         lat_env = dict(env)
         lat_env["PORTAL_PULSE_TOPIC_PREFIX"] = f"benchlat{run}"
         lat_env["PORTAL_PULSE_APP_ID"] = f"benchlat-{run}"
+        lat_env["PORTAL_PULSE_WEB_PORT"] = "-1"
         lat_env["PORTAL_PULSE_CLICKHOUSE_URL"] = f"chdb://{work / ('chdb-lat-' + run)}"
         practices = work / "latency-practices.yaml"
         days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

@@ -16,6 +16,7 @@ import time
 
 from portal_pulse.kafka_admin import ensure_topics
 from portal_pulse.settings import Settings
+from portal_pulse.worker import with_web_port
 from streams.app import build_app
 
 
@@ -24,7 +25,7 @@ def main() -> None:
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--bootstrap", required=True)
     args = parser.parse_args()
-    settings = Settings()
+    settings = with_web_port(Settings())  # PORTAL_PULSE_WEB_PORT: 0 a free port, -1 no endpoint
     ensure_topics(settings, args.bootstrap)
     app, rt = build_app(settings, args.bootstrap)
     result: dict[str, float] = {}
@@ -42,6 +43,7 @@ def main() -> None:
                         "events": sink.rows_written,
                         "seconds": round(seconds, 3),
                         "events_per_second": round(sink.rows_written / seconds, 1),
+                        "metrics": settings.web_port >= 0,
                         "peak_rss_mb": round(
                             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
                         ),

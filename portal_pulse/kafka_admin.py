@@ -8,7 +8,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from portal_pulse.settings import Settings
 
-__all__ = ["CLEAN_PARTITIONED_TABLES", "ensure_topics"]
+__all__ = ["CLEAN_PARTITIONED_TABLES", "RAW_PARTITIONED_TABLES", "ensure_topics"]
+
+# The ingest agent's tables, partitioned like the raw topics (streams/ingest_agent.py).
+RAW_PARTITIONED_TABLES = ("dedup", "watermarks")
 
 # State tables partitioned like the clean topic (streams/processor_agent.py).
 CLEAN_PARTITIONED_TABLES = ("sla-state", "followups-state", "live-state", "clocks")
@@ -24,7 +27,10 @@ def ensure_topics(settings: Settings, bootstrap: str) -> None:
         wanted[name] = settings.clean_partitions
     # The state tables' changelogs (Faust names them "<app_id>-<table>-changelog"), compacted.
     # Created here, before any agent runs, so the first checkpoint never waits for them.
-    changelogs = {f"{settings.app_id}-dedup-changelog": settings.raw_partitions}
+    changelogs = {
+        f"{settings.app_id}-{table}-changelog": settings.raw_partitions
+        for table in RAW_PARTITIONED_TABLES
+    }
     for table in CLEAN_PARTITIONED_TABLES:
         changelogs[f"{settings.app_id}-{table}-changelog"] = settings.clean_partitions
     admin = AdminClient({"bootstrap.servers": bootstrap, **settings.kafka_client_config()})

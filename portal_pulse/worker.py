@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from portal_pulse.errors import UserError
 from portal_pulse.kafka_admin import ensure_topics
@@ -91,7 +92,7 @@ def topics_read(settings: Settings) -> list[str]:
 def _install_idle_exit(app: faust.App, rt: Runtime, lag: GroupLag, idle_seconds: float) -> None:
     """Stop once the group has committed every partition read and nothing moved for a while."""
     started = time.monotonic()
-    state = {"checking": False}
+    state: dict[str, Any] = {"checking": False}
 
     @app.timer(0.5)
     async def exit_when_idle() -> None:
@@ -109,6 +110,16 @@ def _install_idle_exit(app: faust.App, rt: Runtime, lag: GroupLag, idle_seconds:
         finally:
             state["checking"] = False
         if behind:
+            if time.monotonic() - state.get("said", 0.0) >= 15:
+                state["said"] = time.monotonic()
+                consumer = app.consumer
+                shown = "; ".join(
+                    f"{t}:{p} {n} behind (worker: committed "
+                    f"{consumer._committed_offset.get(TP(t, p))}, processed "
+                    f"{max((g.offsets.get(TP(t, p), -1) for g in rt.progress.values()), default=-1)})"
+                    for (t, p), n in sorted(behind.items())[:6]
+                )
+                logger.info("idle, but the group has not committed everything yet: %s", shown)
             return
         if time.monotonic() - max(p.last_activity for p in rt.progress.values()) < idle_seconds:
             return

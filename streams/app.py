@@ -7,6 +7,7 @@ whole worker can be built from settings (tests build their own with other topic 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -203,6 +204,9 @@ def _instrument(app: faust.App, rt: Runtime) -> None:
     from streams import web
 
     metrics = rt.metrics
+    if rt.settings.web_port < 0:  # no endpoint: nobody reads the metrics, keep only the logs
+        _log_assignments(app, rt)
+        return
     for table, sink in rt.sinks.items():
         sink.on_error = lambda _t, table=table: metrics.sink_errors.labels(table).inc()
         sink.on_written = lambda n, seconds, table=table: (
@@ -210,6 +214,11 @@ def _instrument(app: faust.App, rt: Runtime) -> None:
             metrics.sink_batch_seconds.labels(table).observe(seconds),
         )
     rt.health = web.register(app, rt, metrics)
+    _log_assignments(app, rt)
+
+
+def _log_assignments(app: faust.App, rt: Runtime) -> None:
+    metrics = rt.metrics
 
     @app.on_partitions_assigned.connect
     async def _assigned(app_: faust.App, assigned: set[Any], **_: Any) -> None:
@@ -223,4 +232,19 @@ def _instrument(app: faust.App, rt: Runtime) -> None:
             "partitions assigned (rebalance %d): %s",
             int(metrics.rebalances._value.get()),
             "; ".join(f"{t} {ps}" for t, ps in by_topic.items()) or "none",
+        )
+        pending["recovery"] = time.monotonic()
+
+    pending: dict[str, float] = {}
+
+    @app.timer(0.2, name="recovery-log")
+    async def _recovered() -> None:
+        began = pending.get("recovery")
+        if began is None or app.rebalancing or not app.tables.recovery.completed.is_set():
+            return
+        del pending["recovery"]
+        logger.info(
+            "state recovered in %.1fs: processing (rebalance %d)",
+            time.monotonic() - began,
+            int(metrics.rebalances._value.get()),
         )

@@ -65,6 +65,27 @@ class DedupChangelog:
         return len(pending)
 
 
+class WatermarkChangelog:
+    """Each raw partition's latest event time, so a restarted worker knows how far its sources
+    had got even when nothing is left to read (and can still announce the final watermark)."""
+
+    def __init__(self, topic: str, delivery: DeliveringProducer) -> None:
+        self.topic = topic
+        self.delivery = delivery
+        self._changed: dict[TP, datetime] = {}
+
+    def changed(self, tp: TP, at: datetime) -> None:
+        self._changed[tp] = at
+
+    def write_changes(self) -> int:
+        changed, self._changed = self._changed, {}
+        for tp, at in changed.items():
+            key = json.dumps(f"{tp.topic}|{tp.partition}").encode()
+            value = json.dumps(int(at.timestamp() * 1000)).encode()
+            self.delivery.send(self.topic, value, key, partition=tp.partition)
+        return len(changed)
+
+
 class Ingest:
     """The ingest agent and its watermark timer."""
 
@@ -92,7 +113,13 @@ class Ingest:
         dedup = rt.ingestor.dedup
         dedup.on_add = self.dedup_log.added
         dedup.on_evict = self.dedup_log.evicted
-        self.checkpoint = Checkpoint(delivery, [self.dedup_log])  # type: ignore[list-item]
+        self.wm_table = app.Table(
+            "watermarks",
+            partitions=rt.settings.raw_partitions,
+            schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        )
+        self.wm_log = WatermarkChangelog(self.wm_table.changelog_topic.get_topic_name(), delivery)
+        self.checkpoint = Checkpoint(delivery, [self.dedup_log, self.wm_log])  # type: ignore[list-item]
         self.restored = False
         self.in_order = InOrder(app, "ingest")
         self.in_order.register()
@@ -112,9 +139,9 @@ class Ingest:
             # A duplicate still says how far its source has got.
             at = self.rt.ingestor.last_duplicate_at
             if at is not None:
-                self.watermark.observe(msg.tp, at)
+                self.observe(msg.tp, at)
         elif isinstance(result, CleanEvent):
-            self.watermark.observe(msg.tp, result.occurred_at)
+            self.observe(msg.tp, result.occurred_at)
             self.stats["clean"] += 1
             if self.stats["clean"] % 64 == 1:  # recomputed every 64 events: it asks the consumer
                 self.wm = self.current_watermark()
@@ -125,6 +152,31 @@ class Ingest:
             self.delivery.send(self.names.clean, value, clean_key(result), headers)
         else:
             self.dead_letter(msg, data, result)
+
+    def observe(self, tp: TP, at: datetime) -> None:
+        before = self.watermark.latest.get(tp)
+        self.watermark.observe(tp, at)
+        if before is None or at > before:
+            self.wm_log.changed(tp, at)
+
+    def restore(self) -> bool:
+        """After an assignment, once the tables are recovered: de-duplication memory and the
+        sources' event times as the last checkpoint left them."""
+        app = self.app
+        if self.restored or app.rebalancing or not app.tables.recovery.completed.is_set():
+            return self.restored
+        data = self.seen_table.data
+        self.rt.ingestor.dedup.restore((str(k), int(v or 0)) for k, v in data.items())
+        self.watermark = Watermark()
+        for key, ms in list(self.wm_table.data.items()):
+            topic, _, partition = str(key).rpartition("|")
+            if topic in self.raw_names and ms is not None:
+                self.watermark.observe(
+                    TP(topic, int(partition)), datetime.fromtimestamp(int(ms) / 1000, UTC)
+                )
+        self.announced = None
+        self.restored = True
+        return True
 
     def dead_letter(self, msg: Any, data: bytes, result: Rejected) -> None:
         record = result.dead_letter(data, msg.topic, msg.partition, msg.offset, datetime.now(UTC))
@@ -141,15 +193,12 @@ class Ingest:
         self.reasons[result.reason] = self.reasons.get(result.reason, 0) + 1
 
     async def run_batches(self, stream: faust.StreamT) -> None:
-        dedup = self.rt.ingestor.dedup
         async for events in stream.noack_take(self.rt.settings.sink_batch_size, within=0.05):
             with self.rt.batch_in_flight():
                 async with self.checkpoint.lock:
                     admitted = self.in_order.admit(events)
-                    if admitted.fresh and not self.restored:  # first batch since assignment
-                        data = self.seen_table.data
-                        dedup.restore((str(k), int(v or 0)) for k, v in data.items())
-                        self.restored = True
+                    if admitted.fresh:
+                        self.restore()
                     for event in admitted.fresh:
                         self.handle(event.message, event.value or b"")
                     await self.checkpoint.complete(stream.ack, admitted.to_ack)
@@ -166,6 +215,8 @@ class Ingest:
         if not all(self.progress.caught_up(app, tp) for tp in assigned):
             return
         async with self.checkpoint.lock:
+            if not self.restore():
+                return
             wm = self.current_watermark()
             if wm is None or wm == self.announced:
                 return

@@ -244,13 +244,14 @@ class Worker:
         )
 
     def ready(self, timeout: float = 90.0) -> float:
-        """Wait until the worker logs that it is ready (joined, recovered); seconds since launch."""
+        """Wait until the worker logs that its state is recovered (joined, recovered); seconds since
+        launch."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (
                 f"{self.name} exited with {self.proc.returncode}:\n{self.stderr()[-3000:]}"
             )
-            if "Worker ready" in self.stderr():
+            if "state recovered in" in self.stderr():
                 return time.monotonic() - self.started
             time.sleep(0.2)
         pytest.fail(f"{self.name} not ready within {timeout:.0f}s:\n{self.stderr()[-3000:]}")
