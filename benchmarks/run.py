@@ -132,9 +132,9 @@ def main() -> None:
         print(f"simulated {summary.valid} events ({summary.events_per_second:,.0f} events/s)")
     figures: dict = {}
     raw: dict = {}
-    for mode in args.metrics.split(","):
+    for i, mode in enumerate(args.metrics.split(",")):
         # Each run its own topics, group and chDB: the same recording, produced again.
-        tag = f"{run}{mode}"
+        tag = f"{run}{mode}{i}"
         env.update(
             {
                 "PORTAL_PULSE_TOPIC_PREFIX": f"bench{tag}",
@@ -169,8 +169,8 @@ def main() -> None:
             {
                 "produce_events_per_second": round(n / produce_s, 1),
                 "raw": raw,
-                f"end_to_end_metrics_{mode}": e2e,
-                f"ratio_metrics_{mode}": round(ratio, 4),
+                f"end_to_end_metrics_{mode}_{i}": e2e,
+                f"ratio_metrics_{mode}_{i}": round(ratio, 4),
             }
         )
 

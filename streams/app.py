@@ -121,10 +121,11 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
         topic_replication_factor=1,
         # /healthz, /readyz, /metrics, /status, /query (streams/web.py); Faust's own table and
         # router pages stay off: they would serve state (pseudonyms) to anyone who asks.
-        web_enabled=settings.web_port >= 0,
+        # (run_worker turns port 0 into a free port; -1, or 0 left unresolved, means no endpoint.)
+        web_enabled=settings.web_port > 0,
         web_bind=settings.web_host,
         web_host=settings.web_host,
-        web_port=settings.web_port,
+        web_port=settings.web_port if settings.web_port > 0 else 6066,
         web_tables_enabled=False,
         web_router_enabled=False,
         web_graph_enabled=False,
@@ -204,7 +205,7 @@ def _instrument(app: faust.App, rt: Runtime) -> None:
     from streams import web
 
     metrics = rt.metrics
-    if rt.settings.web_port < 0:  # no endpoint: nobody reads the metrics, keep only the logs
+    if rt.settings.web_port <= 0:  # no endpoint: nobody reads the metrics, keep only the logs
         _log_assignments(app, rt)
         return
     for table, sink in rt.sinks.items():
