@@ -136,6 +136,8 @@ class PipelineWorker(faust.Worker):
         self, app: faust.App, rt: Runtime, shutdown_timeout: float, **kwargs: object
     ) -> None:
         super().__init__(app, **kwargs)  # type: ignore[arg-type]
+        # No terminal spinner: it writes cursor escape codes even when stdout is not a terminal.
+        self.spinner = None
         self.rt = rt
         self.shutdown_timeout = shutdown_timeout
         self._watchdog: threading.Timer | None = None
