@@ -301,7 +301,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _practices(settings.practices_file)
     Pseudonymizer(load_key(settings))
     bootstrap = _kafka(settings, args.bootstrap_servers)
-    run_worker(settings, bootstrap, exit_when_idle=args.exit_when_idle, loglevel=args.loglevel)
+    run_worker(
+        settings,
+        bootstrap,
+        exit_when_idle=args.exit_when_idle,
+        loglevel=args.loglevel,
+        role=args.role,
+    )
     return 0
 
 
@@ -579,14 +585,26 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="run the Faust worker (ingest, SLA, follow-ups, sinks)",
         description="Runs the Faust agents until stopped (SIGTERM) or, with --exit-when-idle, "
-        "until caught up. Needs a running broker and a pseudonym key.",
-        epilog="example: portal-pulse worker --exit-when-idle 5",
+        "until caught up. Needs a running broker and a pseudonym key. --role splits the work: "
+        "any number of 'process' workers (no ClickHouse) and 'sink' workers (ClickHouse "
+        "writers; exactly one with chdb://).",
+        epilog="example: portal-pulse worker --exit-when-idle 5; "
+        "portal-pulse worker --role process",
+    )
+    p.add_argument(
+        "--role",
+        choices=["all", "process", "sink"],
+        default="all",
+        help="all: everything in one process (default); process: ingest, SLA, follow-ups, "
+        "live metrics and the webhook, no ClickHouse (group <app_id>); sink: writes ClickHouse "
+        "from the topics (group <app_id>-sink)",
     )
     p.add_argument(
         "--exit-when-idle",
         type=float,
         metavar="SECONDS",
-        help="stop once caught up and idle this long (default: run until stopped)",
+        help="stop once the role's consumer group has committed every partition the role reads "
+        "and nothing arrived for this long (default: run until stopped)",
     )
     p.add_argument(
         "--loglevel",

@@ -24,6 +24,8 @@ from faust.types import TP
 
 from portal_pulse.errors import UserError
 from portal_pulse.kafka_admin import ensure_topics
+from portal_pulse.roles import group_id
+from portal_pulse.roles import topics_read as _topics_read
 from portal_pulse.settings import Settings, mask_url
 from streams.app import Runtime, build_app
 from streams.web import web_url, withdraw_address
@@ -36,14 +38,16 @@ logger = logging.getLogger(__name__)
 class GroupLag:
     """The consumer group's committed offsets against the log ends, for every partition read."""
 
-    def __init__(self, settings: Settings, bootstrap: str, topics: Iterable[str]) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap: str, topics: Iterable[str], group: str | None = None
+    ) -> None:
         from confluent_kafka import Consumer
 
         # Never subscribes: it only reads the group's committed offsets and the log ends.
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
-                "group.id": settings.app_id,
+                "group.id": group or settings.app_id,
                 "enable.auto.commit": False,
                 **settings.kafka_client_config(),
             }
@@ -77,16 +81,9 @@ class GroupLag:
         self._consumer.close()
 
 
-def topics_read(settings: Settings) -> list[str]:
-    names = settings.topics
-    return [
-        *names.raw.values(),
-        names.clean,
-        names.dead_letter,
-        names.alerts,
-        names.responses,
-        names.live_metrics,
-    ]
+def topics_read(settings: Settings, role: str = "all") -> list[str]:
+    """Every topic a worker of ``role`` reads (portal_pulse.roles)."""
+    return _topics_read(settings, role)
 
 
 def _install_idle_exit(app: faust.App, rt: Runtime, lag: GroupLag, idle_seconds: float) -> None:
@@ -152,11 +149,13 @@ class PipelineWorker(faust.Worker):
         self.rt.started_at = time.monotonic()
         settings = self.rt.settings
         web = web_url(settings) if settings.web_port >= 0 else "off"
+        role = self.rt.role
+        clickhouse = mask_url(settings.clickhouse_dsn) if self.rt.clickhouse else "none"
         logger.info(
-            "portal-pulse worker %s starting: broker %s, ClickHouse %s, topics %s.*, group %s, "
+            "portal-pulse worker %s starting%s: broker %s, ClickHouse %s, topics %s.*, group %s, "
             "HTTP %s (/healthz /readyz /metrics /status)",
-            _version(), self.rt.bootstrap, mask_url(settings.clickhouse_dsn),
-            settings.topic_prefix, settings.app_id, web,
+            _version(), "" if role == "all" else f" (role {role})", self.rt.bootstrap,
+            clickhouse, settings.topic_prefix, group_id(settings, role), web,
         )  # fmt: skip
 
     def log_summary(self) -> None:
@@ -207,13 +206,17 @@ def run_worker(
     *,
     exit_when_idle: float | None = None,
     loglevel: str = "warn",
+    role: str = "all",
 ) -> Runtime:
     settings = with_web_port(settings)
     ensure_topics(settings, bootstrap)
-    app, rt = build_app(settings, bootstrap)
+    app, rt = build_app(settings, bootstrap, role=role)
     lag = None
     if exit_when_idle:
-        lag = GroupLag(settings, bootstrap, topics_read(settings))
+        # The role's own group, on every partition the role reads.
+        lag = GroupLag(
+            settings, bootstrap, topics_read(settings, role), group=group_id(settings, role)
+        )
         _install_idle_exit(app, rt, lag, exit_when_idle)
     worker = PipelineWorker(
         app,

@@ -15,6 +15,7 @@ __all__ = [
     "ALERT_COLUMNS",
     "DEAD_LETTER_COLUMNS",
     "EVENT_COLUMNS",
+    "EVENT_SOURCE_COLUMNS",
     "RESPONSE_COLUMNS",
     "TABLES",
     "TableSpec",
@@ -34,6 +35,12 @@ _NUMERIC = {"automated": 0, "amount_cents": 0, "score": 0}
 EVENT_COLUMNS = (
     "event_id", "event_type", "occurred_at", "practice_id", "patient_pseudonym", *_DETAIL_COLUMNS,
 )  # fmt: skip
+
+
+# The raw record an ``events`` row was made from (the clean record's ``pp-src`` header): the
+# sink role reads back the highest raw offset per clean partition and raw source at start, to
+# recognise a second copy of a raw record exactly as the processors do (migration 0005).
+EVENT_SOURCE_COLUMNS = ("raw_source", "raw_offset")
 
 
 def event_row(event: CleanEvent) -> list[Any]:

@@ -23,6 +23,7 @@ from portal_pulse.metrics import PipelineMetrics
 from portal_pulse.pipeline import load_practices
 from portal_pulse.pseudonym import Pseudonymizer, load_key
 from portal_pulse.reports.practices_sync import sync_practices
+from portal_pulse.roles import ROLES, group_id, writes_clickhouse
 from portal_pulse.settings import Settings
 from schemas.serializer import AvroCodec, get_codec
 from sinks.client import connect
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 class Runtime:
     settings: Settings
     topics: PipelineTopics
-    clickhouse: Client
+    clickhouse: Client | None  # None for the process role: it writes no ClickHouse rows
     raw_codec: AvroCodec
     clean_codec: AvroCodec
     alert_codec: AvroCodec
@@ -61,6 +62,7 @@ class Runtime:
     started_at: float | None = None
     # Batches taken from a stream and not yet acknowledged (the stall watchdog waits for 0).
     batches_in_flight: int = 0
+    role: str = "all"  # portal_pulse.roles
 
     def stop_io(self) -> None:
         """Make retries in progress give up (shutdown): their inputs stay unacknowledged."""
@@ -106,14 +108,20 @@ def _ssl_context(settings: Settings):  # type: ignore[no-untyped-def]
     )
 
 
-def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
-    """A worker app with every agent registered; refuses to build without a pseudonym key."""
+def build_app(
+    settings: Settings, bootstrap: str, *, role: str = "all"
+) -> tuple[faust.App, Runtime]:
+    """A worker app with the agents of ``role`` registered (portal_pulse.roles); refuses to build
+    without a pseudonym key. Only ``all`` and ``sink`` connect to ClickHouse."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     pseudonym = Pseudonymizer(load_key(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = settings.schema_registry_url
     group_instance_id = settings.group_instance_id or None
     app = faust.App(
-        settings.app_id,
+        # The app id is the consumer group: the sink role has a group of its own.
+        group_id(settings, role),
         broker=[f"kafka://{b}" for b in bootstrap.split(",")],
         broker_credentials=_broker_credentials(settings),
         store="memory://",
@@ -156,21 +164,24 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
         consumer_group_instance_id=group_instance_id,
     )
     install_gated_consumer(app)
-    client = connect(
-        settings.clickhouse_dsn,
-        user=settings.clickhouse_user,
-        password=settings.clickhouse_password.get_secret_value()
-        if settings.clickhouse_password
-        else None,
-        verify=settings.clickhouse_verify_tls,
-    )
-    migrate(client)
-    # Practice zones and look-backs are what the monthly view reads local months from.
-    practices = load_practices(settings)
-    sync_practices(client, practices, practices.listed_ids)
+    client = None
+    if writes_clickhouse(role):
+        client = connect(
+            settings.clickhouse_dsn,
+            user=settings.clickhouse_user,
+            password=settings.clickhouse_password.get_secret_value()
+            if settings.clickhouse_password
+            else None,
+            verify=settings.clickhouse_verify_tls,
+        )
+        migrate(client)
+        # Practice zones and look-backs are what the monthly view reads local months from.
+        practices = load_practices(settings)
+        sync_practices(client, practices, practices.listed_ids)
     raw_codec = get_codec("RawEvent", registry)
     runtime = Runtime(
         settings=settings,
+        role=role,
         bootstrap=bootstrap,
         topics=declare_topics(app, settings),
         clickhouse=client,
@@ -188,10 +199,13 @@ def build_app(settings: Settings, bootstrap: str) -> tuple[faust.App, Runtime]:
     from streams import ingest_agent, notify_agent, processor_agent, sink_agents
     from streams.stall import StallWatchdog
 
-    runtime.agents["ingest"] = ingest_agent.register(app, runtime)
-    runtime.agents["processors"] = processor_agent.register(app, runtime)
-    runtime.agents["sinks"] = sink_agents.register(app, runtime)
-    notify_agent.register(app, runtime)
+    if role in ("all", "process"):
+        runtime.agents["ingest"] = ingest_agent.register(app, runtime)
+        runtime.agents["processors"] = processor_agent.register(app, runtime)
+    if role in ("all", "sink"):
+        runtime.agents["sinks"] = sink_agents.register(app, runtime)
+    if role in ("all", "process"):
+        notify_agent.register(app, runtime)
     runtime.agents["stall-watchdog"] = watchdog = StallWatchdog(
         app, runtime, settings.stall_reread_seconds
     )

@@ -138,8 +138,8 @@ class WorkerHealth:
 
     async def check_clickhouse(self) -> None:
         """Ask ClickHouse (on the database thread) at most every 5 s."""
-        if time.monotonic() - self._clickhouse_checked < 5.0:
-            return
+        if self.rt.clickhouse is None or time.monotonic() - self._clickhouse_checked < 5.0:
+            return  # the process role has no ClickHouse to ask
         self._clickhouse_checked = time.monotonic()
         loop = asyncio.get_running_loop()
         try:

@@ -28,7 +28,16 @@ from streams.app import Runtime
 from streams.checkpoint import Checkpoint
 from streams.delivery import DeliveringProducer
 from streams.ordering import InOrder
-from streams.watermark import HEADER, SOURCE_HEADER, Watermark, header_value, source_value
+from streams.watermark import (
+    COVER_HEADER,
+    HEADER,
+    SOURCE_HEADER,
+    Watermark,
+    cover_value,
+    header_value,
+    raw_index,
+    source_value,
+)
 
 __all__ = ["Ingest", "clean_key", "register"]
 
@@ -101,6 +110,9 @@ class Ingest:
         self.watermark = Watermark()
         self.announced: datetime | None = None
         self.wm: datetime | None = None
+        # The raw partitions this worker's watermark speaks for (streams/watermark.py).
+        self.raw_index = raw_index(self.raw_names, rt.settings.raw_partitions)
+        self.cover = b""
         # The de-duplication memory survives restarts: every remembered event id is a record in
         # a compacted changelog (partition = the raw partition it came from), evictions are
         # tombstones.
@@ -127,7 +139,9 @@ class Ingest:
     def current_watermark(self) -> datetime | None:
         app = self.app
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in self.raw_names]
-        return self.watermark.compute(assigned, lambda tp: self.progress.caught_up(app, tp))
+        wm = self.watermark.compute(assigned, lambda tp: self.progress.caught_up(app, tp))
+        self.cover = cover_value(assigned, self.raw_index, self.watermark.caught_up)
+        return wm
 
     def handle(self, msg: Any, data: bytes) -> None:
         try:
@@ -149,6 +163,7 @@ class Ingest:
             headers = {SOURCE_HEADER: source_value(msg.topic, msg.partition, msg.offset)}
             if self.wm is not None:
                 headers[HEADER] = header_value(self.wm)
+                headers[COVER_HEADER] = self.cover
             self.delivery.send(self.names.clean, value, clean_key(result), headers)
         else:
             self.dead_letter(msg, data, result)
@@ -222,7 +237,10 @@ class Ingest:
                 return
             for partition in range(self.rt.settings.clean_partitions):
                 self.delivery.send(
-                    self.names.clean, b"", headers={HEADER: header_value(wm)}, partition=partition
+                    self.names.clean,
+                    b"",
+                    headers={HEADER: header_value(wm), COVER_HEADER: self.cover},
+                    partition=partition,
                 )
             await self.delivery.flush()
             self.announced = wm

@@ -12,6 +12,7 @@ import faust
 
 from portal_pulse.notify.webhook import notifier_from_settings
 from streams.app import Runtime
+from streams.checkpoint import GatedConsumer
 from streams.codecs import alert_from_bytes
 
 __all__ = ["register"]
@@ -31,6 +32,12 @@ def register(app: faust.App, rt: Runtime) -> None:
         await notifier.start()
         try:
             async for data in stream:
+                # Submitted is as far as the notifier goes (module docstring): release the
+                # offset for the gated consumer. In the all role sink-alerts acknowledges the
+                # same record too, and it is committed only once both have.
+                event = stream.current_event
+                if event is not None and isinstance(app.consumer, GatedConsumer):
+                    app.consumer.release(event.message)
                 try:
                     notifier.submit(alert_from_bytes(rt.alert_codec, data))
                 except Exception as exc:  # one bad record must not stop delivery of the rest

@@ -31,14 +31,14 @@ from portal_pulse.ingest import Rejected
 from portal_pulse.pipeline import build_machines, load_practices
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink, lost_ack_fault
-from sinks.rows import TABLES, event_row
+from sinks.rows import EVENT_SOURCE_COLUMNS, TABLES, event_row
 from streams.app import Runtime
 from streams.checkpoint import Checkpoint
 from streams.codecs import alert_to_bytes, live_to_bytes, response_to_bytes
 from streams.delivery import DeliveringProducer
 from streams.ordering import InOrder
 from streams.state import ChangelogStore
-from streams.watermark import read_header, read_source
+from streams.watermark import combine, raw_index, read_cover, read_header, read_source
 
 __all__ = ["CollectingOutputs", "Processors", "register"]
 
@@ -72,6 +72,9 @@ class PartitionState:
     sources: dict[str, int] = field(default_factory=dict)  # raw "topic|partition" → offset
     saved_clock: str | None = None
     dirty: bool = False
+    # Highest watermark heard per raw partition (ms, -1 unknown; streams/watermark.combine).
+    raw_watermarks: list[int] = field(default_factory=list)
+    raw_caught_up: list[bool] = field(default_factory=list)
 
 
 class Processors:
@@ -108,19 +111,23 @@ class Processors:
             delivery, [*self.stores.values(), self.live_store], [self.markers]
         )
         self.partitions: dict[int, PartitionState] = {}
+        self.raw_count = len(raw_index(settings.topics.raw.values(), settings.raw_partitions))
         self.in_order = InOrder(app, "processors")
         self.in_order.register()
         self.progress = rt.progress_of("processors", [settings.topics.clean])
         fault = lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
-        self.events_sink = ClickHouseTableSink(
-            rt.clickhouse,
-            "events",
-            TABLES["events"].columns,
-            position_columns=True,
-            max_backoff=settings.sink_retry_max_seconds,
-            after_insert=fault,
-        )
-        rt.sinks["events"] = self.events_sink
+        # The process role writes no rows: the sink role makes them from the clean topic.
+        self.events_sink: ClickHouseTableSink | None = None
+        if rt.clickhouse is not None:
+            self.events_sink = ClickHouseTableSink(
+                rt.clickhouse,
+                "events",
+                (*TABLES["events"].columns, *EVENT_SOURCE_COLUMNS),
+                position_columns=True,
+                max_backoff=settings.sink_retry_max_seconds,
+                after_insert=fault,
+            )
+            rt.sinks["events"] = self.events_sink
         self.duplicates_skipped = 0
         self.reread_skipped = 0
         self.copy_samples: list[str] = []
@@ -141,12 +148,17 @@ class Processors:
             self.live.rebuild(partition)
             clock = EventClock(self.settings.idle_grace_seconds)
             saved = self.markers.get(str(partition))
-            state = PartitionState(clock)
+            n = self.raw_count
+            state = PartitionState(clock, raw_watermarks=[-1] * n, raw_caught_up=[False] * n)
             if saved:
                 clock.restore(saved.get("s"))
                 state.offset = int(saved.get("o", -1))
                 state.sources = dict(saved.get("src") or {})
                 state.saved_clock = saved.get("s")
+                marks, done = saved.get("w"), saved.get("wc")
+                if isinstance(marks, list) and isinstance(done, list) and len(marks) == n:
+                    state.raw_watermarks = [int(m) for m in marks]
+                    state.raw_caught_up = [bool(c) for c in done]
             self.partitions[partition] = state
         return state
 
@@ -156,7 +168,14 @@ class Processors:
             snap = datetime.fromisoformat(snap).replace(microsecond=0).isoformat()
         if not state.dirty and snap == state.saved_clock:
             return
-        value = {"p": partition, "s": snap, "o": state.offset, "src": state.sources}
+        value = {
+            "p": partition,
+            "s": snap,
+            "o": state.offset,
+            "src": state.sources,
+            "w": state.raw_watermarks,
+            "wc": [int(c) for c in state.raw_caught_up],
+        }
         self.markers.put(str(partition), value, partition)
         state.saved_clock, state.dirty = snap, False
 
@@ -173,6 +192,11 @@ class Processors:
         headers = event.headers
         watermark = read_header(headers)
         if watermark is not None:
+            # The lowest watermark over every raw partition, each as its worker last said.
+            watermark = combine(
+                state.raw_watermarks, state.raw_caught_up, watermark, read_cover(headers)
+            )
+        if watermark is not None:
             # The partition clock follows the sources' watermark, not the event's own time:
             # an event from a fast source must not fire other keys' deadlines early.
             self.engine.advance(state.clock.observe(watermark, time.monotonic()), p)
@@ -180,8 +204,8 @@ class Processors:
         if not event.value:  # a watermark control record
             return None
         source = read_source(headers)
+        where, raw_offset = source if source is not None else ("", -1)
         if source is not None:
-            where, raw_offset = source
             if raw_offset <= state.sources.get(where, -1):
                 self.duplicates_skipped += 1  # a second copy of a raw record: ingest re-read it
                 if len(self.copy_samples) < 3:
@@ -194,7 +218,9 @@ class Processors:
             clean = clean_event_from_record(self.rt.clean_codec.decode_record(event.value))
             self.engine.on_event(clean, p, offset)
             self.live.apply(clean, p, offset)
-            return event_row(clean)
+            if self.events_sink is None:
+                return None
+            return [*event_row(clean), where, raw_offset]
         except Exception as exc:  # one bad record must not stop the stream: dead-letter it
             self._dead_letter(msg, event.value, exc)
             return None
@@ -278,7 +304,10 @@ class Processors:
                     f", e.g. {'; '.join(self.copy_samples)}" if self.copy_samples else "",
                 )  # fmt: skip
                 self.copy_samples.clear()
-            await self.app.loop.run_in_executor(self.rt.db_executor, self.events_sink.write, batch)
+            if self.events_sink is not None:
+                await self.app.loop.run_in_executor(
+                    self.rt.db_executor, self.events_sink.write, batch
+                )
             await self.checkpoint.complete(stream.ack, admitted.to_ack)
             self.confirm_outputs()
         for event in admitted.to_ack:
@@ -321,7 +350,8 @@ class Processors:
         # Wait for a batch in flight to finish its checkpoint, then forget the partitions.
         async with self.checkpoint.lock:
             self.partitions.clear()
-            self.events_sink.forget()
+            if self.events_sink is not None:
+                self.events_sink.forget()
             self._unconfirmed.clear()
             self.in_order.reset()
 

@@ -1,6 +1,9 @@
 """Kafka → ClickHouse: one agent per table, batched, offsets acknowledged only after the write.
 
-(The ``events`` table is written by the processors agent itself, in the same batches.)
+In the ``all`` role the ``events`` table is written by the processors agent itself, in the same
+batches. In the ``sink`` role (portal_pulse.roles) ``sink-events`` makes the same rows from the
+clean topic, applying the processors' rule for second copies of a raw record (see
+``EventsSinkAgent``).
 
 A batch's insert carries a deduplication token made from the offsets it covers, and the sink
 skips positions it has already written, so a batch re-read after a crash, a rebalance or a lost
@@ -17,14 +20,16 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from sinks.batching import Batch, ClickHouseTableSink, lost_ack_fault
-from sinks.rows import TABLES
+from schemas.serializer import clean_event_from_record
+from sinks.batching import Batch, ClickHouseTableSink, SinkStopped, lost_ack_fault
+from sinks.rows import EVENT_SOURCE_COLUMNS, TABLES, event_row
 from streams.app import Runtime
 from streams.checkpoint import release_and_ack
 from streams.codecs import alert_from_bytes, live_from_bytes, response_from_bytes
 from streams.ordering import InOrder
+from streams.watermark import read_source
 
-__all__ = ["TableSinkAgent", "register"]
+__all__ = ["EventsSinkAgent", "TableSinkAgent", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,22 +79,138 @@ class TableSinkAgent:
         ):
             with self.rt.batch_in_flight():
                 admitted = self.in_order.admit(events)
-                batch = self.batch_of(admitted.fresh)
-                await self.app.loop.run_in_executor(self.rt.db_executor, self.sink.write, batch)
+                await self.write(admitted.fresh)
                 await release_and_ack(stream.ack, admitted.to_ack)
             for event in admitted.to_ack:
                 self.progress.done(event.message.tp, event.message.offset)
             if admitted.gaps:
                 await self.in_order.read_again(admitted.gaps)
 
+    async def write(self, events: list[Any]) -> None:
+        batch = self.batch_of(events)
+        await self.app.loop.run_in_executor(self.rt.db_executor, self.sink.write, batch)
+
+    def on_assigned(self) -> None:
+        # Another sink may have written these partitions meanwhile: read positions again.
+        self.sink.forget()
+        self.in_order.reset()
+
     def register(self) -> None:
         self.app.agent(self.topic, name=self.name)(self.run_batches)
 
         @self.app.on_partitions_assigned.connect
         async def _assigned(app_: faust.App, assigned: set[TP], **_: Any) -> None:
-            # Another sink may have written these partitions meanwhile: read positions again.
+            self.on_assigned()
+
+
+class EventsSinkAgent(TableSinkAgent):
+    """Clean topic → ``events`` (sink role): the rows the processors write in the ``all`` role.
+
+    Same columns, same clean-topic positions (``kafka_*``, dedup tokens, positions already
+    written skipped), and the processors' rule in the processors' order: a record at or below
+    the partition's written position was handled before; a watermark control record (empty
+    value) is no event; a record whose raw position (``pp-src`` header) is at or below the
+    highest raw offset already taken from that raw source in this clean partition is a second
+    copy of a raw record (ingest re-read it after a crash) and is skipped. The highest raw
+    offsets are read back from ``events.raw_source``/``raw_offset`` when the sink meets the
+    topic, so the rule survives the sink's own restarts. Everything that touches ClickHouse or
+    that memory runs on the database thread, one batch at a time.
+    """
+
+    def __init__(
+        self, app: faust.App, rt: Runtime, topic: faust.TopicT, sink: ClickHouseTableSink
+    ) -> None:
+        super().__init__(app, rt, "sink-events", topic, sink, self._row_of)
+        # clean partition → raw "topic|partition" → highest raw offset taken
+        self.sources: dict[int, dict[str, int]] = {}
+        self._loaded: set[str] = set()
+        self._stale = False
+        self.copies_skipped = 0
+        self.reread_skipped = 0
+
+    def _row_of(self, value: bytes) -> list[Any]:
+        return event_row(clean_event_from_record(self.rt.clean_codec.decode_record(value)))
+
+    def on_assigned(self) -> None:
+        # Positions and raw offsets are read again on the database thread before the next batch.
+        self._stale = True
+        self.in_order.reset()
+
+    async def write(self, events: list[Any]) -> None:
+        await self.app.loop.run_in_executor(self.rt.db_executor, self.write_now, events)
+
+    def _load(self, topic: str) -> None:
+        """Written positions and highest raw offsets of ``topic``, retried like an insert."""
+        delay = self.sink.backoff
+        while True:
+            try:
+                self.sink._load_positions(topic)
+                result = self.sink.client.query(
+                    "SELECT kafka_partition, raw_source, max(raw_offset) FROM events "
+                    "WHERE kafka_topic = {t:String} AND raw_offset >= 0 "
+                    "GROUP BY kafka_partition, raw_source",
+                    parameters={"t": topic},
+                )
+            except Exception as exc:
+                logger.warning(
+                    "%s: reading written positions failed: %s; retrying in %.1fs",
+                    self.name, f"{type(exc).__name__}: {exc}"[:300], delay,
+                )  # fmt: skip
+                if self.sink._stop.wait(delay):
+                    raise SinkStopped("stopped before reading the written positions") from exc
+                delay = min(delay * 2, self.sink.max_backoff)
+                continue
+            for partition, where, offset in result.result_rows:
+                seen = self.sources.setdefault(int(partition), {})
+                seen[str(where)] = max(seen.get(str(where), -1), int(offset))
+            self._loaded.add(topic)
+            return
+
+    def write_now(self, events: list[Any]) -> int:
+        """Rows of the admitted ``events`` (in offset order), written; on the database thread."""
+        if self._stale:
+            self._stale = False
+            self.sources.clear()
+            self._loaded.clear()
             self.sink.forget()
-            self.in_order.reset()
+        batch = Batch()
+        skipped = (self.reread_skipped, self.copies_skipped)
+        for event in events:
+            msg = event.message
+            topic, p, offset = msg.topic, msg.partition, msg.offset
+            if topic not in self._loaded:
+                self._load(topic)
+            if offset <= self.sink._written.get((topic, p), -1):
+                self.reread_skipped += 1
+                continue  # its row (or its verdict) is in ClickHouse already
+            if not event.value:
+                continue  # a watermark control record
+            source = read_source(event.headers)
+            where, raw_offset = source if source is not None else ("", -1)
+            if source is not None:
+                seen = self.sources.setdefault(p, {})
+                if raw_offset <= seen.get(where, -1):
+                    self.copies_skipped += 1  # a second copy of a raw record: ingest re-read it
+                    continue
+                seen[where] = raw_offset
+            try:
+                row = self._row_of(event.value)
+            except Exception as exc:  # the processors dead-letter it: no events row
+                self.skipped += 1
+                logger.error(
+                    "%s: skipping undecodable record %s@%d: %s",
+                    self.name, msg.tp, offset, type(exc).__name__,
+                )  # fmt: skip
+                continue
+            batch.add([*row, where, raw_offset], topic, p, offset)
+        reread, copies = self.reread_skipped - skipped[0], self.copies_skipped - skipped[1]
+        if reread or copies:
+            logger.info(
+                "%s: %d of %d records already written (read again) and %d second copies of a "
+                "raw record: skipped",
+                self.name, reread, len(events), copies,
+            )  # fmt: skip
+        return self.sink.write(batch)
 
 
 def register(app: faust.App, rt: Runtime) -> list[TableSinkAgent]:
@@ -124,4 +245,18 @@ def register(app: faust.App, rt: Runtime) -> list[TableSinkAgent]:
         )
         agent.register()
         agents.append(agent)
+    if rt.role == "sink":
+        # In the all role the processors write these rows themselves.
+        sink = ClickHouseTableSink(
+            rt.clickhouse,
+            "events",
+            (*TABLES["events"].columns, *EVENT_SOURCE_COLUMNS),
+            position_columns=True,
+            max_backoff=settings.sink_retry_max_seconds,
+            after_insert=fault,
+        )
+        rt.sinks["events"] = sink
+        events = EventsSinkAgent(app, rt, topics.clean, sink)
+        events.register()
+        agents.append(events)
     return agents

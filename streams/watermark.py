@@ -4,6 +4,16 @@ Sources are separate topics consumed at different speeds; the processors must no
 source's event time fire deadlines while a slower source still holds earlier events. The
 watermark is the lowest latest-event-time over raw partitions that still have a backlog (or the
 highest, once all are caught up), and it never goes back.
+
+With several workers sharing the raw partitions (``--role process``), each ingest knows only the
+raw partitions it holds. Its watermark therefore travels with a second header, ``pp-wm-cover``:
+the raw partitions it speaks for, as a bit mask over every raw partition of the pipeline
+(``raw_index``), and whether all of them were caught up (then its watermark is their highest
+time, not the lowest of a backlog). The processors keep, per clean partition, the highest
+watermark heard for each raw partition and apply the same rule over all of them (``combine``):
+the lowest over raw partitions with a backlog, or the highest once none has one. So no worker's
+fast sources move a clock past what another worker's sources have reached. A single worker
+covers every raw partition, so its clocks follow its watermark exactly as before.
 """
 
 from __future__ import annotations
@@ -15,10 +25,15 @@ from typing import Any
 from faust.types import TP
 
 __all__ = [
+    "COVER_HEADER",
     "HEADER",
     "SOURCE_HEADER",
     "Watermark",
+    "combine",
+    "cover_value",
     "header_value",
+    "raw_index",
+    "read_cover",
     "read_header",
     "read_source",
     "source_value",
@@ -31,6 +46,7 @@ class Watermark:
     def __init__(self) -> None:
         self.latest: dict[TP, datetime] = {}
         self.value: datetime | None = None
+        self.caught_up = False  # at the last compute: no assigned partition had a backlog
 
     def observe(self, tp: TP, at: datetime) -> None:
         current = self.latest.get(tp)
@@ -39,6 +55,7 @@ class Watermark:
 
     def compute(self, assigned: Iterable[TP], caught_up: Callable[[TP], bool]) -> datetime | None:
         lows: list[datetime] = []
+        self.caught_up = False
         for tp in assigned:
             if caught_up(tp):
                 continue
@@ -46,6 +63,7 @@ class Watermark:
             if at is None:
                 return self.value  # a backlog we know nothing about yet: hold
             lows.append(at)
+        self.caught_up = not lows
         candidate = min(lows) if lows else max(self.latest.values(), default=None)
         if candidate is not None and (self.value is None or candidate > self.value):
             self.value = candidate
@@ -87,3 +105,58 @@ def read_source(
             where, _, offset = text.rpartition("|")
             return where, int(offset)
     return None
+
+
+COVER_HEADER = "pp-wm-cover"
+
+
+def raw_index(topics: Iterable[str], partitions: int) -> dict[TP, int]:
+    """Every raw partition of the pipeline and its bit in a cover mask."""
+    tps = [TP(topic, p) for topic in sorted(topics) for p in range(partitions)]
+    return {tp: i for i, tp in enumerate(tps)}
+
+
+def cover_value(tps: Iterable[TP], index: Mapping[TP, int], caught_up: bool = False) -> bytes:
+    """``<hex mask of tps>;<1 if all caught up else 0>``."""
+    mask = 0
+    for tp in tps:
+        bit = index.get(TP(tp.topic, tp.partition))
+        if bit is not None:
+            mask |= 1 << bit
+    return f"{mask:x};{int(caught_up)}".encode()
+
+
+def read_cover(
+    headers: Mapping[str, Any] | Iterable[tuple[str, bytes]] | None,
+) -> tuple[int, bool] | None:
+    """The cover of a record's watermark: (mask, all caught up); None (all partitions, as one
+    worker) when absent."""
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        if name == COVER_HEADER and value:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            mask, _, done = text.partition(";")
+            return int(mask, 16), done == "1"
+    return None
+
+
+def combine(
+    latest: list[int], caught_up: list[bool], at: datetime, cover: tuple[int, bool] | None
+) -> datetime | None:
+    """Record watermark ``at`` for the raw partitions of ``cover`` (None: all of them, backlog
+    unknown) in ``latest`` (ms per raw partition, -1 unknown) and ``caught_up``; returns the
+    watermark over all raw partitions once each is known: the lowest of those with a backlog,
+    or the highest when none has one."""
+    ms = int(at.timestamp() * 1000)
+    mask, done = cover if cover is not None else (-1, False)
+    for i, seen in enumerate(latest):
+        if (mask >> i) & 1:
+            latest[i] = max(seen, ms)
+            caught_up[i] = done
+    if not latest or min(latest) < 0:
+        return None
+    behind = [m for m, c in zip(latest, caught_up, strict=True) if not c]
+    low = min(behind) if behind else max(latest)
+    return at if low == ms else datetime.fromtimestamp(low / 1000, UTC)

@@ -85,6 +85,8 @@ def register(app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> WorkerHea
                 params = decode_parameters(dict(spec.get("parameters") or {}))
             except (ValueError, KeyError, TypeError):
                 return self.json({"error": "expected JSON {sql, parameters}"}, status=400)
+            if rt.clickhouse is None:
+                return self.json({"error": "a process-role worker has no ClickHouse"}, status=404)
             if not _READ_ONLY.match(sql) or ";" in sql.strip().rstrip(";"):
                 return self.json({"error": "only one SELECT statement is served"}, status=403)
             loop = asyncio.get_running_loop()
@@ -108,7 +110,8 @@ def register(app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> WorkerHea
         elif any(v > settings.ready_max_lag for v in lag.values()):
             health.caught_up_logged = False
 
-    where = address_file(settings.clickhouse_dsn)
+    # Only a worker that holds the database says so (the process role never opens it).
+    where = address_file(settings.clickhouse_dsn) if rt.clickhouse is not None else None
 
     @app.task
     async def _announce() -> None:
@@ -140,6 +143,8 @@ def web_url(settings: Any) -> str:
 
 
 async def _open_alerts(rt: Runtime) -> dict[str, int]:
+    if rt.clickhouse is None:
+        return {}
     sql = "SELECT kind, count() FROM alerts FINAL WHERE resolved_at IS NULL GROUP BY kind"
     loop = asyncio.get_running_loop()
     try:

@@ -156,7 +156,9 @@ def baseline(
     return base
 
 
-def _group_lag(pipeline: Pipeline) -> dict[tuple[str, int], int]:
+def _group_lag(pipeline: Pipeline, role: str = "all") -> dict[tuple[str, int], int]:
+    """What the consumer group of ``role`` has not committed on the partitions the role reads."""
+    from portal_pulse.roles import group_id
     from portal_pulse.settings import Settings
     from portal_pulse.worker import GroupLag, topics_read
 
@@ -164,7 +166,12 @@ def _group_lag(pipeline: Pipeline) -> dict[tuple[str, int], int]:
         topic_prefix=pipeline.prefix,
         app_id=pipeline.env["PORTAL_PULSE_APP_ID"],
     )
-    lag = GroupLag(settings, pipeline.env["KAFKA_BOOTSTRAP_SERVERS"], topics_read(settings))
+    lag = GroupLag(
+        settings,
+        pipeline.env["KAFKA_BOOTSTRAP_SERVERS"],
+        topics_read(settings, role),
+        group=group_id(settings, role),
+    )
     try:
         return lag.behind()
     finally:
@@ -178,8 +185,10 @@ def assert_matches_replay(
     label: str,
     extra_dead_letters: dict[str, int] | None = None,
     context: str = "",
+    roles: tuple[str, ...] = ("all",),
 ) -> None:
-    """The pipeline's tables equal the replay's; events exactly once without FINAL."""
+    """The pipeline's tables equal the replay's; events exactly once without FINAL; the group
+    of each of ``roles`` committed everything it reads."""
     alerts, responses, monthly, events, dead = query_chdb(pipeline.chdb, QUERIES)
     count, distinct, checksum = events[0]
     dead_letters = {r: n for r, n in dead}
@@ -210,7 +219,10 @@ def assert_matches_replay(
     for reason, n in (extra_dead_letters or {}).items():
         want_dead[reason] = want_dead.get(reason, 0) + n
     assert dead_letters == want_dead, f"dead letters by reason{tail}"
-    assert _group_lag(pipeline) == {}, "the group committed every partition it reads"
+    for role in roles:
+        assert _group_lag(pipeline, role) == {}, (
+            f"the {role} group committed every partition it reads"
+        )
 
 
 # -- workers under test ---------------------------------------------------------------------------
@@ -219,13 +231,20 @@ def assert_matches_replay(
 class Worker:
     """A `portal-pulse worker` in its own process group, output kept in files."""
 
-    def __init__(self, pipeline: Pipeline, env: dict[str, str], logdir: Path, name: str) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        env: dict[str, str],
+        logdir: Path,
+        name: str,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.name = name
         self.stdout_path = logdir / f"{name}.stdout"
         self.stderr_path = logdir / f"{name}.stderr"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "portal_pulse.cli", "worker", "--loglevel", "info"],
+                [sys.executable, "-m", "portal_pulse.cli", "worker", "--loglevel", "info", *args],
                 env={**pipeline.env, **env},
                 stdout=out,
                 stderr=err,

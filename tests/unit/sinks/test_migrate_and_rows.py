@@ -23,6 +23,7 @@ from sinks.rows import (
     ALERT_COLUMNS,
     DEAD_LETTER_COLUMNS,
     EVENT_COLUMNS,
+    EVENT_SOURCE_COLUMNS,
     RESPONSE_COLUMNS,
     alert_row,
     dead_letter_row,
@@ -154,7 +155,12 @@ def test_split_statements() -> None:
 
 
 def test_tables_have_the_expected_columns(ch: Client) -> None:
-    assert list(columns(ch, "events")) == [*EVENT_COLUMNS, "ingested_at", *POSITION_COLUMNS]
+    assert list(columns(ch, "events")) == [
+        *EVENT_COLUMNS,
+        "ingested_at",
+        *POSITION_COLUMNS,
+        *EVENT_SOURCE_COLUMNS,
+    ]
     assert list(columns(ch, "alerts")) == list(ALERT_COLUMNS)
     assert list(columns(ch, "message_responses")) == list(RESPONSE_COLUMNS)
     assert list(columns(ch, "dead_letters")) == list(DEAD_LETTER_COLUMNS)

@@ -1,0 +1,185 @@
+"""Roles on the real broker: one ``sink`` and two ``process`` workers share a recording.
+
+Each worker has its own data directory; only the sink opens the chDB path. The recording goes
+in two halves: the second while both process workers run. All of them finish by
+``--exit-when-idle``; then the tables must equal the offline replay of the same file, as in the
+fault-injection suite: every valid event once in ``events`` without FINAL, the same alerts,
+response facts, monthly view and dead letters, and each role's consumer group committed
+everything it reads.
+
+In the second test one process worker is killed with ``kill -9`` while it works on the second
+half; the survivor takes over its partitions and their state (changelogs).
+
+Required in both: events exactly once, the replay's dead letters, both groups' commits. Alerts
+(and so the monthly view) equal to the replay are NOT yet guaranteed with two process workers:
+a worker's watermark may say "caught up" for its raw partitions after new records arrived there
+(or after it died), so another worker's clocks can pass deadlines early. When that shows, the
+test is marked xfail with the difference, never passed silently (docs/delivery-guarantees.md,
+Limits).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration import test_fault_injection as faults
+from tests.integration.conftest import Pipeline, query_chdb
+from tests.integration.test_fault_injection import (
+    DEAD_LETTERS_SQL,
+    EVENTS_SQL,
+    Baseline,
+    Recording,
+    Worker,
+    _group_lag,
+    assert_matches_replay,
+)
+
+# The fault-injection suite's recording (with its sentinel) and its offline replay, one per module.
+recording = faults.recording
+baseline = faults.baseline
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+# A dead process worker's partitions move after this (the default is 10 s).
+SESSION_TIMEOUT = "6"
+# The sink stops once its group has committed everything and nothing arrived for this long; it
+# must outlast the failover gap (session timeout, rebalance, state recovery) to see it all.
+SINK_IDLE = "20"
+
+
+def _halves(rec: Recording, root: Path) -> tuple[Path, Path]:
+    """The recording as two files, produced one after the other (the replay reads it whole)."""
+    lines = rec.events.read_text().splitlines(keepends=True)
+    cut = len(lines) * 3 // 5
+    first, second = root / "first.jsonl", root / "second.jsonl"
+    first.write_text("".join(lines[:cut]))
+    second.write_text("".join(lines[cut:]))
+    return first, second
+
+
+@pytest.fixture
+def launched() -> Iterator[list[Worker]]:
+    workers: list[Worker] = []
+    yield workers
+    for w in workers:
+        if w.proc.poll() is None:
+            w.kill()
+
+
+def _wait(w: Worker, timeout: float) -> int:
+    try:
+        return w.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{w.name} did not finish within {timeout:.0f}s:\n{w.stderr()[-4000:]}")
+
+
+def _run_roles(
+    pipeline: Pipeline,
+    recording: Recording,
+    launched: list[Worker],
+    tmp_path: Path,
+    *,
+    kill: bool,
+) -> list[str]:
+    """One sink and two process workers on the recording; with ``kill`` one process worker is
+    killed with a backlog. Returns the workers' logs once the survivor(s) and the sink finished."""
+    first, second = _halves(recording, tmp_path)
+    produced = pipeline.cli("produce", str(first), env=recording.env)
+    assert produced.returncode == 0, produced.stderr[-4000:]
+
+    def launch(name: str, *args: str) -> Worker:
+        own = {
+            **recording.env,
+            "PORTAL_PULSE_DATA_DIR": str(tmp_path / f"var-{name}"),
+            "PORTAL_PULSE_SESSION_TIMEOUT_SECONDS": SESSION_TIMEOUT,
+        }
+        w = Worker(pipeline, own, tmp_path, name, args)
+        launched.append(w)
+        return w
+
+    sink = launch("sink", "--role", "sink", "--exit-when-idle", SINK_IDLE)
+    p1 = launch("process-1", "--role", "process", "--exit-when-idle", "3")
+    p2 = launch("process-2", "--role", "process", "--exit-when-idle", "3")
+    for w in (sink, p1, p2):
+        print(f"[roles] {w.name} ready {w.ready(timeout=120):.1f}s after launch")
+
+    # The second half arrives while both process workers run.
+    produced = pipeline.cli("produce", str(second), env=recording.env)
+    assert produced.returncode == 0, produced.stderr[-4000:]
+    began = time.monotonic()
+    if kill:
+        time.sleep(1.0)
+        assert p1.proc.poll() is None, f"process-1 exited early:\n{p1.stderr()[-3000:]}"
+        p1.kill()
+        assigned = [ln for ln in p1.stderr().splitlines() if "partitions assigned" in ln]
+        print(f"[roles] process-1 killed; its last assignment: {assigned[-1] if assigned else '-'}")
+    else:
+        assert _wait(p1, 180) == 0, f"process-1:\n{p1.stderr()[-4000:]}"
+    code = _wait(p2, 180)
+    assert code == 0, f"process-2 exit {code}:\n{p2.stderr()[-4000:]}"
+    print(f"[roles] process workers caught up and exited {time.monotonic() - began:.1f}s later")
+    sink_done_early = sink.proc.poll() is not None
+
+    code = _wait(sink, 180)
+    assert code == 0, f"sink exit {code}:\n{sink.stderr()[-4000:]}"
+    logs = [p1.stderr(), p2.stderr(), sink.stderr()]
+    if sink_done_early:
+        # Idle before the survivor's last outputs (a long failover): a second sink finishes.
+        late = launch("sink-2", "--role", "sink", "--exit-when-idle", "3")
+        code = _wait(late, 180)
+        assert code == 0, f"second sink exit {code}:\n{late.stderr()[-4000:]}"
+        logs.append(late.stderr())
+        print("[roles] the sink went idle before the survivor finished; a second sink finished")
+
+    # Only the sink held ClickHouse; the process workers never opened it.
+    assert "ClickHouse none" in logs[0] and "ClickHouse none" in logs[1]
+    copies = sum(log.count("second copies of a raw record") for log in logs)
+    print(f"[roles] log lines about second copies of raw records: {copies}")
+    assert _group_lag(pipeline, "process") == {}
+    assert _group_lag(pipeline, "sink") == {}
+    return logs
+
+
+def _check(pipeline: Pipeline, baseline: Baseline, logs: list[str], label: str) -> None:
+    """Required: every valid event once (without FINAL), the replay's dead letters, both groups
+    committed. Then the full comparison with the replay; its alerts are a known gap (module
+    docstring) and make the test xfail, never pass silently."""
+    events, dead = query_chdb(pipeline.chdb, [EVENTS_SQL, DEAD_LETTERS_SQL])
+    count, distinct, checksum = events[0]
+    print(f"[{label}] events {count} (distinct {distinct}) vs replay {baseline.events[0]}")
+    want = baseline.events
+    assert (count, distinct, checksum) == (want[1], want[1], want[2]), "events exactly once"
+    assert {r: n for r, n in dead} == baseline.dead_letters
+    try:
+        assert_matches_replay(
+            pipeline, baseline, label=label, context="\n".join(logs), roles=("process", "sink")
+        )
+    except (AssertionError, pytest.fail.Exception) as exc:
+        pytest.xfail(f"{label}: {str(exc).splitlines()[0]} (watermark across process workers)")
+
+
+def test_sink_and_two_process_workers(
+    pipeline: Pipeline,
+    recording: Recording,
+    baseline: Baseline,
+    launched: list[Worker],
+    tmp_path: Path,
+) -> None:
+    logs = _run_roles(pipeline, recording, launched, tmp_path, kill=False)
+    _check(pipeline, baseline, logs, "roles")
+
+
+def test_sink_and_two_process_workers_one_killed(
+    pipeline: Pipeline,
+    recording: Recording,
+    baseline: Baseline,
+    launched: list[Worker],
+    tmp_path: Path,
+) -> None:
+    logs = _run_roles(pipeline, recording, launched, tmp_path, kill=True)
+    _check(pipeline, baseline, logs, "roles-kill")

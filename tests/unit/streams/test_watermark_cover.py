@@ -1,0 +1,43 @@
+"""Watermarks from several ingest workers: each speaks for its raw partitions (streams/watermark)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from faust.types import TP
+
+from streams.watermark import combine, cover_value, raw_index, read_cover
+
+T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)
+
+
+def test_cover_round_trip() -> None:
+    index = raw_index(["raw.b", "raw.a"], 2)
+    assert list(index) == [TP("raw.a", 0), TP("raw.a", 1), TP("raw.b", 0), TP("raw.b", 1)]
+    value = cover_value([TP("raw.a", 1), TP("raw.b", 1)], index, caught_up=True)
+    assert read_cover({"pp-wm-cover": value}) == (0b1010, True)
+    assert read_cover({}) is None
+
+
+def test_one_worker_covering_everything_is_followed_as_is() -> None:
+    latest, done = [-1] * 4, [False] * 4
+    for minutes in (1, 5, 9):
+        at = T0 + timedelta(minutes=minutes)
+        assert combine(latest, done, at, (0b1111, False)) == at
+        assert combine(latest, done, at, None) == at  # a header without a cover: everything
+    at = T0 + timedelta(minutes=20)
+    assert combine(latest, done, at, (0b1111, True)) == at
+
+
+def test_a_fast_worker_does_not_move_the_clock_past_a_slow_one() -> None:
+    latest, done = [-1] * 4, [False] * 4
+    slow, fast = T0, T0 + timedelta(days=3)
+    assert combine(latest, done, fast, (0b0011, False)) is None  # the others unknown: hold
+    assert combine(latest, done, slow, (0b1100, False)) == slow
+    assert combine(latest, done, fast + timedelta(days=1), (0b0011, False)) == slow
+    # Caught up: a worker's partitions no longer hold back the others' backlog...
+    assert combine(latest, done, fast + timedelta(days=1), (0b0011, True)) == slow
+    later = slow + timedelta(hours=5)
+    assert combine(latest, done, later, (0b1100, False)) == later
+    # ...and once every worker is caught up the clock goes to the highest, as with one worker.
+    assert combine(latest, done, later, (0b1100, True)) == fast + timedelta(days=1)
