@@ -137,4 +137,12 @@ class InOrder:
                     self.name, tp.topic, tp.partition, expected,
                 )  # fmt: skip
             self.reseeks += 1
-            await consumer.seek(tp, start)
+            try:
+                # Through the consumer thread: aiokafka must not be sought from the event loop
+                # while that thread is fetching.
+                await consumer.seek_wait({tp: start})
+            except Exception as exc:  # broker away or a rebalance: the next gap asks again
+                self._last_seek.pop(tp, None)
+                logger.warning(
+                    "%s: could not seek %s:%d: %r", self.name, tp.topic, tp.partition, exc
+                )

@@ -83,7 +83,10 @@ class StallWatchdog:
             )  # fmt: skip
             self.reseeks += 1
             seen.since = now
-            await consumer.seek(tp, committed)
+            try:
+                await consumer.seek_wait({tp: committed})  # on the consumer thread
+            except Exception as exc:  # broker away or a rebalance: try again next period
+                logger.warning("could not seek %s:%d: %r", tp.topic, tp.partition, exc)
 
     def register(self) -> None:
         self.app.timer(max(1.0, self.stall_seconds / 4), name="stall-watchdog")(self.check)

@@ -22,8 +22,8 @@ class Consumer:
     async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
         return {tp: self.earliest for tp in tps}
 
-    async def seek(self, tp: TP, offset: int) -> None:
-        self.seeks.append((tp, offset))
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        self.seeks.extend(partitions.items())
 
 
 def _gate(committed: dict[TP, int | None], earliest: int = 0) -> tuple[InOrder, Any]:

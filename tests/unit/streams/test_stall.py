@@ -29,8 +29,8 @@ class Consumer:
     def highwater(self, tp: TP) -> int:
         return self.high
 
-    async def seek(self, tp: TP, offset: int) -> None:
-        self.seeks.append((tp, offset))
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        self.seeks.extend(partitions.items())
 
 
 def _watchdog(consumer: Consumer) -> tuple[StallWatchdog, Any]:
