@@ -30,13 +30,14 @@ from portal_pulse.engine import Engine
 from portal_pulse.ingest import Rejected
 from portal_pulse.pipeline import build_machines, load_practices
 from schemas.serializer import clean_event_from_record
-from sinks.batching import Batch, ClickHouseTableSink, lost_ack_fault
-from sinks.rows import EVENT_SOURCE_COLUMNS, TABLES, event_row
+from sinks.batching import Batch, ClickHouseTableSink
+from sinks.rows import event_row
 from streams.app import Runtime
 from streams.checkpoint import Checkpoint
 from streams.codecs import alert_to_bytes, live_to_bytes, response_to_bytes
 from streams.delivery import DeliveringProducer
 from streams.ordering import InOrder
+from streams.sink_agents import events_table_sink
 from streams.state import ChangelogStore
 from streams.watermark import combine, raw_index, read_cover, read_header, read_source
 
@@ -115,19 +116,10 @@ class Processors:
         self.in_order = InOrder(app, "processors")
         self.in_order.register()
         self.progress = rt.progress_of("processors", [settings.topics.clean])
-        fault = lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
         # The process role writes no rows: the sink role makes them from the clean topic.
-        self.events_sink: ClickHouseTableSink | None = None
-        if rt.clickhouse is not None:
-            self.events_sink = ClickHouseTableSink(
-                rt.clickhouse,
-                "events",
-                (*TABLES["events"].columns, *EVENT_SOURCE_COLUMNS),
-                position_columns=True,
-                max_backoff=settings.sink_retry_max_seconds,
-                after_insert=fault,
-            )
-            rt.sinks["events"] = self.events_sink
+        self.events_sink: ClickHouseTableSink | None = (
+            events_table_sink(rt) if rt.clickhouse is not None else None
+        )
         self.duplicates_skipped = 0
         self.reread_skipped = 0
         self.copy_samples: list[str] = []

@@ -213,6 +213,23 @@ class EventsSinkAgent(TableSinkAgent):
         return self.sink.write(batch)
 
 
+def events_table_sink(rt: Runtime) -> ClickHouseTableSink:
+    """The ``events`` writer, with clean-topic and raw positions: the processors' in the all
+    role, the sink-events agent's in the sink role."""
+    settings = rt.settings
+    rate = settings.sink_fault_rate
+    sink = ClickHouseTableSink(
+        rt.clickhouse,
+        "events",
+        (*TABLES["events"].columns, *EVENT_SOURCE_COLUMNS),
+        position_columns=True,
+        max_backoff=settings.sink_retry_max_seconds,
+        after_insert=lost_ack_fault(rate) if rate > 0 else None,
+    )
+    rt.sinks["events"] = sink
+    return sink
+
+
 def register(app: faust.App, rt: Runtime) -> list[TableSinkAgent]:
     topics = rt.topics
     settings = rt.settings
@@ -247,16 +264,7 @@ def register(app: faust.App, rt: Runtime) -> list[TableSinkAgent]:
         agents.append(agent)
     if rt.role == "sink":
         # In the all role the processors write these rows themselves.
-        sink = ClickHouseTableSink(
-            rt.clickhouse,
-            "events",
-            (*TABLES["events"].columns, *EVENT_SOURCE_COLUMNS),
-            position_columns=True,
-            max_backoff=settings.sink_retry_max_seconds,
-            after_insert=fault,
-        )
-        rt.sinks["events"] = sink
-        events = EventsSinkAgent(app, rt, topics.clean, sink)
+        events = EventsSinkAgent(app, rt, topics.clean, events_table_sink(rt))
         events.register()
         agents.append(events)
     return agents

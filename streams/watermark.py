@@ -74,14 +74,23 @@ def header_value(at: datetime) -> bytes:
     return str(int(at.timestamp() * 1000)).encode()
 
 
-def read_header(headers: Mapping[str, Any] | Iterable[tuple[str, bytes]] | None) -> datetime | None:
+Headers = Mapping[str, Any] | Iterable[tuple[str, bytes]] | None
+
+
+def _header(headers: Headers, wanted: str) -> str | None:
+    """The text of header ``wanted``, or None when absent or empty."""
     if not headers:
         return None
     items = headers.items() if isinstance(headers, Mapping) else headers
     for name, value in items:
-        if name == HEADER and value:
-            return datetime.fromtimestamp(int(value) / 1000, UTC)
+        if name == wanted and value:
+            return value.decode() if isinstance(value, bytes) else str(value)
     return None
+
+
+def read_header(headers: Headers) -> datetime | None:
+    value = _header(headers, HEADER)
+    return None if value is None else datetime.fromtimestamp(int(value) / 1000, UTC)
 
 
 SOURCE_HEADER = "pp-src"
@@ -92,19 +101,13 @@ def source_value(topic: str, partition: int, offset: int) -> bytes:
     return f"{topic}|{partition}|{offset}".encode()
 
 
-def read_source(
-    headers: Mapping[str, Any] | Iterable[tuple[str, bytes]] | None,
-) -> tuple[str, int] | None:
+def read_source(headers: Headers) -> tuple[str, int] | None:
     """``("topic|partition", offset)`` of the raw record behind a clean one, if stamped."""
-    if not headers:
+    text = _header(headers, SOURCE_HEADER)
+    if text is None:
         return None
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    for name, value in items:
-        if name == SOURCE_HEADER and value:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            where, _, offset = text.rpartition("|")
-            return where, int(offset)
-    return None
+    where, _, offset = text.rpartition("|")
+    return where, int(offset)
 
 
 COVER_HEADER = "pp-wm-cover"
@@ -126,20 +129,14 @@ def cover_value(tps: Iterable[TP], index: Mapping[TP, int], caught_up: bool = Fa
     return f"{mask:x};{int(caught_up)}".encode()
 
 
-def read_cover(
-    headers: Mapping[str, Any] | Iterable[tuple[str, bytes]] | None,
-) -> tuple[int, bool] | None:
+def read_cover(headers: Headers) -> tuple[int, bool] | None:
     """The cover of a record's watermark: (mask, all caught up); None (all partitions, as one
     worker) when absent."""
-    if not headers:
+    text = _header(headers, COVER_HEADER)
+    if text is None:
         return None
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    for name, value in items:
-        if name == COVER_HEADER and value:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            mask, _, done = text.partition(";")
-            return int(mask, 16), done == "1"
-    return None
+    mask, _, done = text.partition(";")
+    return int(mask, 16), done == "1"
 
 
 def combine(
