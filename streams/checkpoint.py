@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
@@ -49,6 +50,44 @@ class GatedConsumer(AIOKafkaConsumer):
             return False  # processed by nobody yet: it must be read again
         self._released.discard(key)
         return super().ack(message)
+
+    # -- seeks and Faust's "gaps" ----------------------------------------------------------------
+    #
+    # When a fetched record is more than one offset past the last one read, Faust takes the
+    # offsets in between for records compaction or transaction markers removed, and counts them as
+    # acknowledged. Right after a seek that is wrong: a record fetched before the seek arrives
+    # after it, and the offsets "skipped" are records still to be read. Counted as acknowledged,
+    # they could be committed unprocessed; mixed with the real acknowledgements (as duplicates)
+    # they also slowed commits to one offset per commit interval. Gaps seen within a few seconds
+    # of a seek on their partition are therefore ignored.
+
+    _sought_at: dict[TP, float] | None = None
+    SEEK_GAP_GRACE = 10.0
+
+    def _stamp_seek(self, tps: Iterable[TP]) -> None:
+        if self._sought_at is None:
+            self._sought_at = {}
+        now = time.monotonic()
+        for tp in tps:
+            self._sought_at[TP(tp.topic, tp.partition)] = now
+
+    async def perform_seek(self) -> None:
+        self._stamp_seek(self.assignment())
+        await super().perform_seek()
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        self._stamp_seek(partitions)
+        await super().seek_wait(partitions)
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self._stamp_seek([partition])
+        await super().seek(partition, offset)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        sought = (self._sought_at or {}).get(TP(tp.topic, tp.partition))
+        if sought is not None and time.monotonic() - sought < self.SEEK_GAP_GRACE:
+            return  # a record fetched before the seek, not a hole in the log
+        await super()._add_gap(tp, offset_from, offset_to)
 
     def forget(self, tps: Iterable[TP]) -> None:
         """Releases of partitions this worker lost are void (their offsets are re-read)."""
