@@ -66,10 +66,16 @@ def produce_file(
     topics = settings.topics.raw
     summary = ProduceSummary()
 
+    refused: list[str] = []
+
+    def delivered(err: object, _msg: object) -> None:
+        if err is not None:
+            refused.append(str(err))
+
     def send(topic: str, key: bytes | None, value: bytes) -> None:
         while True:
             try:
-                producer.produce(topic, key=key, value=value)
+                producer.produce(topic, key=key, value=value, on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -108,6 +114,12 @@ def produce_file(
     if remaining:
         raise UserError(
             f"{remaining} messages were not delivered to Kafka at {bootstrap} within 60 s",
+            EXIT_UNREACHABLE,
+        )
+    if refused:
+        raise UserError(
+            f"Kafka at {bootstrap} refused {len(refused)} of the records ({refused[0]}); "
+            "produce the file again: events already delivered are dropped as duplicates",
             EXIT_UNREACHABLE,
         )
     return summary
