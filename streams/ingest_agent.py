@@ -108,7 +108,7 @@ class Ingest:
         self.stats = {"clean": 0, "dead_letter": 0, "duplicate": 0}
         self.reasons: dict[str, int] = {}
         self.watermark = Watermark()
-        self.announced: datetime | None = None
+        self.announced: tuple[datetime, bytes] | None = None
         self.wm: datetime | None = None
         # The raw partitions this worker's watermark speaks for (streams/watermark.py).
         self.raw_index = raw_index(self.raw_names, rt.settings.raw_partitions)
@@ -233,7 +233,9 @@ class Ingest:
             if not self.restore():
                 return
             wm = self.current_watermark()
-            if wm is None or wm == self.announced:
+            # Announced again when only the cover changed: "caught up" must reach the
+            # processors even when the time did not move (their idle clocks wait for it).
+            if wm is None or (wm, self.cover) == self.announced:
                 return
             for partition in range(self.rt.settings.clean_partitions):
                 self.delivery.send(
@@ -243,7 +245,7 @@ class Ingest:
                     partition=partition,
                 )
             await self.delivery.flush()
-            self.announced = wm
+            self.announced = (wm, self.cover)
 
     async def on_revoked(self, revoked: set[TP]) -> None:
         async with self.checkpoint.lock:

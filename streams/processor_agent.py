@@ -318,8 +318,10 @@ class Processors:
                 if tp.topic != clean:
                     continue
                 state = self.partition(tp.partition)
-                # Only a caught-up partition's clock moves on with the wall clock while idle.
-                idle = self.progress.caught_up(app, tp)
+                # Only a caught-up partition's clock moves on with the wall clock while idle,
+                # and only once every raw partition's worker has said it is caught up too: a
+                # failover or a slow worker is not an idle stream.
+                idle = self.progress.caught_up(app, tp) and all(state.raw_caught_up)
                 now = state.clock.now(wall, idle_allowed=idle)
                 if now is None:
                     continue

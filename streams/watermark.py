@@ -10,10 +10,15 @@ raw partitions it holds. Its watermark therefore travels with a second header, `
 the raw partitions it speaks for, as a bit mask over every raw partition of the pipeline
 (``raw_index``), and whether all of them were caught up (then its watermark is their highest
 time, not the lowest of a backlog). The processors keep, per clean partition, the highest
-watermark heard for each raw partition and apply the same rule over all of them (``combine``):
-the lowest over raw partitions with a backlog, or the highest once none has one. So no worker's
-fast sources move a clock past what another worker's sources have reached. A single worker
-covers every raw partition, so its clocks follow its watermark exactly as before.
+watermark heard for each raw partition (``combine``): while any of them has a backlog the clock
+is the lowest over all of them, caught up or not; once none has one, the highest.
+
+A worker's "caught up" is true when it says it and may be stale a moment later: records can
+arrive on its partitions (or it can die) while another worker's sources run ahead. So its claim
+never lets the clock pass the time its own sources had reached while another worker still has
+a backlog; the claim only counts once every raw partition is caught up, and records produced
+after that are later in event time. A single worker covers every raw partition, so its clocks
+follow its watermark exactly as before.
 """
 
 from __future__ import annotations
@@ -144,8 +149,9 @@ def combine(
 ) -> datetime | None:
     """Record watermark ``at`` for the raw partitions of ``cover`` (None: all of them, backlog
     unknown) in ``latest`` (ms per raw partition, -1 unknown) and ``caught_up``; returns the
-    watermark over all raw partitions once each is known: the lowest of those with a backlog,
-    or the highest when none has one."""
+    watermark over all raw partitions once each is known: the lowest of them while any has a
+    backlog, or the highest when none has one (module docstring: why caught-up partitions
+    still count while another has a backlog)."""
     ms = int(at.timestamp() * 1000)
     mask, done = cover if cover is not None else (-1, False)
     for i, seen in enumerate(latest):
@@ -154,6 +160,5 @@ def combine(
             caught_up[i] = done
     if not latest or min(latest) < 0:
         return None
-    behind = [m for m, c in zip(latest, caught_up, strict=True) if not c]
-    low = min(behind) if behind else max(latest)
+    low = max(latest) if all(caught_up) else min(latest)
     return at if low == ms else datetime.fromtimestamp(low / 1000, UTC)
