@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     app_id: str = "portal-pulse"
     # Failover: a dead worker's partitions move after this many seconds without a heartbeat.
     session_timeout_seconds: float = 10.0
+    # Standby replicas (Faust): each table partition is also kept warm on this many other
+    # workers, so failover restores from a nearby position instead of the changelog's start.
+    standby_replicas: int = Field(default=1, ge=0)
     # Static group membership (Kafka group.instance.id): a worker restarted under the same id
     # gets its partitions back at once, without a rebalance. Unique per worker.
     group_instance_id: str | None = None

@@ -162,6 +162,7 @@ def build_app(
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
         consumer_group_instance_id=group_instance_id,
+        table_standby_replicas=settings.standby_replicas,
     )
     install_gated_consumer(app)
     client = None

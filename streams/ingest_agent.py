@@ -27,6 +27,7 @@ from schemas.serializer import clean_event_to_record
 from streams.app import Runtime
 from streams.checkpoint import Checkpoint
 from streams.delivery import DeliveringProducer
+from streams.group_lag import GroupLag
 from streams.ordering import InOrder
 from streams.watermark import (
     COVER_HEADER,
@@ -113,6 +114,8 @@ class Ingest:
         # The raw partitions this worker's watermark speaks for (streams/watermark.py).
         self.raw_index = raw_index(self.raw_names, rt.settings.raw_partitions)
         self.cover = b""
+        # Reads the group's commits on the raw partitions other workers hold (made on first use).
+        self.others_lag: GroupLag | None = None
         # The de-duplication memory survives restarts: every remembered event id is a record in
         # a compacted changelog (partition = the raw partition it came from), evictions are
         # tombstones.
@@ -137,11 +140,35 @@ class Ingest:
         self.in_order.register()
 
     def current_watermark(self) -> datetime | None:
+        """The watermark for the next clean records' headers, and their cover."""
+        wm, self.cover = self._watermark(others_caught_up=False)
+        return wm
+
+    def _watermark(self, others_caught_up: bool) -> tuple[datetime | None, bytes]:
+        """This worker's watermark and its cover. The cover says "caught up" only for the
+        whole pipeline: every raw partition this worker reads is, and so are the others
+        (``others_caught_up``, checked by the caller), or there are no others. Records'
+        headers never claim the others: only an announcement right after the check does."""
         app = self.app
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in self.raw_names]
         wm = self.watermark.compute(assigned, lambda tp: self.progress.caught_up(app, tp))
-        self.cover = cover_value(assigned, self.raw_index, self.watermark.caught_up)
-        return wm
+        alone = len(assigned) >= len(self.raw_index)
+        done = self.watermark.caught_up and (alone or others_caught_up)
+        return wm, cover_value(assigned, self.raw_index, done)
+
+    async def others_caught_up(self, assigned: list[TP]) -> bool:
+        """Whether the group has committed every raw partition other workers hold up to its
+        log end. A commit follows the delivery of that partition's clean records, so an
+        announcement sent after this check lands behind all of them in every clean partition."""
+        if self.others_lag is None:
+            self.others_lag = GroupLag(self.rt.settings, self.rt.bootstrap, self.raw_names)
+        try:
+            behind = await self.app.loop.run_in_executor(None, self.others_lag.behind)
+        except Exception as exc:  # broker trouble: not caught up; asked again at the next tick
+            logger.debug("group lag of the raw topics unavailable: %s", exc)
+            return False
+        mine = {(tp.topic, tp.partition) for tp in assigned}
+        return all(tp in mine for tp in behind)
 
     def handle(self, msg: Any, data: bytes) -> None:
         try:
@@ -164,6 +191,8 @@ class Ingest:
             if self.wm is not None:
                 headers[HEADER] = header_value(self.wm)
                 headers[COVER_HEADER] = self.cover
+                if self.announced is not None and self.announced[1] != self.cover:
+                    self.announced = None  # the processors heard otherwise: say it again
             self.delivery.send(self.names.clean, value, clean_key(result), headers)
         else:
             self.dead_letter(msg, data, result)
@@ -183,9 +212,12 @@ class Ingest:
         data = self.seen_table.data
         self.rt.ingestor.dedup.restore((str(k), int(v or 0)) for k, v in data.items())
         self.watermark = Watermark()
+        # Only the partitions this worker reads: a standby replica's copy of another worker's
+        # partitions is in the table too.
+        assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
         for key, ms in list(self.wm_table.data.items()):
             topic, _, partition = str(key).rpartition("|")
-            if topic in self.raw_names and ms is not None:
+            if (topic, int(partition or -1)) in assigned and ms is not None:
                 self.watermark.observe(
                     TP(topic, int(partition)), datetime.fromtimestamp(int(ms) / 1000, UTC)
                 )
@@ -232,20 +264,29 @@ class Ingest:
         async with self.checkpoint.lock:
             if not self.restore():
                 return
-            wm = self.current_watermark()
+            before, cover = self._watermark(others_caught_up=True)
+            if before is None or (before, cover) == self.announced:
+                return  # already said, caught up: nothing new from this worker
+        everyone = len(assigned) >= len(self.raw_index) or await self.others_caught_up(assigned)
+        async with self.checkpoint.lock:
+            if not self.restore():
+                return
+            wm, cover = self._watermark(everyone)
+            if wm != before:
+                return  # read more meanwhile: the other workers are checked again next tick
             # Announced again when only the cover changed: "caught up" must reach the
             # processors even when the time did not move (their idle clocks wait for it).
-            if wm is None or (wm, self.cover) == self.announced:
+            if wm is None or (wm, cover) == self.announced:
                 return
             for partition in range(self.rt.settings.clean_partitions):
                 self.delivery.send(
                     self.names.clean,
                     b"",
-                    headers={HEADER: header_value(wm), COVER_HEADER: self.cover},
+                    headers={HEADER: header_value(wm), COVER_HEADER: cover},
                     partition=partition,
                 )
             await self.delivery.flush()
-            self.announced = (wm, self.cover)
+            self.announced = (wm, cover)
 
     async def on_revoked(self, revoked: set[TP]) -> None:
         async with self.checkpoint.lock:

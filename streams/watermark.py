@@ -8,17 +8,19 @@ highest, once all are caught up), and it never goes back.
 With several workers sharing the raw partitions (``--role process``), each ingest knows only the
 raw partitions it holds. Its watermark therefore travels with a second header, ``pp-wm-cover``:
 the raw partitions it speaks for, as a bit mask over every raw partition of the pipeline
-(``raw_index``), and whether all of them were caught up (then its watermark is their highest
-time, not the lowest of a backlog). The processors keep, per clean partition, the highest
-watermark heard for each raw partition (``combine``): while any of them has a backlog the clock
-is the lowest over all of them, caught up or not; once none has one, the highest.
+(``raw_index``), and whether the whole pipeline is caught up. The processors keep, per clean
+partition, the highest watermark heard for each raw partition (``combine``): the clock is the
+lowest of them, or the highest once the pipeline is caught up.
 
-A worker's "caught up" is true when it says it and may be stale a moment later: records can
-arrive on its partitions (or it can die) while another worker's sources run ahead. So its claim
-never lets the clock pass the time its own sources had reached while another worker still has
-a backlog; the claim only counts once every raw partition is caught up, and records produced
-after that are later in event time. A single worker covers every raw partition, so its clocks
-follow its watermark exactly as before.
+"Caught up" is a claim about every raw partition, made at one moment: a worker makes it only
+when its own partitions are read to their ends and the group has committed the other workers'
+partitions to their ends (streams/group_lag.py), and only in an announcement sent right after
+that check (never on a record's header, which may be read long after). A commit follows the
+delivery of the clean records it covers, so the announcement lands behind all of them in every
+clean partition. A claim each worker made about its own partitions alone would go stale when
+records arrive there while another worker runs ahead, and fire deadlines early. Records
+produced after the claim are later in event time (the same assumption one worker makes). A
+single worker covers every raw partition, so its clocks follow its watermark exactly as before.
 """
 
 from __future__ import annotations
@@ -148,15 +150,16 @@ def combine(
     latest: list[int], caught_up: list[bool], at: datetime, cover: tuple[int, bool] | None
 ) -> datetime | None:
     """Record watermark ``at`` for the raw partitions of ``cover`` (None: all of them, backlog
-    unknown) in ``latest`` (ms per raw partition, -1 unknown) and ``caught_up``; returns the
-    watermark over all raw partitions once each is known: the lowest of them while any has a
-    backlog, or the highest when none has one (module docstring: why caught-up partitions
-    still count while another has a backlog)."""
+    unknown) in ``latest`` (ms per raw partition, -1 unknown); a cover saying the pipeline is
+    caught up marks every raw partition caught up, a record for some of them marks those not.
+    Returns the watermark over all raw partitions once each is known: the lowest while any is
+    not caught up, else the highest."""
     ms = int(at.timestamp() * 1000)
     mask, done = cover if cover is not None else (-1, False)
     for i, seen in enumerate(latest):
         if (mask >> i) & 1:
             latest[i] = max(seen, ms)
+        if done or (mask >> i) & 1:
             caught_up[i] = done
     if not latest or min(latest) < 0:
         return None

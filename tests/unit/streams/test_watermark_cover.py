@@ -35,25 +35,26 @@ def test_a_fast_worker_does_not_move_the_clock_past_a_slow_one() -> None:
     assert combine(latest, done, fast, (0b0011, False)) is None  # the others unknown: hold
     assert combine(latest, done, slow, (0b1100, False)) == slow
     assert combine(latest, done, fast + timedelta(days=1), (0b0011, False)) == slow
-    # Caught up, while the other worker still has a backlog: the clock stays at or below the
-    # caught-up worker's own time (its claim may be stale)...
-    assert combine(latest, done, fast + timedelta(days=1), (0b0011, True)) == slow
     later = slow + timedelta(hours=5)
     assert combine(latest, done, later, (0b1100, False)) == later
-    # ...and once every worker is caught up the clock goes to the highest, as with one worker.
+    # A worker says the pipeline is caught up (it checked the others' commits): the highest.
     assert combine(latest, done, later, (0b1100, True)) == fast + timedelta(days=1)
+    assert done == [True] * 4
+    # A record from the other worker afterwards: new input, so back to the lowest.
+    assert combine(latest, done, fast + timedelta(days=2), (0b0011, False)) == later
+    assert done == [False, False, True, True]
 
 
-def test_a_stale_caught_up_claim_never_lets_another_worker_run_ahead() -> None:
-    """Worker A (bits 0-1) said "caught up" at its last time; records then arrive on its
-    partitions while worker B (bits 2-3) reads far ahead: the clock stays at A's time."""
+def test_records_from_a_fast_worker_never_pass_a_slow_one() -> None:
+    """Worker A (bits 0-1) announced the pipeline caught up; then new records arrive on both
+    workers' partitions and B (bits 2-3) reads far ahead: the clock stays at A's time until A's
+    own records say how far it has got."""
     latest, done = [-1] * 4, [False] * 4
     a_time = T0 + timedelta(hours=2)
-    assert combine(latest, done, T0, (0b1100, True)) is None
-    assert combine(latest, done, a_time, (0b0011, True)) == a_time  # all caught up: the highest
+    assert combine(latest, done, T0, (0b1100, False)) is None
+    assert combine(latest, done, a_time, (0b0011, True)) == a_time  # caught up: the highest
     for hours in (3, 30, 300):
         assert combine(latest, done, T0 + timedelta(hours=hours), (0b1100, False)) == a_time
-    # A reads its new records and goes ahead too: now B's progress bounds the clock.
     assert combine(latest, done, T0 + timedelta(hours=400), (0b0011, False)) == T0 + timedelta(
         hours=300
     )
