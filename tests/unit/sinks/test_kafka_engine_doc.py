@@ -73,24 +73,24 @@ def test_the_doc_names_a_view_for_each_json_topic_and_the_alerts() -> None:
 def test_response_facts_from_their_json_equal_the_sink_rows(migrated: Client) -> None:
     facts = [
         ResponseFact(
-            f"r{i}",
-            "p1",
-            f"t{i}",
-            "ps-abc",
-            "clinical",
-            "nurse",
-            "provider",
-            AT,
-            AT,
-            AT.replace(hour=16 + i),
-            1 + i,
-            61.5 + i,
-            122.25,
-            AT,
-            AT,
-            i == 0,
-            i == 1,
-        )  # fmt: skip
+            response_id=f"r{i}",
+            practice_id="p1",
+            thread_id=f"t{i}",
+            patient_pseudonym="ps-abc",
+            category="clinical",
+            routed_pool="nurse",
+            replied_by_pool="provider",
+            first_message_at=AT,
+            clock_started_at=AT,
+            replied_at=AT.replace(hour=16 + i),
+            messages_answered=1 + i,
+            response_business_minutes=61.5 + i,
+            response_wall_minutes=122.25,
+            internal_due_at=AT,
+            external_due_at=AT,
+            met_internal_target=i == 0,
+            met_external_promise=i == 1,
+        )
         for i in range(2)
     ]
     _install(migrated, _blocks()["message_responses_queue"])
