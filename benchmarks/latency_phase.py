@@ -21,12 +21,12 @@ from confluent_kafka import Producer
 
 from portal_pulse.kafka_admin import ensure_topics
 from portal_pulse.settings import Settings
+from schemas.catalogue import source_of
 from schemas.model import RawEvent
 from schemas.serializer import get_codec, raw_event_to_record
 from sinks.batching import Batch
 from sinks.rows import ALERT_COLUMNS
 from streams.app import build_app
-from streams.topics import source_of
 
 RAISED = ALERT_COLUMNS.index("raised_at")
 RESOLVED = ALERT_COLUMNS.index("resolved_at")

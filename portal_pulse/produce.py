@@ -19,9 +19,9 @@ from portal_pulse.broker import librdkafka_logger
 from portal_pulse.errors import EXIT_UNREACHABLE, UserError
 from portal_pulse.progress import STEP, ProgressFactory, count_lines
 from portal_pulse.settings import Settings
+from schemas.catalogue import source_of
 from schemas.jsonl import LineError, iter_lines
 from schemas.serializer import get_codec, raw_event_to_record
-from streams.topics import source_of
 
 __all__ = ["ProduceSummary", "produce_file"]
 

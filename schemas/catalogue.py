@@ -17,6 +17,7 @@ __all__ = [
     "FieldSpec",
     "event_types",
     "load_named_schema",
+    "source_of",
 ]
 
 AVRO_DIR = Path(__file__).with_name("avro")
@@ -69,3 +70,20 @@ def event_types() -> dict[str, EventType]:
 def load_named_schema(name: str) -> Schema:
     """Parse ``portalpulse.<name>.avsc`` with its referenced named types, once per process."""
     return fastavro.schema.load_schema(AVRO_DIR / f"{NAMESPACE}.{name}.avsc")
+
+
+# Which raw topic a producer writes an event type to (SPEC §2 "source" column).
+_SOURCE_OF = {
+    "patient.seen": "ehr",
+    "result.posted": "ehr",
+    "result.staff_contacted": "ehr",
+    "appointment.booked": "ehr",
+    "payment.made": "billing",
+    "phone.call": "phone",
+    "survey.response": "survey",
+}
+
+
+def source_of(event_type: str | None) -> str:
+    """Raw topic suffix for an event type; unknown types go to the portal topic (and dead-letter)."""
+    return _SOURCE_OF.get(event_type or "", "portal")

@@ -8,23 +8,7 @@ import faust
 
 from portal_pulse.settings import Settings
 
-__all__ = ["PipelineTopics", "declare_topics", "source_of"]
-
-# Which raw topic a producer writes an event type to (SPEC §2 "source" column).
-_SOURCE_OF = {
-    "patient.seen": "ehr",
-    "result.posted": "ehr",
-    "result.staff_contacted": "ehr",
-    "appointment.booked": "ehr",
-    "payment.made": "billing",
-    "phone.call": "phone",
-    "survey.response": "survey",
-}
-
-
-def source_of(event_type: str | None) -> str:
-    """Raw topic suffix for an event type; unknown types go to the portal topic (and dead-letter)."""
-    return _SOURCE_OF.get(event_type or "", "portal")
+__all__ = ["PipelineTopics", "declare_topics"]
 
 
 @dataclass

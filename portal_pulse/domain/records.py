@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-__all__ = ["Alert", "Outputs", "ResponseFact", "route_staff_pool"]
+__all__ = ["ALERT_FIELDS", "Alert", "Outputs", "ResponseFact", "route_staff_pool"]
 
 _ROUTES = {
     "clinical": "nurse",
@@ -19,6 +19,15 @@ _ROUTES = {
 def route_staff_pool(category: str) -> str:
     """SPEC §5 triage: which staff pool a message category routes to."""
     return _ROUTES.get(category, "front_desk")
+
+
+# SPEC §8: the fields of an alert as users see it, in this order: the CLI's columns, the
+# webhook's body. The Avro schema and the ClickHouse table hold these and the version
+# instants (raised_at, updated_at); tests/unit/domain/test_alert_record.py keeps them in step.
+ALERT_FIELDS = (
+    "alert_id", "kind", "practice_id", "subject_id", "patient_pseudonym", "category", "staff_pool",
+    "due_at", "resolved_at", "response_business_minutes",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

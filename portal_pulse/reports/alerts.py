@@ -10,12 +10,9 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["ALERT_FIELDS", "fetch_alerts", "format_alerts", "iso_z", "practice_ids"]
+from portal_pulse.domain.records import ALERT_FIELDS
 
-ALERT_FIELDS = (
-    "alert_id", "kind", "practice_id", "subject_id", "patient_pseudonym", "category", "staff_pool",
-    "due_at", "resolved_at", "response_business_minutes",
-)  # fmt: skip
+__all__ = ["ALERT_FIELDS", "fetch_alerts", "format_alerts", "iso_z", "practice_ids"]
 
 
 def iso_z(at: datetime | None) -> str | None:
