@@ -6,8 +6,11 @@ recording from the raw topics into ClickHouse's `events` table on this machine, 
 a chDB path, the recording produced again, and `portal-pulse worker` subprocesses (each its own
 data directory, web port and process group). Progress is read from outside, as an operator would:
 `portal_pulse_sink_rows_total{table="events"}` on the sink's (or the `all` worker's) /metrics,
-every 0.2 s. Prints figures, asserts nothing; on a shared machine run several times (--runs) and
-quote medians.
+every 0.2 s. Failover: process ×2 + sink, one process worker's group `kill -9`ed once half the
+rows are in; timed to the process group having committed everything (its lag read from outside)
+and to the sink having every row. The session timeout (--session-timeout) is how long the dead
+worker's partitions stay its own. Prints figures, asserts nothing; on a shared machine run
+several times (--runs) and quote medians.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class Worker:
                 stderr=err,
                 start_new_session=True,  # kill -9 of the group takes any child with it
             )
-        self.killed = False
+        self.killed = self.terminated = False
 
     def tail(self, chars: int = 3000) -> str:
         return self.stderr_path.read_text(errors="replace")[-chars:]
@@ -122,12 +125,16 @@ class Worker:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(30)
 
+    def terminate(self) -> None:
+        """One SIGTERM (a second one, once the worker restored the default handler, kills it)."""
+        if not self.terminated and self.proc.poll() is None:
+            self.terminated = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+
     def stop(self, within: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL after ``within`` seconds; the exit code of a clean stop."""
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
+        self.terminate()
         try:
             return self.proc.wait(within)
         except subprocess.TimeoutExpired:
@@ -161,6 +168,7 @@ class Run:
     startup_s: float
     seconds: float
     events_per_second: float | None
+    load_1min: float  # this machine's load average when the last row arrived (2 cores: noisy)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -195,7 +203,7 @@ def measure(
             if began - launched > timeout:
                 raise BenchError(
                     f"{name}: {timeout:.0f}s and {watched.events_rows():,}/{expected:,} events "
-                    f"rows; {watched.name}'s stderr ends:\n{watched.tail()}"
+                    f"rows (logs in {work}); {watched.name}'s stderr ends:\n{watched.tail()}"
                 )
             rows = watched.events_rows()
             if t0 is None and rows > 0:
@@ -231,7 +239,9 @@ def measure(
                 for w in workers:
                     w.check()
                 if time.monotonic() - launched > timeout:
-                    raise BenchError(f"{name}: the process group not caught up in {timeout:.0f}s")
+                    raise BenchError(
+                        f"{name}: the process group not caught up in {timeout:.0f}s (logs in {work})"
+                    )
                 time.sleep(POLL)
             extra = {
                 "killed": kill["worker"],
@@ -249,6 +259,7 @@ def measure(
             seconds=round(seconds, 2),
             # All rows in the first poll that saw any: faster than the poll can tell.
             events_per_second=round(rows / seconds, 1) if seconds > 0 else None,
+            load_1min=round(os.getloadavg()[0], 1),
             extra=extra,
         )
     finally:
@@ -258,9 +269,7 @@ def measure(
         if lag is not None:
             lag.close()
         for w in workers:  # in parallel: SIGTERM to all, then wait for each
-            if w.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(w.proc.pid, signal.SIGTERM)
+            w.terminate()
         for w in workers:
             code = w.stop()
             if code not in (0, None) and not w.killed:
@@ -273,7 +282,10 @@ def describe(label: str, run: Run) -> str:
         if run.events_per_second is not None
         else f"? events/s (all within one {POLL:g} s poll: use a larger recording)"
     )
-    line = f"{label}: {run.events:,} events in {run.seconds:.1f} s = {rate} (start-up {run.startup_s:.1f} s)"
+    line = (
+        f"{label}: {run.events:,} events in {run.seconds:.1f} s = {rate} "
+        f"(start-up {run.startup_s:.1f} s; load average {run.load_1min:g})"
+    )
     x = run.extra
     if x:
         if x["events_rows_at_kill"] >= run.events:
@@ -319,8 +331,8 @@ def main() -> None:
         "--session-timeout",
         type=float,
         default=6.0,
-        help="PORTAL_PULSE_SESSION_TIMEOUT_SECONDS for every worker (the worker's default is 10): "
-        "how long a dead process worker holds its partitions",
+        help="PORTAL_PULSE_SESSION_TIMEOUT_SECONDS of the failover workers (the worker's default, "
+        "10, elsewhere): how long a dead process worker holds its partitions",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="per configuration run")
     parser.add_argument(
@@ -352,9 +364,10 @@ def main() -> None:
     lines = sum(1 for _ in recording.open("rb"))
     print(
         f"recording {recording.name}: {lines:,} events, {recording.stat().st_size / 1e6:.1f} MB; "
-        f"broker {bootstrap}; session timeout {args.session_timeout:g} s; logs under {root}"
+        f"broker {bootstrap}; failover session timeout {args.session_timeout:g} s; logs under {root}"
     )
 
+    base_env = dict(os.environ)
     results: dict[str, list[Run]] = {}
     produced_valid = 0
     try:
@@ -365,17 +378,21 @@ def main() -> None:
                 work = root / f"{name}-{i}"
                 work.mkdir(parents=True)
                 env = {
-                    **os.environ,
+                    **base_env,
                     "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                     "PORTAL_PULSE_TOPIC_PREFIX": f"benchroles{tag}",
                     "PORTAL_PULSE_APP_ID": f"benchroles-{tag}",
                     "PORTAL_PULSE_CLICKHOUSE_URL": f"chdb://{work / 'chdb'}",
-                    "PORTAL_PULSE_PSEUDONYM_KEY": os.environ.get(
+                    "PORTAL_PULSE_PSEUDONYM_KEY": base_env.get(
                         "PORTAL_PULSE_PSEUDONYM_KEY", "benchmark-key"
                     ),
-                    "PORTAL_PULSE_SESSION_TIMEOUT_SECONDS": f"{args.session_timeout:g}",
                     "PORTAL_PULSE_DEDUP_CAPACITY": "2000000",
                 }
+                if name == "failover":
+                    # Short, as a deployment that wants quick failover would set it; elsewhere
+                    # a 2-core machine under load can miss heartbeats for that long.
+                    env["PORTAL_PULSE_SESSION_TIMEOUT_SECONDS"] = f"{args.session_timeout:g}"
+                os.environ.clear()  # Settings() reads the environment: exactly this run's
                 os.environ.update(env)
                 settings = Settings()
                 ensure_topics(settings, bootstrap)
@@ -399,7 +416,7 @@ def main() -> None:
 
     figures: dict[str, Any] = {
         "recording": {"file": recording.name, "events": lines, "valid": produced_valid},
-        "session_timeout_seconds": args.session_timeout,
+        "failover_session_timeout_seconds": args.session_timeout,
         "runs": args.runs,
         "cpus": os.cpu_count(),
     }

@@ -74,6 +74,11 @@ def _install_idle_exit(app: faust.App, rt: Runtime, lag: GroupLag, idle_seconds:
             return
         if time.monotonic() - max(p.last_activity for p in rt.progress.values()) < idle_seconds:
             return
+        ingest = rt.agents.get("ingest")
+        if ingest is not None and not ingest.settled():
+            # The last watermark ("every source caught up") is not out yet: the final
+            # deadlines fire only once the processors read it.
+            return
         logger.info(
             "caught up (group committed everything) and idle for %.1fs: stopping", idle_seconds
         )

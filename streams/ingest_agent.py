@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,7 @@ from streams.watermark import (
     cover_value,
     header_value,
     raw_index,
+    read_cover,
     source_value,
 )
 
@@ -116,6 +118,8 @@ class Ingest:
         self.cover = b""
         # Reads the group's commits on the raw partitions other workers hold (made on first use).
         self.others_lag: GroupLag | None = None
+        self.said_caught_up = False  # the last announcement said the pipeline is caught up
+        self.logged_at = -60.0
         # The de-duplication memory survives restarts: every remembered event id is a record in
         # a compacted changelog (partition = the raw partition it came from), evictions are
         # tombstones.
@@ -156,6 +160,12 @@ class Ingest:
         done = self.watermark.caught_up and (alone or others_caught_up)
         return wm, cover_value(assigned, self.raw_index, done)
 
+    def settled(self) -> bool:
+        """Nothing left to announce: this worker holds no raw partition, or its last
+        announcement said the whole pipeline is caught up (``--exit-when-idle`` waits for it)."""
+        assigned = [tp for tp in self.app.consumer.assignment() if tp.topic in self.raw_names]
+        return not assigned or self.said_caught_up
+
     async def others_caught_up(self, assigned: list[TP]) -> bool:
         """Whether the group has committed every raw partition other workers hold up to its
         log end. A commit follows the delivery of that partition's clean records, so an
@@ -171,6 +181,7 @@ class Ingest:
         return all(tp in mine for tp in behind)
 
     def handle(self, msg: Any, data: bytes) -> None:
+        self.said_caught_up = False  # new input: the next announcement says how far it got
         try:
             result = self.rt.ingestor.ingest(data, partition=msg.partition)
         except Exception as exc:  # a bug, not the record's fault; still one dead letter
@@ -265,7 +276,10 @@ class Ingest:
             if not self.restore():
                 return
             before, cover = self._watermark(others_caught_up=True)
-            if before is None or (before, cover) == self.announced:
+            if before is None:
+                self.said_caught_up = True  # no event time yet anywhere: nothing to announce
+                return
+            if (before, cover) == self.announced:
                 return  # already said, caught up: nothing new from this worker
         everyone = len(assigned) >= len(self.raw_index) or await self.others_caught_up(assigned)
         async with self.checkpoint.lock:
@@ -286,6 +300,12 @@ class Ingest:
                     partition=partition,
                 )
             await self.delivery.flush()
+            done = read_cover({COVER_HEADER: cover})
+            if done is not None and done[1] and time.monotonic() - self.logged_at >= 60:
+                # At most once a minute: a live stream is caught up many times a minute.
+                self.logged_at = time.monotonic()
+                logger.info("every source caught up: event time %s", wm.isoformat())
+            self.said_caught_up = bool(done and done[1])
             self.announced = (wm, cover)
 
     async def on_revoked(self, revoked: set[TP]) -> None:
