@@ -102,3 +102,18 @@ def test_a_caught_up_partition_or_a_batch_in_flight_is_left_alone(clock: list[fl
     rt.batches_in_flight = 0
     _check(dog)
     assert waiting.seeks == [(waiting.tp, 0)]
+
+
+def test_a_partition_waiting_behind_a_busy_agent_is_not_a_stall(clock: list[float]) -> None:
+    """A large backlog: the agent works on other partitions for longer than the stall period."""
+    consumer = Consumer(highwater=100, committed=None)
+    dog, rt = _watchdog(consumer)
+    other = TP(TOPIC, 1)
+    for offset in range(30):
+        _check(dog)
+        clock[0] += 0.5
+        rt.progress["processors"].done(other, offset)
+    assert consumer.seeks == []
+    clock[0] += 1.5  # the agent has had nothing to do for a while: now it is a stall
+    _check(dog)
+    assert consumer.seeks == [(consumer.tp, 0)]
