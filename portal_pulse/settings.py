@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     tick_interval_seconds: float = 0.25
     # A partition whose commits stopped short of its end for this long while nothing is in
     # flight is read again from its committed offset (streams/stall.py).
-    stall_reread_seconds: float = 5.0
+    stall_reread_seconds: float = 2.5
     idle_grace_seconds: float = 0.5
 
     # Observability: the worker's HTTP endpoint (/healthz, /readyz, /metrics, /status, /query).
