@@ -22,7 +22,21 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 PROVISIONING = DOCKER / "grafana" / "provisioning"
 DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
-SERVICES = {"kafka", "clickhouse", "worker", "prometheus", "grafana"}
+SERVICES = {"kafka", "clickhouse", "worker", "process", "sink", "prometheus", "grafana"}
+# The Portal Pulse worker's services: `worker` (role all, the default) and, in profile `roles`, the
+# scale-out form's `process` and `sink`.
+WORKERS = ("worker", "process", "sink")
+CLICKHOUSE_WRITERS = ("worker", "sink")
+ROLES_PROFILE = "roles"
+# What every worker service reads the same (one YAML anchor in compose.yaml).
+COMMON_ENV = (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "PORTAL_PULSE_PRACTICES_FILE",
+    "PORTAL_PULSE_DATA_DIR",
+    "PORTAL_PULSE_PSEUDONYM_KEY_FILE",
+    "PORTAL_PULSE_WEB_HOST",
+    "PORTAL_PULSE_WEB_PORT",
+)
 DATA_DIR = "/var/lib/portal-pulse"
 
 
@@ -136,36 +150,52 @@ def test_no_password_or_key_is_a_value_in_the_compose_file(compose: dict) -> Non
 # --- The worker -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", WORKERS)
 def test_worker_environment_is_understood_by_the_settings(
-    compose: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    compose: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
 ) -> None:
-    worker = compose["services"]["worker"]
+    """Each worker service's environment, read by the settings as in the image: every role gets
+    its pseudonym key from the secret file (the worker refuses to start without one); the roles
+    that write ClickHouse get the server and the writer's password file, and `process`, which
+    never opens ClickHouse, gets neither."""
+    from portal_pulse.pseudonym import load_key
+
+    for var in _settings_env_names():  # nothing from the environment running the tests
+        monkeypatch.delenv(var, raising=False)
+    worker = compose["services"][name]
     env = _env(worker)
     unknown = set(env) - _settings_env_names()
-    assert not unknown, f"the worker's settings read no {sorted(unknown)}"
+    assert not unknown, f"the {name} service's settings read no {sorted(unknown)}"
     # Secret files: the same paths, with test content, so the settings read them as in the image.
     for secret in _secrets(worker):
         (tmp_path / secret).write_text(f"test-{secret}\n")
-    for name, value in env.items():
+    for var, value in env.items():
         if value.startswith("/run/secrets/"):
             value = str(tmp_path / value.removeprefix("/run/secrets/"))
-        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(var, value)
     settings = Settings()
     assert settings.kafka_bootstrap_servers == "kafka:9092"
-    assert settings.clickhouse_dsn.startswith("http://clickhouse:8123")
     assert settings.pseudonym_key_file == tmp_path / "pseudonym_key"
-    assert settings.clickhouse_password is not None
-    assert settings.clickhouse_password.get_secret_value() == "test-clickhouse_password"
+    assert load_key(settings) == b"test-pseudonym_key"
     assert str(settings.data_dir) == DATA_DIR
     # Secrets are files, never values in the compose file.
     assert "PORTAL_PULSE_PSEUDONYM_KEY" not in env
     assert "PORTAL_PULSE_CLICKHOUSE_PASSWORD" not in env
     assert env["PORTAL_PULSE_PSEUDONYM_KEY_FILE"] == "/run/secrets/pseudonym_key"
-    assert env["PORTAL_PULSE_CLICKHOUSE_PASSWORD_FILE"] == "/run/secrets/clickhouse_password"
+    if name in CLICKHOUSE_WRITERS:
+        assert settings.clickhouse_dsn.startswith("http://clickhouse:8123")
+        assert settings.clickhouse_password is not None
+        assert settings.clickhouse_password.get_secret_value() == "test-clickhouse_password"
+        assert env["PORTAL_PULSE_CLICKHOUSE_PASSWORD_FILE"] == "/run/secrets/clickhouse_password"
+    else:
+        assert not [var for var in env if "CLICKHOUSE" in var], f"{name} never opens ClickHouse"
+        assert "clickhouse_password" not in _secrets(worker)
+        assert "clickhouse" not in (worker.get("depends_on") or {})
 
 
-def test_worker_and_clickhouse_share_the_writer_user_and_password(compose: dict) -> None:
-    worker, clickhouse = (_env(compose["services"][n]) for n in ("worker", "clickhouse"))
+@pytest.mark.parametrize("name", CLICKHOUSE_WRITERS)
+def test_worker_and_clickhouse_share_the_writer_user_and_password(compose: dict, name: str) -> None:
+    worker, clickhouse = (_env(compose["services"][n]) for n in (name, "clickhouse"))
     assert worker["PORTAL_PULSE_CLICKHOUSE_USER"] == clickhouse["CLICKHOUSE_USER"]
     assert (
         worker["PORTAL_PULSE_CLICKHOUSE_PASSWORD_FILE"]
@@ -184,13 +214,15 @@ def test_dockerfile_environment_is_understood_by_the_settings() -> None:
     assert ours <= _settings_env_names(), ours - _settings_env_names()
 
 
-def test_worker_mounts_a_practices_file_that_exists(compose: dict) -> None:
-    volumes = compose["services"]["worker"]["volumes"]
-    assert any(v.startswith("../config:/config") for v in volumes)
-    assert (ROOT / "config" / "practices.yaml").is_file()
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_mounts_a_practices_file_that_exists(compose: dict, name: str) -> None:
+    service = compose["services"][name]
+    practices = Path(_env(service)["PORTAL_PULSE_PRACTICES_FILE"])
+    assert f"../config:{practices.parent}:ro" in service["volumes"]
+    assert (ROOT / "config" / practices.name).is_file()
     from portal_pulse.domain.practices import Practices
 
-    Practices.load(ROOT / "config" / "practices.yaml")  # valid per SPEC §3
+    Practices.load(ROOT / "config" / practices.name)  # valid per SPEC §3
 
 
 def test_dockerfile_copies_what_exists_and_runs_the_cli() -> None:
@@ -256,12 +288,16 @@ def test_faust_data_dir_is_under_the_data_dir(
 # --- The worker's web endpoint: healthcheck and Prometheus ------------------------------------
 
 
-def _web_port(compose: dict) -> int:
-    return int(_env(compose["services"]["worker"])["PORTAL_PULSE_WEB_PORT"])
+def _web_port(compose: dict, name: str = "worker") -> int:
+    return int(_env(compose["services"][name])["PORTAL_PULSE_WEB_PORT"])
 
 
-def test_worker_listens_on_all_interfaces_in_the_container(compose: dict) -> None:
-    assert _env(compose["services"]["worker"])["PORTAL_PULSE_WEB_HOST"] == "0.0.0.0"
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_listens_on_all_interfaces_in_the_container(compose: dict, name: str) -> None:
+    assert _env(compose["services"][name])["PORTAL_PULSE_WEB_HOST"] == "0.0.0.0"
+    # A published port reaches the web endpoint's port in the container.
+    for port in compose["services"][name].get("ports", []):
+        assert str(port).split(":")[-1] == str(_web_port(compose, name)), (name, port)
 
 
 class _Probe(BaseHTTPRequestHandler):
@@ -275,14 +311,17 @@ class _Probe(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.parametrize("name", WORKERS)
 @pytest.mark.parametrize("status,healthy", [(200, True), (503, False)])
-def test_worker_healthcheck_probes_healthz(compose: dict, status: int, healthy: bool) -> None:
+def test_worker_healthcheck_probes_healthz(
+    compose: dict, name: str, status: int, healthy: bool
+) -> None:
     """The healthcheck is python + urllib on /healthz at the web port: it passes on 200 and
     fails otherwise (run here against a stand-in server on a free port)."""
-    command = _healthcheck_command(compose["services"]["worker"])
+    command = _healthcheck_command(compose["services"][name])
     assert command[:3] == ["CMD", "python", "-c"], "the image has no curl"
     code = command[3]
-    port = _web_port(compose)
+    port = _web_port(compose, name)
     assert f"127.0.0.1:{port}/healthz" in code
 
     handler = type("Probe", (_Probe,), {"status": status})
@@ -297,12 +336,16 @@ def test_worker_healthcheck_probes_healthz(compose: dict, status: int, healthy: 
     assert (result.returncode == 0) is healthy, result.stderr.decode()
 
 
+def _prometheus_config() -> dict:
+    return yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+
+
 def test_prometheus_scrapes_the_worker_web_port(compose: dict) -> None:
     prom = compose["services"]["prometheus"]
     config_flag = next(a for a in prom["command"] if a.startswith("--config.file="))
     config_path = config_flag.split("=", 1)[1]
     assert f"./prometheus/prometheus.yml:{config_path}:ro" in prom["volumes"]
-    config = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    config = _prometheus_config()
     worker_jobs = [
         job
         for job in config["scrape_configs"]
@@ -311,6 +354,112 @@ def test_prometheus_scrapes_the_worker_web_port(compose: dict) -> None:
     ]
     assert worker_jobs, "no scrape job targets worker:<PORTAL_PULSE_WEB_PORT>"
     assert all(job.get("metrics_path", "/metrics") == "/metrics" for job in worker_jobs)
+
+
+def _dns_sd_jobs(config: dict, name: str, port: int) -> list[dict]:
+    """Jobs that discover every address of the compose service ``name`` (Docker's DNS answers a
+    service's name with one A record per container) and scrape each at ``port``."""
+    return [
+        job
+        for job in config["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        if name in sd["names"] and sd.get("type") == "A" and int(sd["port"]) == port
+    ]
+
+
+def test_prometheus_scrapes_every_process_replica_and_the_sink(compose: dict) -> None:
+    config = _prometheus_config()
+    jobs = [job["job_name"] for job in config["scrape_configs"]]
+    assert len(jobs) == len(set(jobs)), "Prometheus refuses duplicate job names"
+    # Every replica: a static process:<port> would reach one container of many (DNS round robin).
+    process_jobs = _dns_sd_jobs(config, "process", _web_port(compose, "process"))
+    assert process_jobs, "no dns_sd_configs job (type A) on process at its web port"
+    port = _web_port(compose, "sink")
+    sink_jobs = _dns_sd_jobs(config, "sink", port) + [
+        job
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        if f"sink:{port}" in static["targets"]
+    ]
+    assert sink_jobs, "no scrape job targets sink:<PORTAL_PULSE_WEB_PORT>"
+    for job in process_jobs + sink_jobs:
+        assert job.get("metrics_path", "/metrics") == "/metrics", job
+        assert not any(
+            "process" in str(static["targets"]) for static in job.get("static_configs", [])
+        ), job
+
+
+# --- The scale-out form: profile `roles` ------------------------------------------------------
+
+
+def test_roles_profile_runs_process_replicas_and_a_sink_beside_the_default_worker(
+    compose: dict,
+) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        expected = [ROLES_PROFILE] if name in ("process", "sink") else []
+        assert service.get("profiles", []) == expected, name
+    process, sink = services["process"], services["sink"]
+    assert process["command"][0] == "worker"
+    assert process["command"][1:3] == ["--role", "process"], process["command"]
+    assert sink["command"][0] == "worker"
+    assert sink["command"][1:3] == ["--role", "sink"], sink["command"]
+    assert "--role" not in services["worker"]["command"], "the default worker runs role all"
+    assert process["deploy"]["replicas"] >= 2
+    assert not process.get("ports"), "a published port would clash between the replicas"
+    # Each process container keeps its own data directory: no named volume shared by replicas.
+    for name in ("process", "sink"):
+        shared = [
+            v
+            for v in services[name].get("volumes", [])
+            if v.split(":")[1] == DATA_DIR and v.split(":")[0] in (compose.get("volumes") or {})
+        ]
+        others = [
+            v for other in WORKERS if other != name for v in services[other].get("volumes", [])
+        ]
+        assert name != "process" or not shared, f"process replicas would share {shared}"
+        assert not set(shared) & set(others), f"{name} shares a data volume with another worker"
+    # The same image, restart policy, grace period and healthcheck as the worker.
+    for key in ("image", "build", "restart", "stop_grace_period", "healthcheck", "env_file"):
+        assert process.get(key) == sink.get(key) == services["worker"].get(key), key
+    # Dependencies: the process role never waits for ClickHouse; the sink does.
+    assert set(process["depends_on"]) == {"kafka"}
+    assert set(sink["depends_on"]) == {"kafka", "clickhouse"}
+
+
+def _node(mapping: yaml.MappingNode, key: str) -> yaml.Node:
+    return next(value for k, value in mapping.value if k.value == key)
+
+
+def test_worker_services_share_one_environment_anchor(compose: dict) -> None:
+    """The common settings come from one extension field (``x-...``) that every worker service
+    merges (``<<: *anchor``), not from copies that could drift apart."""
+    root = yaml.compose((DOCKER / "compose.yaml").read_text())
+    assert isinstance(root, yaml.MappingNode)
+    extensions = [value for k, value in root.value if k.value.startswith("x-")]
+    anchors = [
+        node
+        for node in extensions
+        if isinstance(node, yaml.MappingNode)
+        and set(COMMON_ENV) <= {k.value for k, _ in node.value}
+    ]
+    assert len(anchors) == 1, "one x- extension field holds the common worker environment"
+    anchor = anchors[0]
+    services = _node(root, "services")
+    assert isinstance(services, yaml.MappingNode)
+    for name in WORKERS:
+        env = _node(_node(services, name), "environment")
+        assert isinstance(env, yaml.MappingNode), name
+        merged: list[yaml.Node] = []
+        for key, value in env.value:
+            if key.tag == "tag:yaml.org,2002:merge":
+                merged += value.value if isinstance(value, yaml.SequenceNode) else [value]
+            else:
+                assert key.value not in COMMON_ENV, f"{name} overrides {key.value}"
+        assert any(node is anchor for node in merged), f"{name} does not merge the common anchor"
+    values = {name: {v: _env(compose["services"][name])[v] for v in COMMON_ENV} for name in WORKERS}
+    assert values["worker"] == values["process"] == values["sink"]
+    assert values["worker"]["PORTAL_PULSE_DATA_DIR"] == DATA_DIR
 
 
 # --- Grafana and ClickHouse's BI user ---------------------------------------------------------
@@ -541,8 +690,9 @@ def test_kafka_is_reachable_from_the_host_and_the_network(compose: dict) -> None
     )
     assert set(listeners) <= set(protocols)
     assert set(advertised.values()) <= set(listeners)
-    # In the network: the address the worker uses.
-    assert _env(compose["services"]["worker"])["KAFKA_BOOTSTRAP_SERVERS"] in advertised
+    # In the network: the address the workers use.
+    for name in WORKERS:
+        assert _env(compose["services"][name])["KAFKA_BOOTSTRAP_SERVERS"] in advertised, name
     # From the host: a listener advertised as localhost:P, with port P published as P.
     host = [a for a in advertised if a.startswith("localhost:")]
     assert host, "no listener advertised for clients on the host"
@@ -565,3 +715,16 @@ def test_deployment_doc_is_linked_and_names_the_entry_points(compose: dict) -> N
     head = (DOCKER / "compose.yaml").read_text().split("\nname:")[0]
     for spec in compose["secrets"].values():
         assert Path(spec["file"]).name in head, f"set-up comment omits {spec['file']}"
+
+
+def test_deployment_doc_says_how_to_run_the_roles(compose: dict) -> None:
+    doc = DEPLOYMENT_DOC.read_text()
+    split = (
+        f"docker compose -f docker/compose.yaml --profile {ROLES_PROFILE} up -d --scale worker=0"
+    )
+    assert split in doc
+    assert "Which to run" in doc
+    for name in ("process", "sink"):
+        assert f"`{name}`" in doc, name
+    published = compose["services"]["sink"]["ports"][0].split(":")[-2]
+    assert f"portal-pulse status --worker http://localhost:{published}" in doc
