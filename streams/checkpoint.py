@@ -74,6 +74,18 @@ class GatedConsumer(AIOKafkaConsumer):
     async def perform_seek(self) -> None:
         self._stamp_seek(self.assignment())
         await super().perform_seek()
+        # aiokafka seeks only partitions whose committed offset is above 0. Records fetched for
+        # the others while Faust paused them (table recovery after an assignment) were dropped,
+        # and the fetcher had moved past them: nothing arrived until the stall watchdog re-read
+        # the partition (alerts, response facts, a sink's clean partitions: 5-9 s at start-up
+        # and after a failover). Read those from their start as well.
+        unsought = {
+            tp: 0
+            for tp in self.assignment()
+            if not self._committed_offset.get(tp) and not self._is_changelog_tp(tp)
+        }
+        if unsought:
+            await self.seek_wait(unsought)
 
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
         self._stamp_seek(partitions)
