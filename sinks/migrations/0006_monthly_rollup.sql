@@ -499,87 +499,61 @@ FROM
     ) AS m
     LEFT JOIN
     (
-        -- Counted over patients, from their yearly month masks: bit k is month k+1. Twelve
-        -- plain sums per mask, since per-row arrays cost several times more.
+        -- Counted over patients, from their yearly month masks: bit k is month k+1.
         SELECT
             practice_id,
             makeDate(year, k + 1, 1) AS month,
-            active[k + 1] AS active_users,
-            multi[k + 1] AS multi_feature_users,
-            app[k + 1] AS app_users,
-            roster[k + 1] AS unique_patients,
-            enrolled[k + 1] AS enrolled_patients,
-            new[k + 1] AS new_enrollments,
-            toUInt64(arrayCount(a -> a.2 = k + 1, answers)) AS portal_user_surveys,
-            toUInt64(arraySum(a -> if(a.2 = k + 1, a.4, 0), answers)) AS portal_user_score_sum
+            sum(bitTest(logins, k)) AS active_users,
+            sum(bitTest(multi, k)) AS multi_feature_users,
+            sum(bitTest(with_app, k)) AS app_users,
+            sum(bitTest(roster, k)) AS unique_patients,
+            sum(bitTest(enrolled_roster, k)) AS enrolled_patients,
+            sum(bitTest(first_enrolment, k)) AS new_enrollments,
+            sum(arrayCount(a -> a.2 = k + 1, answered)) AS portal_user_surveys,
+            sum(arraySum(a -> if(a.2 = k + 1, a.4, 0), answered)) AS portal_user_score_sum
         FROM
         (
             SELECT
-                practice_id,
-                year,
-                [sum(bitTest(logins, 0)), sum(bitTest(logins, 1)), sum(bitTest(logins, 2)), sum(bitTest(logins, 3)),
-                 sum(bitTest(logins, 4)), sum(bitTest(logins, 5)), sum(bitTest(logins, 6)), sum(bitTest(logins, 7)),
-                 sum(bitTest(logins, 8)), sum(bitTest(logins, 9)), sum(bitTest(logins, 10)), sum(bitTest(logins, 11))] AS active,
-                [sum(bitTest(multi, 0)), sum(bitTest(multi, 1)), sum(bitTest(multi, 2)), sum(bitTest(multi, 3)),
-                 sum(bitTest(multi, 4)), sum(bitTest(multi, 5)), sum(bitTest(multi, 6)), sum(bitTest(multi, 7)),
-                 sum(bitTest(multi, 8)), sum(bitTest(multi, 9)), sum(bitTest(multi, 10)), sum(bitTest(multi, 11))] AS multi,
-                [sum(bitTest(with_app, 0)), sum(bitTest(with_app, 1)), sum(bitTest(with_app, 2)), sum(bitTest(with_app, 3)),
-                 sum(bitTest(with_app, 4)), sum(bitTest(with_app, 5)), sum(bitTest(with_app, 6)), sum(bitTest(with_app, 7)),
-                 sum(bitTest(with_app, 8)), sum(bitTest(with_app, 9)), sum(bitTest(with_app, 10)), sum(bitTest(with_app, 11))] AS app,
-                [sum(bitTest(roster, 0)), sum(bitTest(roster, 1)), sum(bitTest(roster, 2)), sum(bitTest(roster, 3)),
-                 sum(bitTest(roster, 4)), sum(bitTest(roster, 5)), sum(bitTest(roster, 6)), sum(bitTest(roster, 7)),
-                 sum(bitTest(roster, 8)), sum(bitTest(roster, 9)), sum(bitTest(roster, 10)), sum(bitTest(roster, 11))] AS roster,
-                [sum(bitTest(enrolled_roster, 0)), sum(bitTest(enrolled_roster, 1)), sum(bitTest(enrolled_roster, 2)), sum(bitTest(enrolled_roster, 3)),
-                 sum(bitTest(enrolled_roster, 4)), sum(bitTest(enrolled_roster, 5)), sum(bitTest(enrolled_roster, 6)), sum(bitTest(enrolled_roster, 7)),
-                 sum(bitTest(enrolled_roster, 8)), sum(bitTest(enrolled_roster, 9)), sum(bitTest(enrolled_roster, 10)), sum(bitTest(enrolled_roster, 11))] AS enrolled,
-                [sum(bitTest(first_enrolment, 0)), sum(bitTest(first_enrolment, 1)), sum(bitTest(first_enrolment, 2)), sum(bitTest(first_enrolment, 3)),
-                 sum(bitTest(first_enrolment, 4)), sum(bitTest(first_enrolment, 5)), sum(bitTest(first_enrolment, 6)), sum(bitTest(first_enrolment, 7)),
-                 sum(bitTest(first_enrolment, 8)), sum(bitTest(first_enrolment, 9)), sum(bitTest(first_enrolment, 10)), sum(bitTest(first_enrolment, 11))] AS new,
-                groupArrayArray(answered) AS answers
-            FROM
+                y.practice_id AS practice_id,
+                y.year AS year,
+                y.logins AS logins,
+                y.roster AS roster,
+                -- at least two features: OR of every pairwise AND, built up
+                bitAnd(logins,
+                    bitOr(bitOr(bitOr(bitAnd(messaging, scheduling),
+                                      bitAnd(bitOr(messaging, scheduling), results)),
+                                bitAnd(bitOr(bitOr(messaging, scheduling), results), bill_pay)),
+                          bitOr(bitAnd(bitOr(bitOr(bitOr(messaging, scheduling), results), bill_pay),
+                                       records),
+                                bitAnd(bitOr(bitOr(bitOr(bitOr(messaging, scheduling), results),
+                                                   bill_pay), records), refills)))) AS multi,
+                -- app (bit 0) and enrolment (bit 1) in an earlier year of the same patient
+                toUInt8(f.app_year BETWEEN 1 AND y.year - 1)
+                    + 2 * toUInt8(f.enrol_year BETWEEN 1 AND y.year - 1) AS before,
+                -- a mask's lowest set bit b, and 4096 - b: that month and every later one
+                bitAnd(toUInt32(app), 65536 - toUInt32(app)) AS first_app,
+                bitAnd(toUInt32(enrolments), 65536 - toUInt32(enrolments)) AS first_enrolled,
+                bitAnd(logins, if(bitTest(before, 0), 4095, if(app = 0, 0, 4096 - first_app)))
+                    AS with_app,
+                bitAnd(roster, if(bitTest(before, 1), 4095,
+                                  if(enrolments = 0, 0, 4096 - first_enrolled))) AS enrolled_roster,
+                if(bitTest(before, 1), 0, first_enrolled) AS first_enrolment,
+                -- surveys answered once enrolled
+                if(bitTest(before, 1), surveys,
+                   arrayFilter(a -> ifNull(a.1 >= enrolled_at, false), surveys)) AS answered
+            FROM rollup_patient_years AS y FINAL
+            -- patient keys are salted with the practice: the key alone identifies
+            LEFT JOIN
             (
-                SELECT
-                    y.practice_id AS practice_id,
-                    y.year AS year,
-                    y.logins AS logins,
-                    y.roster AS roster,
-                    -- at least two features: OR of every pairwise AND, built up
-                    bitAnd(logins,
-                        bitOr(bitOr(bitOr(bitAnd(messaging, scheduling),
-                                          bitAnd(bitOr(messaging, scheduling), results)),
-                                    bitAnd(bitOr(bitOr(messaging, scheduling), results), bill_pay)),
-                              bitOr(bitAnd(bitOr(bitOr(bitOr(messaging, scheduling), results), bill_pay),
-                                           records),
-                                    bitAnd(bitOr(bitOr(bitOr(bitOr(messaging, scheduling), results),
-                                                       bill_pay), records), refills)))) AS multi,
-                    -- app (bit 0) and enrolment (bit 1) in an earlier year of the same patient
-                    toUInt8(f.app_year BETWEEN 1 AND y.year - 1)
-                        + 2 * toUInt8(f.enrol_year BETWEEN 1 AND y.year - 1) AS before,
-                    -- a mask's lowest set bit b, and 4096 - b: that month and every later one
-                    bitAnd(toUInt32(app), 65536 - toUInt32(app)) AS first_app,
-                    bitAnd(toUInt32(enrolments), 65536 - toUInt32(enrolments)) AS first_enrolled,
-                    bitAnd(logins, if(bitTest(before, 0), 4095, if(app = 0, 0, 4096 - first_app)))
-                        AS with_app,
-                    bitAnd(roster, if(bitTest(before, 1), 4095,
-                                      if(enrolments = 0, 0, 4096 - first_enrolled))) AS enrolled_roster,
-                    if(bitTest(before, 1), 0, first_enrolled) AS first_enrolment,
-                    -- surveys answered once enrolled
-                    if(bitTest(before, 1), surveys,
-                       arrayFilter(a -> ifNull(a.1 >= enrolled_at, false), surveys)) AS answered
-                FROM rollup_patient_years AS y FINAL
-                -- patient keys are salted with the practice: the key alone identifies
-                LEFT JOIN
-                (
-                    SELECT patient, app_year, enrol_year
-                    FROM rollup_patient_firsts FINAL
-                    WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
-                ) AS f ON f.patient = y.patient
-                WHERE y.zone = transform(y.practice_id, settings.1, settings.2, settings.3)
-                  AND y.lookback = transform(y.practice_id, settings.4, settings.5, settings.6)
-            )
-            GROUP BY practice_id, year
+                SELECT patient, app_year, enrol_year
+                FROM rollup_patient_firsts FINAL
+                WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
+            ) AS f ON f.patient = y.patient
+            WHERE y.zone = transform(y.practice_id, settings.1, settings.2, settings.3)
+              AND y.lookback = transform(y.practice_id, settings.4, settings.5, settings.6)
         )
         ARRAY JOIN range(12) AS k
+        GROUP BY practice_id, year, k
     ) AS pt ON pt.practice_id = m.practice_id AND pt.month = m.month
     LEFT JOIN
     (
