@@ -6,8 +6,8 @@ backfilled), then times the monthly view: one practice-month (what `dashboard` r
 practice's trailing twelve months (the HTML report), and all practices over all months. Each is
 timed on the rollup-backed `monthly_portal_performance` ("after") and on migration 0002's
 query-time definition, recreated as `reference_monthly_portal_performance` ("before"; see
-tests/reference_monthly.py). Prints medians of repeated runs, then whether the two views give
-the same numbers.
+tests/reference_monthly.py). Runs of the two alternate, so both see the same machine load. Prints
+medians of repeated runs, then whether the two views give the same numbers.
 """
 
 from __future__ import annotations
@@ -41,14 +41,21 @@ FLOAT_MEANS = ("avg_response_business_hours", "avg_response_hours")
 """Means of Float64 columns: their last bits depend on summation order (threads, parts)."""
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Median seconds over ``repeat`` runs, and the last run's result."""
-    runs, result = [], None
+def timed_pair(
+    before: Callable[[], Any], after: Callable[[], Any], repeat: int
+) -> tuple[float, float, Any, Any]:
+    """Median seconds of each over ``repeat`` runs, alternating so both see the same load, and
+    each one's last result. One untimed run of each first warms the caches."""
+    before()
+    after()
+    runs: tuple[list[float], list[float]] = ([], [])
+    results: list[Any] = [None, None]
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs), result
+        for i, fn in enumerate((before, after)):
+            t0 = time.perf_counter()
+            results[i] = fn()
+            runs[i].append(time.perf_counter() - t0)
+    return statistics.median(runs[0]), statistics.median(runs[1]), results[0], results[1]
 
 
 @contextmanager
@@ -123,20 +130,33 @@ def main() -> None:
         ).result_rows
     ]
     month = months[-2] if len(months) > 1 else months[-1]
-    every = "SELECT * FROM {} ORDER BY practice_id, month"
 
-    figures: dict[str, list[float]] = {}
-    results: dict[str, list[tuple[Any, ...]]] = {}
-    columns: list[str] = []
-    for label, view in (("before", reference), ("after", VIEW)):
-        with dashboard_view(view):
-            one, _ = timed(lambda: fetch_month(client, "P001", month), args.repeat)
-            trailing, _ = timed(lambda: fetch_trailing(client, "P001", month), args.repeat)
-        query = every.format(view)
-        everything, result = timed(lambda q=query: client.query(q), max(3, args.repeat // 2))
-        figures[label] = [one, trailing, everything]
-        results[label] = result.result_rows
-        columns = list(result.column_names)
+    def month_of(view: str) -> Callable[[], Any]:
+        def fetch() -> Any:
+            with dashboard_view(view):
+                return fetch_month(client, "P001", month)
+
+        return fetch
+
+    def trailing_of(view: str) -> Callable[[], Any]:
+        def fetch() -> Any:
+            with dashboard_view(view):
+                return fetch_trailing(client, "P001", month)
+
+        return fetch
+
+    def every_of(view: str) -> Callable[[], Any]:
+        return lambda: client.query(f"SELECT * FROM {view} ORDER BY practice_id, month")
+
+    one = timed_pair(month_of(reference), month_of(VIEW), args.repeat)
+    trailing = timed_pair(trailing_of(reference), trailing_of(VIEW), args.repeat)
+    everything = timed_pair(every_of(reference), every_of(VIEW), max(3, args.repeat // 2))
+    figures = {
+        "before": [one[0], trailing[0], everything[0]],
+        "after": [one[1], trailing[1], everything[1]],
+    }
+    results = {"before": everything[2].result_rows, "after": everything[3].result_rows}
+    columns = list(everything[3].column_names)
 
     rows = len(results["after"])
     print(
