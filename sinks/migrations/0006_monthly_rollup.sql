@@ -8,7 +8,7 @@
 -- * Duplicates count once. `events` can hold a second copy of an event (a replay into a
 --   database that has it, a duplicate past ingest's de-duplication memory) until its
 --   ReplacingMergeTree merges, and alerts and response facts are re-inserted by design. So no
---   rollup adds rows up: events go into idempotent states (sets, bit-ORs, minimums) keyed by
+--   rollup adds rows up: events go into idempotent values (sets, bit-ORs, minimums) keyed by
 --   the event's identity (its event_id and occurred_at, as `events` collapses them), and
 --   responses and breaches go into ReplacingMergeTree copies read with FINAL, like the sources.
 -- * Local dates are cut in the zone in force when the row arrives (the practice's `practices`
@@ -16,9 +16,9 @@
 --   on the roster look-back carry it too. The view reads only rows of each practice's current
 --   zone and look-back. When either changes, practices_sync feeds the practice's stored rows
 --   through the rollup again (portal_pulse/reports/rollup.py).
--- * Patients and events are keyed by 64-bit SipHash of the pseudonym and of (event_id,
---   occurred_at) within one practice and month: two different keys colliding there is a
---   one-in-10^12 event at 10^4 keys.
+-- * Events are keyed by a 64-bit SipHash of (event_id, occurred_at), results of result_id, both
+--   within one practice, and patients of (practice_id, pseudonym): two different keys colliding
+--   is a one-in-10^7 event even at a million patients.
 --
 -- Rows flow: events → events_rollup_feed (Null) → events_rollup_local (Null, with zone and
 -- local date) → rollup_months, rollup_patient_years, rollup_patient_firsts, rollup_results.
@@ -64,19 +64,20 @@ ENGINE = Null;
 
 -- Per practice, zone and local month. A row exists for every month with an event (the months
 -- the view shows). Counts are sets of event keys; payments are sets of (event key << 64 |
--- amount as UInt64), summed at query time.
+-- amount as UInt64), summed at query time. (Plain arrays merged as sets rather than aggregate
+-- states: any client can read them.)
 CREATE TABLE IF NOT EXISTS rollup_months
 (
     practice_id      LowCardinality(String),
     zone             LowCardinality(String),
     month            Date,
-    patient_messages AggregateFunction(uniqExact, UInt64),
-    staff_replies    AggregateFunction(uniqExact, UInt64),
-    portal_bookings  AggregateFunction(uniqExact, UInt64),
-    total_bookings   AggregateFunction(uniqExact, UInt64),
-    inbound_calls    AggregateFunction(uniqExact, UInt64),
-    portal_payments  AggregateFunction(groupUniqArray, UInt128),
-    payments         AggregateFunction(groupUniqArray, UInt128)
+    patient_messages SimpleAggregateFunction(groupUniqArrayArray, Array(UInt64)),
+    staff_replies    SimpleAggregateFunction(groupUniqArrayArray, Array(UInt64)),
+    portal_bookings  SimpleAggregateFunction(groupUniqArrayArray, Array(UInt64)),
+    total_bookings   SimpleAggregateFunction(groupUniqArrayArray, Array(UInt64)),
+    inbound_calls    SimpleAggregateFunction(groupUniqArrayArray, Array(UInt64)),
+    portal_payments  SimpleAggregateFunction(groupUniqArrayArray, Array(UInt128)),
+    payments         SimpleAggregateFunction(groupUniqArrayArray, Array(UInt128))
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (practice_id, zone, month)
@@ -185,15 +186,15 @@ SELECT
     practice_id,
     zone,
     month,
-    uniqExactStateIf(event_key, event_type = 'message.sent') AS patient_messages,
-    uniqExactStateIf(event_key, event_type = 'message.replied' AND automated = 0) AS staff_replies,
-    uniqExactStateIf(event_key, event_type = 'appointment.booked' AND channel = 'portal') AS portal_bookings,
-    uniqExactStateIf(event_key, event_type = 'appointment.booked') AS total_bookings,
-    uniqExactStateIf(event_key, event_type = 'phone.call' AND direction = 'inbound') AS inbound_calls,
-    groupUniqArrayStateIf(
+    groupUniqArrayIf(event_key, event_type = 'message.sent') AS patient_messages,
+    groupUniqArrayIf(event_key, event_type = 'message.replied' AND automated = 0) AS staff_replies,
+    groupUniqArrayIf(event_key, event_type = 'appointment.booked' AND channel = 'portal') AS portal_bookings,
+    groupUniqArrayIf(event_key, event_type = 'appointment.booked') AS total_bookings,
+    groupUniqArrayIf(event_key, event_type = 'phone.call' AND direction = 'inbound') AS inbound_calls,
+    groupUniqArrayIf(
         bitOr(bitShiftLeft(toUInt128(event_key), 64), toUInt128(toUInt64(amount_cents))),
         event_type = 'payment.made' AND channel = 'portal') AS portal_payments,
-    groupUniqArrayStateIf(
+    groupUniqArrayIf(
         bitOr(bitShiftLeft(toUInt128(event_key), 64), toUInt128(toUInt64(amount_cents))),
         event_type = 'payment.made') AS payments
 FROM events_rollup_local
@@ -483,15 +484,15 @@ FROM
         SELECT
             practice_id,
             month,
-            uniqExactMerge(patient_messages) AS patient_messages,
-            uniqExactMerge(staff_replies) AS staff_replies,
-            uniqExactMerge(portal_bookings) AS portal_bookings,
-            uniqExactMerge(total_bookings) AS total_bookings,
-            uniqExactMerge(inbound_calls) AS inbound_calls,
+            uniqExactArray(patient_messages) AS patient_messages,
+            uniqExactArray(staff_replies) AS staff_replies,
+            uniqExactArray(portal_bookings) AS portal_bookings,
+            uniqExactArray(total_bookings) AS total_bookings,
+            uniqExactArray(inbound_calls) AS inbound_calls,
             -- the low 64 bits of a sum of (key << 64 | amount) are the sum of the amounts
-            toInt64(toUInt64(bitAnd(arraySum(groupUniqArrayMerge(portal_payments)),
+            toInt64(toUInt64(bitAnd(arraySum(groupUniqArrayArray(portal_payments)),
                                     0xFFFFFFFFFFFFFFFF))) AS portal_payment_cents,
-            toInt64(toUInt64(bitAnd(arraySum(groupUniqArrayMerge(payments)),
+            toInt64(toUInt64(bitAnd(arraySum(groupUniqArrayArray(payments)),
                                     0xFFFFFFFFFFFFFFFF))) AS total_payment_cents
         FROM rollup_months
         WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)

@@ -361,3 +361,16 @@ def test_migrating_a_database_that_has_data(
     finally:
         client.close()
         chdb_client.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+
+
+def test_every_table_reads_with_select_star(db: Client) -> None:
+    """Operators and the PHI checks dump tables with SELECT *: no column the client cannot read."""
+    tables = [
+        r[0]
+        for r in db.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine != 'Null'"
+        ).result_rows
+    ]
+    assert {"rollup_months", "rollup_patient_years", "rollup_breaches"} <= set(tables)
+    for table in tables:
+        db.query(f"SELECT * FROM {table} LIMIT 3")
