@@ -6,7 +6,8 @@ current zone and look-back. So when either changes (a new ``practices`` row, or 
 ``default`` for practices without one), that practice's stored rows go through the rollup again:
 ``rebuild_rollup`` re-inserts them into the rollup's feed tables, whose materialized views cut
 them with the new settings. Every rollup collapses a row seen twice, so rebuilding is
-idempotent and safe while the pipeline writes.
+idempotent and safe while the pipeline writes. ``rollup_builds`` records the settings each
+practice's rollup was cut with, so a rebuild cut short (a crash) is done again next time.
 """
 
 from __future__ import annotations
@@ -14,11 +15,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-__all__ = ["FEEDS", "effective_settings", "rebuild_rollup", "wait_for_inserts_before"]
+__all__ = [
+    "FEEDS",
+    "built_with",
+    "effective_settings",
+    "rebuild_rollup",
+    "record_builds",
+    "wait_for_inserts_before",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,4 +98,25 @@ def rebuild_rollup(client: Client, practice_ids: Iterable[str]) -> None:
         )
     logger.info(
         "monthly rollup rebuilt for %d practice(s) after a time-zone or look-back change", len(ids)
+    )
+
+
+def built_with(client: Client) -> dict[str, tuple[str, int]]:
+    """Practice → (zone, look-back) its rollup rows were last cut with, where recorded."""
+    return {
+        pid: (zone, lookback)
+        for pid, zone, lookback in client.query(
+            "SELECT practice_id, zone, lookback FROM rollup_builds FINAL"
+        ).result_rows
+    }
+
+
+def record_builds(client: Client, settings: Mapping[str, tuple[str, int]]) -> None:
+    """Record that these practices' rollup rows are cut with these (zone, look-back)."""
+    if not settings:
+        return
+    now = datetime.now(UTC)
+    rows = [[pid, zone, lookback, now] for pid, (zone, lookback) in sorted(settings.items())]
+    client.insert(
+        "rollup_builds", rows, column_names=("practice_id", "zone", "lookback", "built_at")
     )

@@ -373,6 +373,18 @@ FROM
 ) AS a
 ASOF JOIN local_days AS d ON d.timezone = a.zone AND a.due_at >= d.starts_at;
 
+-- The zone and look-back each practice's rollup rows were last cut with (practices_sync), so a
+-- rebuild cut short is done again at the next sync.
+CREATE TABLE IF NOT EXISTS rollup_builds
+(
+    practice_id String,
+    zone        LowCardinality(String),
+    lookback    UInt32,
+    built_at    DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(built_at)
+ORDER BY practice_id;
+
 -- Backfill what is already stored (idempotent: every rollup collapses a row seen twice).
 INSERT INTO events_rollup_feed
 SELECT event_id, event_type, occurred_at, practice_id, patient_pseudonym, channel, direction,
@@ -500,18 +512,26 @@ FROM
     ) AS m
     LEFT JOIN
     (
-        -- Counted over patients, from their yearly month masks: bit k is month k+1.
+        -- Counted over patients, from their yearly month masks: bit k is month k+1. Patients
+        -- with the same masks are counted together first (ten times fewer rows), then split
+        -- into months.
         SELECT
             practice_id,
             makeDate(year, k + 1, 1) AS month,
-            sum(bitTest(logins, k)) AS active_users,
-            sum(bitTest(multi, k)) AS multi_feature_users,
-            sum(bitTest(with_app, k)) AS app_users,
-            sum(bitTest(roster, k)) AS unique_patients,
-            sum(bitTest(enrolled_roster, k)) AS enrolled_patients,
-            sum(bitTest(first_enrolment, k)) AS new_enrollments,
+            sum(patients * bitTest(logins, k)) AS active_users,
+            sum(patients * bitTest(multi, k)) AS multi_feature_users,
+            sum(patients * bitTest(with_app, k)) AS app_users,
+            sum(patients * bitTest(roster, k)) AS unique_patients,
+            sum(patients * bitTest(enrolled_roster, k)) AS enrolled_patients,
+            sum(patients * bitTest(first_enrolment, k)) AS new_enrollments,
             sum(arrayCount(a -> a.2 = k + 1, answered)) AS portal_user_surveys,
             sum(arraySum(a -> if(a.2 = k + 1, a.4, 0), answered)) AS portal_user_score_sum
+        FROM
+        (
+        SELECT
+            practice_id, year, logins, multi, with_app, roster, enrolled_roster, first_enrolment,
+            count() AS patients,
+            groupArrayArray(answered) AS answered
         FROM
         (
             SELECT
@@ -552,6 +572,8 @@ FROM
             ) AS f ON f.patient = y.patient
             WHERE y.zone = transform(y.practice_id, settings.1, settings.2, settings.3)
               AND y.lookback = transform(y.practice_id, settings.4, settings.5, settings.6)
+        )
+        GROUP BY practice_id, year, logins, multi, with_app, roster, enrolled_roster, first_enrolment
         )
         ARRAY JOIN range(12) AS k
         GROUP BY practice_id, year, k

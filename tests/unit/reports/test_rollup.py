@@ -146,3 +146,27 @@ def test_feed_tables_name_columns_of_their_sources(chdb_client: Client) -> None:
         feed_columns = {r[0] for r in chdb_client.query(f"DESCRIBE TABLE {feed}").result_rows}
         source_columns = {r[0] for r in chdb_client.query(f"DESCRIBE TABLE {source}").result_rows}
         assert feed_columns <= source_columns
+
+
+def test_a_rebuild_cut_short_is_done_at_the_next_sync(
+    chdb_client: Client, practice: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def sync(zone: str) -> None:
+        sync_practices(
+            chdb_client, Practices.from_mapping({"practices": {practice: {"timezone": zone}}})
+        )
+
+    sync("UTC")
+    assert months(chdb_client, practice) == [("2026-01", 0, 1), ("2026-02", 2, 1)]
+
+    def crash(client: Client, ids: Any) -> None:
+        raise RuntimeError("killed mid-rebuild")
+
+    monkeypatch.setattr(practices_sync, "rebuild_rollup", crash)
+    with pytest.raises(RuntimeError):
+        sync("America/New_York")  # the practices row is written, the rollup is not rebuilt
+    monkeypatch.undo()
+    sync("America/New_York")  # nothing changes in practices, but the rollup is behind
+    assert months(chdb_client, practice) == [("2026-01", 1, 1), ("2026-02", 1, 1)]
+    built = rollup.built_with(chdb_client)
+    assert built[practice] == ("America/New_York", 730)
