@@ -270,8 +270,10 @@ FROM events_rollup_local
 WHERE event_type IN ('result.posted', 'result.viewed', 'result.staff_contacted')
 GROUP BY practice_id, zone, result;
 
--- Answered SLA clocks by the local month of the reply: a copy of message_responses with the
--- zone and month, collapsing re-inserted facts the way the source does.
+-- Answered SLA clocks by the local month of the reply, and sla.breached alerts by the local month
+-- they were due: copies of message_responses and alerts with the zone and month, in one table
+-- (one part of the view). ReplacingMergeTree(version) keeps what the sources keep: an alert's
+-- latest version, and for responses (version 0) the fact inserted last.
 CREATE TABLE IF NOT EXISTS message_responses_rollup_feed
 (
     response_id               String,
@@ -284,19 +286,31 @@ CREATE TABLE IF NOT EXISTS message_responses_rollup_feed
 )
 ENGINE = Null;
 
-CREATE TABLE IF NOT EXISTS rollup_responses
+CREATE TABLE IF NOT EXISTS alerts_rollup_feed
+(
+    alert_id    String,
+    kind        LowCardinality(String),
+    practice_id LowCardinality(String),
+    due_at      DateTime64(3, 'UTC'),
+    version     UInt64
+)
+ENGINE = Null;
+
+CREATE TABLE IF NOT EXISTS rollup_sla
 (
     practice_id               LowCardinality(String),
     zone                      LowCardinality(String),
-    response_id               String,
+    kind                      LowCardinality(String),
+    id                        String,
     month                     Date,
+    version                   UInt64,
     response_business_minutes Float64,
     response_wall_minutes     Float64,
     met_internal_target       UInt8,
     met_external_promise      UInt8
 )
-ENGINE = ReplacingMergeTree
-ORDER BY (practice_id, zone, response_id);
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (practice_id, zone, kind, id);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS message_responses_rollup_feed_mv
 TO message_responses_rollup_feed AS
@@ -304,12 +318,18 @@ SELECT response_id, practice_id, replied_at, response_business_minutes, response
        met_internal_target, met_external_promise
 FROM message_responses;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS rollup_responses_mv TO rollup_responses AS
+CREATE MATERIALIZED VIEW IF NOT EXISTS alerts_rollup_feed_mv TO alerts_rollup_feed AS
+SELECT alert_id, kind, practice_id, due_at, version
+FROM alerts;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS rollup_sla_responses_mv TO rollup_sla AS
 SELECT
     r.practice_id AS practice_id,
     r.zone AS zone,
-    r.response_id AS response_id,
+    'response' AS kind,
+    r.response_id AS id,
     toStartOfMonth(d.local_date) AS month,
+    toUInt64(0) AS version,
     r.response_business_minutes AS response_business_minutes,
     r.response_wall_minutes AS response_wall_minutes,
     r.met_internal_target AS met_internal_target,
@@ -326,40 +346,18 @@ FROM
 ) AS r
 ASOF JOIN local_days AS d ON d.timezone = r.zone AND r.replied_at >= d.starts_at;
 
--- sla.breached alerts by the local month of their due time: a copy keeping the source's
--- latest version of each alert.
-CREATE TABLE IF NOT EXISTS alerts_rollup_feed
-(
-    alert_id    String,
-    kind        LowCardinality(String),
-    practice_id LowCardinality(String),
-    due_at      DateTime64(3, 'UTC'),
-    version     UInt64
-)
-ENGINE = Null;
-
-CREATE TABLE IF NOT EXISTS rollup_breaches
-(
-    practice_id LowCardinality(String),
-    zone        LowCardinality(String),
-    alert_id    String,
-    month       Date,
-    version     UInt64
-)
-ENGINE = ReplacingMergeTree(version)
-ORDER BY (practice_id, zone, alert_id);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS alerts_rollup_feed_mv TO alerts_rollup_feed AS
-SELECT alert_id, kind, practice_id, due_at, version
-FROM alerts;
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS rollup_breaches_mv TO rollup_breaches AS
+CREATE MATERIALIZED VIEW IF NOT EXISTS rollup_sla_breaches_mv TO rollup_sla AS
 SELECT
     a.practice_id AS practice_id,
     a.zone AS zone,
-    a.alert_id AS alert_id,
+    'breach' AS kind,
+    a.alert_id AS id,
     toStartOfMonth(d.local_date) AS month,
-    a.version AS version
+    a.version AS version,
+    0 AS response_business_minutes,
+    0 AS response_wall_minutes,
+    0 AS met_internal_target,
+    0 AS met_external_promise
 FROM
 (
     SELECT
@@ -482,14 +480,14 @@ FROM
         rs.same_day_views AS same_day_views,
         rs.results_posted AS results_posted,
         rs.viewed_before_contact AS viewed_before_contact,
-        mr.responses AS responses,
-        mr.avg_response_business_hours AS avg_response_business_hours,
-        mr.median_response_business_hours AS median_response_business_hours,
-        mr.p90_response_business_hours AS p90_response_business_hours,
-        mr.avg_response_hours AS avg_response_hours,
-        mr.within_internal_target_rate AS within_internal_target_rate,
-        mr.within_external_promise_rate AS within_external_promise_rate,
-        br.sla_breaches AS sla_breaches
+        sla.responses AS responses,
+        sla.avg_response_business_hours AS avg_response_business_hours,
+        sla.median_response_business_hours AS median_response_business_hours,
+        sla.p90_response_business_hours AS p90_response_business_hours,
+        sla.avg_response_hours AS avg_response_hours,
+        sla.within_internal_target_rate AS within_internal_target_rate,
+        sla.within_external_promise_rate AS within_external_promise_rate,
+        sla.sla_breaches AS sla_breaches
     FROM
     (
         -- Months with events, and what is counted over events.
@@ -611,30 +609,31 @@ FROM
     ) AS rs ON rs.practice_id = m.practice_id AND rs.month = m.month
     LEFT JOIN
     (
-        -- Answered SLA clocks and their response times, by the local month of the reply.
+        -- Answered SLA clocks and their response times, by the local month of the reply;
+        -- sla.breached alerts by the local month they were due.
         SELECT
             practice_id,
             month,
-            count() AS responses,
-            toNullable(avg(response_business_minutes) / 60) AS avg_response_business_hours,
-            toNullable(quantileExactInclusive(0.5)(response_business_minutes) / 60)
+            countIf(kind = 'response') AS responses,
+            if(responses = 0, NULL, avgIf(response_business_minutes, kind = 'response') / 60)
+                AS avg_response_business_hours,
+            if(responses = 0, NULL,
+               quantileExactInclusiveIf(0.5)(response_business_minutes, kind = 'response') / 60)
                 AS median_response_business_hours,
-            toNullable(quantileExactInclusive(0.9)(response_business_minutes) / 60)
+            if(responses = 0, NULL,
+               quantileExactInclusiveIf(0.9)(response_business_minutes, kind = 'response') / 60)
                 AS p90_response_business_hours,
-            toNullable(avg(response_wall_minutes) / 60) AS avg_response_hours,
-            toNullable(avg(met_internal_target)) AS within_internal_target_rate,
-            toNullable(avg(met_external_promise)) AS within_external_promise_rate
-        FROM rollup_responses FINAL
+            if(responses = 0, NULL, avgIf(response_wall_minutes, kind = 'response') / 60)
+                AS avg_response_hours,
+            if(responses = 0, NULL, avgIf(met_internal_target, kind = 'response'))
+                AS within_internal_target_rate,
+            if(responses = 0, NULL, avgIf(met_external_promise, kind = 'response'))
+                AS within_external_promise_rate,
+            countIf(kind = 'breach') AS sla_breaches
+        FROM rollup_sla FINAL
         WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
         GROUP BY practice_id, month
-    ) AS mr ON mr.practice_id = m.practice_id AND mr.month = m.month
-    LEFT JOIN
-    (
-        SELECT practice_id, month, count() AS sla_breaches
-        FROM rollup_breaches FINAL
-        WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
-        GROUP BY practice_id, month
-    ) AS br ON br.practice_id = m.practice_id AND br.month = m.month
+    ) AS sla ON sla.practice_id = m.practice_id AND sla.month = m.month
 );
 
 -- The query-time helpers of migration 0002 are no longer read.

@@ -371,6 +371,6 @@ def test_every_table_reads_with_select_star(db: Client) -> None:
             "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine != 'Null'"
         ).result_rows
     ]
-    assert {"rollup_months", "rollup_patient_years", "rollup_breaches"} <= set(tables)
+    assert {"rollup_months", "rollup_patient_years", "rollup_sla"} <= set(tables)
     for table in tables:
         db.query(f"SELECT * FROM {table} LIMIT 3")
