@@ -140,6 +140,8 @@ def replay_file(
     if bar is not None:
         bar.close()
     accepted.sort(key=lambda item: (item[0], item[1]))
+    # Zones before rows: the monthly rollup cuts each row in its practice's zone as it arrives.
+    sync_practices(client, practices, {e.practice_id for _, _, e in accepted})
     bar = progress("processing", len(accepted)) if progress else None
     for n, (_, _, event) in enumerate(accepted, start=1):
         if bar is not None and n % STEP == 0:

@@ -1,0 +1,376 @@
+"""The rollup-backed ``monthly_portal_performance`` (migration 0006) against migration 0002's
+query-time definition (tests/reference_monthly.py), row for row, on simulated data made awkward
+on purpose: every event stored twice (a second replay), late events, events on either side of
+local midnight in a half-hour zone, a re-inserted alert version, zone and look-back changes,
+and a database migrated with data already in it.
+
+Each module fixture uses a database of its own on the session's chDB path, since the simulator
+names practices P001, P002, …
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import pytest
+import yaml
+from clickhouse_connect.driver.client import Client
+
+from portal_pulse.domain.practices import Practices
+from portal_pulse.replay import replay_file
+from portal_pulse.reports.practices_sync import sync_practices
+from portal_pulse.settings import Settings
+from portal_pulse.simulate import SimulationSpec, simulate_to_file
+from schemas.model import CleanEvent
+from sinks.migrate import MIGRATIONS_DIR, migrate
+from sinks.rows import EVENT_COLUMNS, event_row
+from tests.reference_monthly import create_reference
+
+ZONES = {
+    "P001": "America/New_York",
+    "P002": "Asia/Kolkata",  # UTC+05:30: local midnight at hh:30 UTC
+    "P003": "Australia/Adelaide",  # UTC+09:30/+10:30, daylight saving in the southern summer
+    "P004": "Europe/London",
+}
+LOOKBACKS = {"P002": 45}
+GAP = "P900"  # January and March only: February has no row
+FLOAT_NOISE = ("avg_response_business_hours", "avg_response_hours")
+"""Means of Float64 columns: summation order (threads, parts) moves their last bits, in the
+query-time view itself from one run to the next; everything else must be bit for bit equal."""
+
+
+def practices_mapping(
+    zones: dict[str, str], lookbacks: dict[str, int], default_zone: str = "America/New_York"
+) -> dict[str, Any]:
+    listed: dict[str, Any] = {
+        pid: {"timezone": zone}
+        | ({"roster_lookback_days": lookbacks[pid]} if pid in lookbacks else {})
+        for pid, zone in zones.items()
+    }
+    return {"practices": {"default": {"timezone": default_zone}, **listed}}
+
+
+def open_database(chdb_client: Client) -> tuple[Client, str]:
+    name = f"rollup_{uuid.uuid4().hex[:10]}"
+    chdb_client.command(f"CREATE DATABASE {name}")
+    return clickhouse_connect.get_client(dsn=f"chdb://{chdb_client.path}", database=name), name  # type: ignore[attr-defined]
+
+
+def compare(db: Client, where: str = "") -> int:
+    """Assert the view equals the reference; returns the number of rows compared."""
+    reference = create_reference(db)
+    new = db.query(f"SELECT * FROM monthly_portal_performance {where} ORDER BY practice_id, month")
+    old = db.query(f"SELECT * FROM {reference} {where} ORDER BY practice_id, month")
+    assert new.column_names == old.column_names
+    assert [(r[0], r[1]) for r in new.result_rows] == [(r[0], r[1]) for r in old.result_rows]
+    for got, want in zip(new.result_rows, old.result_rows, strict=True):
+        for column, x, y in zip(new.column_names, got, want, strict=True):
+            where_ = f"{column} of {got[0]} {got[1]}"
+            if column in FLOAT_NOISE and x is not None and y is not None:
+                assert math.isclose(x, y, rel_tol=1e-12), where_
+            else:
+                assert x == y and type(x) is type(y), f"{where_}: {x!r} != {y!r}"
+    return len(new.result_rows)
+
+
+def exact_rows(db: Client, where: str = "") -> list[tuple[Any, ...]]:
+    """The view's rows without the two Float64 means (see FLOAT_NOISE)."""
+    return db.query(
+        f"SELECT * EXCEPT ({', '.join(FLOAT_NOISE)}) FROM monthly_portal_performance {where} "
+        "ORDER BY practice_id, month"
+    ).result_rows
+
+
+def clean(practice: str, patient: str, kind: str, at: datetime, **details: Any) -> list[Any]:
+    return event_row(CleanEvent(f"late-{uuid.uuid4().hex}", kind, at, practice, patient, details))
+
+
+def late_events(db: Client) -> list[list[Any]]:
+    """Events that arrive after the rest and change earlier months."""
+    rows: list[list[Any]] = []
+    # An enrolment before each of a few patients' first login: months of enrolment move back,
+    # and surveys answered in between now count as a portal user's.
+    for practice, patient, first in db.query(
+        "SELECT practice_id, patient_pseudonym, min(occurred_at) FROM events "
+        "WHERE event_type = 'portal.login' GROUP BY practice_id, patient_pseudonym "
+        "ORDER BY practice_id, patient_pseudonym LIMIT 12"
+    ).result_rows:
+        rows.append(clean(practice, patient, "portal.enrolled", first - timedelta(days=33)))
+        rows.append(clean(practice, patient, "survey.response", first - timedelta(days=2), score=5))
+    # An earlier first view of some results, one of them before its staff contact.
+    for practice, result, patient, posted in db.query(
+        "SELECT practice_id, result_id, any(patient_pseudonym), min(occurred_at) FROM events "
+        "WHERE event_type = 'result.posted' GROUP BY practice_id, result_id "
+        "ORDER BY practice_id, result_id LIMIT 8"
+    ).result_rows:
+        rows.append(
+            clean(
+                practice, patient, "result.viewed", posted + timedelta(minutes=1), result_id=result
+            )
+        )
+    # A visit long before the data (the roster), a mobile login (the app) and a portal payment.
+    for practice, patient in db.query(
+        "SELECT practice_id, any(patient_pseudonym) FROM events GROUP BY practice_id ORDER BY practice_id"
+    ).result_rows:
+        rows.append(
+            clean(
+                practice,
+                patient,
+                "patient.seen",
+                datetime(2025, 11, 20, 15, tzinfo=UTC),
+                encounter_id="late",
+            )
+        )
+        rows.append(
+            clean(
+                practice,
+                patient,
+                "portal.login",
+                datetime(2026, 2, 10, 15, tzinfo=UTC),
+                channel="mobile_app",
+            )
+        )
+        rows.append(
+            clean(
+                practice,
+                patient,
+                "payment.made",
+                datetime(2026, 2, 11, 15, tzinfo=UTC),
+                payment_id="late",
+                amount_cents=12_345,
+                currency="USD",
+                channel="portal",
+            )
+        )
+    return rows
+
+
+def kolkata_midnight_events() -> list[list[Any]]:
+    """Either side of local midnight on 1 February 2026 in Kolkata: 18:30 UTC on 31 January."""
+    midnight = datetime(2026, 1, 31, 18, 30, tzinfo=UTC)
+    patient = f"{7:032x}"
+    return [
+        clean("P002", patient, "portal.login", midnight - timedelta(milliseconds=1), channel="web"),
+        clean(
+            "P002",
+            patient,
+            "message.sent",
+            midnight - timedelta(milliseconds=1),
+            thread_id="t",
+            message_id="m1",
+            category="billing",
+        ),
+        clean("P002", patient, "record.viewed", midnight),
+        clean("P002", patient, "portal.login", midnight, channel="web"),
+        clean(
+            "P002",
+            patient,
+            "phone.call",
+            midnight,
+            call_id="c1",
+            direction="inbound",
+            reason="other",
+        ),
+    ]
+
+
+def gap_events() -> list[list[Any]]:
+    patient = f"{9:032x}"
+    return [
+        clean(GAP, patient, "patient.seen", datetime(2026, 1, 5, 15, tzinfo=UTC), encounter_id="e"),
+        clean(GAP, patient, "portal.login", datetime(2026, 1, 6, 15, tzinfo=UTC), channel="web"),
+        clean(
+            GAP,
+            patient,
+            "phone.call",
+            datetime(2026, 3, 2, 15, tzinfo=UTC),
+            call_id="c",
+            direction="inbound",
+            reason="other",
+        ),
+    ]
+
+
+def insert_events(db: Client, rows: list[list[Any]]) -> None:
+    db.insert("events", rows, column_names=list(EVENT_COLUMNS))
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("rollup")
+    events, practices = root / "events.jsonl", root / "practices.yaml"
+    spec = SimulationSpec(
+        practices=4, patients=60, months=3, seed=17, timezones=tuple(ZONES.values()),
+        duplicate_fraction=0.02,
+    )  # fmt: skip
+    simulate_to_file(spec, events)
+    practices.write_text(yaml.safe_dump(practices_mapping(ZONES, LOOKBACKS)))
+    return events, practices
+
+
+def settings_for(practices: Path) -> Settings:
+    return Settings(pseudonym_key="rollup-test-key", practices_file=practices)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def db(chdb_client: Client, recording: tuple[Path, Path]) -> Iterator[Client]:
+    """Replayed twice (every row stored twice, alerts and facts re-inserted), then late events."""
+    client, name = open_database(chdb_client)
+    events, practices = recording
+    settings = settings_for(practices)
+    first = replay_file(settings, events, client)
+    second = replay_file(settings, events, client)
+    assert second.events == first.events and second.alerts == first.alerts > 0
+    insert_events(client, late_events(client) + kolkata_midnight_events() + gap_events())
+    try:
+        yield client
+    finally:
+        client.close()
+        chdb_client.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+
+
+def test_the_data_is_awkward(db: Client) -> None:
+    kinds = {r[0] for r in db.query("SELECT DISTINCT event_type FROM events").result_rows}
+    assert {"survey.response", "result.viewed", "payment.made", "app.installed"} <= kinds
+    assert db.query("SELECT countIf(kind = 'sla.breached') FROM alerts FINAL").result_rows[0][0]
+    zones = {r[0] for r in db.query("SELECT DISTINCT zone FROM rollup_months").result_rows}
+    assert set(ZONES.values()) <= zones
+
+
+def test_view_equals_the_query_time_definition(db: Client) -> None:
+    assert compare(db) >= 4 * 3 + 2
+
+
+def test_same_columns_and_types(db: Client) -> None:
+    reference = create_reference(db)
+    new = db.query("DESCRIBE TABLE monthly_portal_performance").result_rows
+    old = db.query(f"DESCRIBE TABLE {reference}").result_rows
+    assert [(r[0], r[1]) for r in new] == [(r[0], r[1]) for r in old]
+
+
+def test_a_month_without_events_has_no_row(db: Client) -> None:
+    months = db.query(
+        "SELECT month FROM monthly_portal_performance WHERE practice_id = {p:String} ORDER BY month",
+        parameters={"p": GAP},
+    ).result_rows
+    assert [m[0] for m in months] == ["2026-01", "2026-03"]
+
+
+def test_half_hour_zone_cuts_months_at_local_midnight(db: Client) -> None:
+    jan, feb = (
+        db.query(
+            "SELECT active_users, patient_messages, inbound_calls FROM monthly_portal_performance "
+            "WHERE practice_id = 'P002' AND month = {m:String}",
+            parameters={"m": m},
+        ).result_rows[0]
+        for m in ("2026-01", "2026-02")
+    )
+    assert jan[0] >= 1 and jan[1] >= 1 and feb[2] >= 1
+    compare(db, "WHERE practice_id = 'P002'")
+
+
+def test_re_inserted_alert_versions_count_once_in_their_latest_month(db: Client) -> None:
+    alert_id, due_at, version = db.query(
+        "SELECT alert_id, due_at, version FROM alerts FINAL WHERE kind = 'sla.breached' "
+        "AND practice_id = 'P001' ORDER BY alert_id LIMIT 1"
+    ).result_rows[0]
+    row = db.query(
+        "SELECT * FROM alerts FINAL WHERE alert_id = {a:String}", parameters={"a": alert_id}
+    )
+    again = list(row.result_rows[0])
+    columns = list(row.column_names)
+    db.insert("alerts", [again], column_names=columns)  # the same version once more
+    moved = list(again)
+    moved[columns.index("due_at")] = due_at + timedelta(days=40)
+    moved[columns.index("version")] = version + 1
+    db.insert("alerts", [moved], column_names=columns)  # a later version, due a month later
+    compare(db)
+
+
+def test_zone_and_look_back_changes(db: Client) -> None:
+    """A zone moves (to a UTC+05:45 one), a look-back grows, and the default zone changes for
+    practices that no file lists (one synced before, one seen only now)."""
+    insert_events(
+        db,
+        [
+            clean(
+                "P950",
+                f"{8:032x}",
+                "portal.login",
+                datetime(2026, 1, 31, 23, tzinfo=UTC),
+                channel="web",
+            ),
+            clean(
+                "P950",
+                f"{8:032x}",
+                "patient.seen",
+                datetime(2026, 2, 1, 4, 30, tzinfo=UTC),
+                encounter_id="x",
+            ),
+        ],
+    )
+    before = exact_rows(db, "WHERE practice_id NOT IN ('P950', 'P900')")
+    moved = practices_mapping(
+        ZONES | {"P004": "Asia/Kathmandu"}, LOOKBACKS | {"P002": 400}, "America/Los_Angeles"
+    )
+    try:
+        assert sync_practices(db, Practices.from_mapping(moved)) >= 3
+        compare(db)
+        zones = db.query(
+            "SELECT practice_id, groupUniqArray(zone) FROM rollup_months "
+            "WHERE practice_id IN ('P004', 'P900', 'P950') GROUP BY practice_id ORDER BY practice_id"
+        ).result_rows
+        assert [(p, sorted(z)) for p, z in zones] == [
+            ("P004", ["Asia/Kathmandu", "Europe/London"]),
+            ("P900", ["America/Los_Angeles", "America/New_York"]),
+            ("P950", ["America/Los_Angeles", "America/New_York"]),
+        ]
+        assert exact_rows(db, "WHERE practice_id = 'P001'") == [r for r in before if r[0] == "P001"]
+    finally:
+        sync_practices(db, Practices.from_mapping(practices_mapping(ZONES, LOOKBACKS)))
+    compare(db)
+    assert exact_rows(db, "WHERE practice_id NOT IN ('P950', 'P900')") == before
+
+
+def test_migrating_a_database_that_has_data(
+    chdb_client: Client, db: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Migrations 0001-0005, the base tables filled, then 0006: it backfills the rollup."""
+    older = tmp_path / "migrations"
+    older.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if int(path.name[:4]) < 6:
+            (older / path.name).write_text(path.read_text())
+    client, name = open_database(chdb_client)
+    try:
+        monkeypatch.setattr("sinks.migrate.MIGRATIONS_DIR", older)
+        assert migrate(client) == [1, 2, 3, 4, 5]
+        source = db.query("SELECT currentDatabase()").result_rows[0][0]
+        for table in ("events", "message_responses", "alerts", "practices", "local_days"):
+            client.command(f"INSERT INTO {table} SELECT * FROM {source}.{table}")
+        monkeypatch.setattr("sinks.migrate.MIGRATIONS_DIR", MIGRATIONS_DIR)
+        assert migrate(client) == [6]
+        assert compare(client) == compare(db)
+        assert exact_rows(client) == exact_rows(db)
+    finally:
+        client.close()
+        chdb_client.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+
+
+def test_every_table_reads_with_select_star(db: Client) -> None:
+    """Operators and the PHI checks dump tables with SELECT *: no column the client cannot read."""
+    tables = [
+        r[0]
+        for r in db.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine != 'Null'"
+        ).result_rows
+    ]
+    assert {"rollup_months", "rollup_patient_years", "rollup_sla"} <= set(tables)
+    for table in tables:
+        db.query(f"SELECT * FROM {table} LIMIT 3")
