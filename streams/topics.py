@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import faust
+from faust.types import AppT, Message
 
 from portal_pulse.settings import Settings
 
-__all__ = ["PipelineTopics", "declare_topics", "source_of"]
+__all__ = ["PipelineTopics", "RawBytesSchema", "declare_topics", "source_of"]
 
 # Which raw topic a producer writes an event type to (SPEC §2 "source" column).
 _SOURCE_OF = {
@@ -27,6 +30,28 @@ def source_of(event_type: str | None) -> str:
     return _SOURCE_OF.get(event_type or "", "portal")
 
 
+class RawBytesSchema(faust.Schema):
+    """Keys and values exactly as Kafka holds them, without Faust's codec registry.
+
+    Every topic here is read as raw bytes; the agents decode them themselves. Faust's generic
+    path (codec lookup and error wrapping for key and value, then ``app.conf.Event``) cost
+    almost a tenth of the worker's time for an identity function.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(key_serializer="raw", value_serializer="raw")
+
+    def compile(
+        self, app: AppT, *, default_propagate: bool = False, **_: Any
+    ) -> Callable[..., Awaitable[Any]]:
+        make_event = app.conf.Event
+
+        async def decode(message: Message, *, propagate: bool = default_propagate) -> Any:
+            return make_event(app, message.key, message.value, message.headers, message)
+
+        return decode
+
+
 @dataclass
 class PipelineTopics:
     raw: faust.TopicT
@@ -39,7 +64,7 @@ class PipelineTopics:
 
 def declare_topics(app: faust.App, settings: Settings) -> PipelineTopics:
     names = settings.topics
-    raw_kwargs = {"value_serializer": "raw", "key_serializer": "raw"}
+    raw_kwargs = {"schema": RawBytesSchema()}
     clean_parts = settings.clean_partitions
     return PipelineTopics(
         raw=app.topic(*names.raw.values(), partitions=settings.raw_partitions, **raw_kwargs),
