@@ -17,6 +17,7 @@ from typing import Any
 import faust
 import mode
 from clickhouse_connect.driver.client import Client
+from faust.sensors import Monitor
 
 from portal_pulse.ingest import Ingestor, bounds_from
 from portal_pulse.metrics import PipelineMetrics
@@ -81,6 +82,27 @@ class Runtime:
 
     def progress_of(self, agent: str, topics: Iterable[str]) -> Progress:
         return self.progress.setdefault(agent, Progress(topics))
+
+
+class LeanMonitor(Monitor):
+    """Faust's monitor without its per-record statistics, which nothing here reads (its web
+    pages are off; ``/metrics`` is ours). It still stamps when each partition's stream last
+    took a record: Faust's slow-processing check reads that."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        self.stream_inbound_time[tp] = time.monotonic()
+
+    def on_stream_event_out(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+    def track_tp_end_offset(self, tp: Any, offset: int) -> None:
+        pass
 
 
 def _broker_credentials(settings: Settings) -> object | None:
@@ -162,6 +184,7 @@ def build_app(
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
         consumer_group_instance_id=group_instance_id,
+        Monitor=LeanMonitor,
     )
     install_gated_consumer(app)
     client = None
