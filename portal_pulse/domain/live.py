@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from portal_pulse.domain.followups import FollowupMachine, Followups
@@ -31,6 +32,12 @@ _COUNTED = {
     "appointment.booked": "total_bookings",
     "phone.call": "inbound_calls",
 }
+
+@lru_cache(maxsize=64)
+def _oldest_kept(day: str) -> str:
+    """The oldest day a counter keeps once ``day`` has events (once per day, not per event)."""
+    return (date.fromisoformat(day) - timedelta(days=WINDOW_DAYS + 1)).isoformat()
+
 
 # Event types that move a stored live figure (a counter or an open thread).
 _LIVE_TYPES = frozenset({*_COUNTED, "message.replied"})
@@ -172,7 +179,7 @@ class LiveMetrics:
 
     @staticmethod
     def _prune(c: dict[str, Any], day: str) -> None:
-        oldest = (date.fromisoformat(day) - timedelta(days=WINDOW_DAYS + 1)).isoformat()
+        oldest = _oldest_kept(day)
         for key in [d for d in c["days"] if d < oldest]:
             del c["days"][key]
 
