@@ -11,7 +11,7 @@ from faust.types import AppT, Message
 
 from portal_pulse.settings import Settings
 
-__all__ = ["PipelineTopics", "RawBytesSchema", "declare_topics", "source_of"]
+__all__ = ["BytesEvent", "PipelineTopics", "RawBytesSchema", "declare_topics", "source_of"]
 
 # Which raw topic a producer writes an event type to (SPEC §2 "source" column).
 _SOURCE_OF = {
@@ -30,12 +30,26 @@ def source_of(event_type: str | None) -> str:
     return _SOURCE_OF.get(event_type or "", "portal")
 
 
+class BytesEvent(faust.Event):
+    """A Faust event whose headers stay as Kafka gave them, ``(name, bytes)`` pairs: Faust
+    copies them into a dict per record, which nothing here needs (``streams.watermark`` reads
+    either form)."""
+
+    def __init__(self, app: AppT, key: Any, value: Any, headers: Any, message: Message) -> None:
+        self.app = app
+        self.key = key
+        self.value = value
+        self.message = message
+        self.headers = headers if headers is not None else ()
+        self.acked = False
+
+
 class RawBytesSchema(faust.Schema):
     """Keys and values exactly as Kafka holds them, without Faust's codec registry.
 
     Every topic here is read as raw bytes; the agents decode them themselves. Faust's generic
     path (codec lookup and error wrapping for key and value, then ``app.conf.Event``) cost
-    almost a tenth of the worker's time for an identity function.
+    almost a tenth of the worker's time for an identity function. Events are ``BytesEvent``.
     """
 
     def __init__(self) -> None:
@@ -44,7 +58,7 @@ class RawBytesSchema(faust.Schema):
     def compile(
         self, app: AppT, *, default_propagate: bool = False, **_: Any
     ) -> Callable[..., Awaitable[Any]]:
-        make_event = app.conf.Event
+        make_event = BytesEvent
 
         async def decode(message: Message, *, propagate: bool = default_propagate) -> Any:
             return make_event(app, message.key, message.value, message.headers, message)
