@@ -33,6 +33,7 @@ _COUNTED = {
     "phone.call": "inbound_calls",
 }
 
+
 @lru_cache(maxsize=64)
 def _oldest_kept(day: str) -> str:
     """The oldest day a counter keeps once ``day`` has events (once per day, not per event)."""
