@@ -6,8 +6,8 @@
    row is in chDB, in its own process (events/s and peak RSS);
 4. alert latency: deadline → alert row in ClickHouse, idle and under load (p50/p99);
 5. dashboard query time (after issue #4's view exists), one practice-month and all practices.
-Run several times on a noisy machine and quote medians: ``--repeat N`` measures the raw loop and
-the end-to-end run N times on the same topics (a new consumer group and chDB each time) and
+Run several times on a noisy machine and quote medians: ``--repeat N`` measures the raw loop, the
+end-to-end run and the alert latency N times (each on topics, a group and a chDB of its own) and
 prints the median of each figure as well. benchmarks/README.md says how to read them.
 """
 
@@ -104,14 +104,15 @@ def main() -> None:
     parser.add_argument(
         "--load-rate",
         type=int,
-        default=1000,
+        default=2000,
         help="background events/s while measuring alert latency under load",
     )
     parser.add_argument(
         "--repeat",
         type=int,
         default=1,
-        help="raw loop + end-to-end runs per metrics mode (medians printed when > 1)",
+        help="raw loop + end-to-end runs per metrics mode, and alert latency runs (medians "
+        "printed when > 1)",
     )
     args = parser.parse_args()
 
@@ -204,11 +205,6 @@ def main() -> None:
         )
 
     if not args.skip_latency:
-        lat_env = dict(env)
-        lat_env["PORTAL_PULSE_TOPIC_PREFIX"] = f"benchlat{run}"
-        lat_env["PORTAL_PULSE_APP_ID"] = f"benchlat-{run}"
-        lat_env["PORTAL_PULSE_WEB_PORT"] = "-1"
-        lat_env["PORTAL_PULSE_CLICKHOUSE_URL"] = f"chdb://{work / ('chdb-lat-' + run)}"
         practices = work / "latency-practices.yaml"
         days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
         practices.write_text(
@@ -229,18 +225,31 @@ def main() -> None:
                 }
             )
         )
-        lat_env["PORTAL_PULSE_PRACTICES_FILE"] = str(practices)
-        latency = run_phase(
-            "latency_phase.py",
-            lat_env,
-            "--bootstrap",
-            bootstrap,
-            "--load-rate",
-            str(args.load_rate),
-        )
-        for name, vals in latency.items():
-            print(f"alert latency ({name}): {vals}")
-        figures["alert_latency"] = latency
+        latencies: list[dict] = []
+        for r in range(args.repeat):
+            lat_env = dict(env)
+            lat_env["PORTAL_PULSE_TOPIC_PREFIX"] = f"benchlat{run}r{r}"
+            lat_env["PORTAL_PULSE_APP_ID"] = f"benchlat-{run}-{r}"
+            lat_env["PORTAL_PULSE_WEB_PORT"] = "-1"
+            lat_env["PORTAL_PULSE_CLICKHOUSE_URL"] = f"chdb://{work / f'chdb-lat-{run}-{r}'}"
+            lat_env["PORTAL_PULSE_PRACTICES_FILE"] = str(practices)
+            latency = run_phase(
+                "latency_phase.py",
+                lat_env,
+                "--bootstrap",
+                bootstrap,
+                "--load-rate",
+                str(args.load_rate),
+            )
+            for name, vals in latency.items():
+                print(f"alert latency ({name}): {vals}")
+            latencies.append(latency)
+        figures["alert_latency"] = latencies
+        if args.repeat > 1:
+            for name in ("idle", "load"):
+                p50 = statistics.median(x[name]["p50_s"] for x in latencies)
+                p99 = statistics.median(x[name]["p99_s"] for x in latencies)
+                print(f"alert latency ({name}), median of {args.repeat}: p50 {p50} s, p99 {p99} s")
 
     print(json.dumps(figures))
 
