@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from typing import Any
 
+from faust.streams import Stream
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 from mode.services import WaitResults
@@ -190,13 +191,20 @@ class Checkpoint:
 
 
 async def release_and_ack(ack: Callable[[Any], Any], events: Sequence[Any]) -> None:
-    """Release each event's offset at the consumer gate, then acknowledge it on its stream."""
+    """Release each event's offset at the consumer gate, then acknowledge it on its stream.
+
+    A Faust stream's ``ack`` is the event's own ``ack`` plus two sensor calls (no-ops with
+    ``LeanMonitor``) in a coroutine per event; the event's ``ack`` is called directly then."""
     consumer = None
+    direct = isinstance(getattr(ack, "__self__", None), Stream)
     for event in events:
         if consumer is None:
             consumer = event.app.consumer
         if isinstance(consumer, GatedConsumer):
             consumer.release(event.message)
+        if direct:
+            event.ack()
+            continue
         result = ack(event)
         if asyncio.iscoroutine(result):
             await result
