@@ -6,7 +6,9 @@
    row is in chDB, in its own process (events/s and peak RSS);
 4. alert latency: deadline → alert row in ClickHouse, idle and under load (p50/p99);
 5. dashboard query time (after issue #4's view exists), one practice-month and all practices.
-Run several times on a noisy machine and quote medians.
+Run several times on a noisy machine and quote medians: ``--repeat N`` measures the raw loop, the
+end-to-end run and the alert latency N times (each on topics, a group and a chDB of its own) and
+prints the median of each figure as well. benchmarks/README.md says how to read them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -101,8 +104,15 @@ def main() -> None:
     parser.add_argument(
         "--load-rate",
         type=int,
-        default=1000,
+        default=2000,
         help="background events/s while measuring alert latency under load",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="raw loop + end-to-end runs per metrics mode, and alert latency runs (medians "
+        "printed when > 1)",
     )
     args = parser.parse_args()
 
@@ -131,55 +141,70 @@ def main() -> None:
         summary = simulate_to_file(spec, recording)
         print(f"simulated {summary.valid} events ({summary.events_per_second:,.0f} events/s)")
     figures: dict = {}
-    raw: dict = {}
     for i, mode in enumerate(args.metrics.split(",")):
-        # Each run its own topics, group and chDB: the same recording, produced again.
-        tag = f"{run}{mode}{i}"
-        env.update(
-            {
-                "PORTAL_PULSE_TOPIC_PREFIX": f"bench{tag}",
-                "PORTAL_PULSE_APP_ID": f"bench-{tag}",
-                "PORTAL_PULSE_CLICKHOUSE_URL": f"chdb://{work / ('chdb-' + tag)}",
-                # on: the HTTP endpoint, /metrics and the health timer; off: none of them.
-                "PORTAL_PULSE_WEB_PORT": "0" if mode == "on" else "-1",
-            }
-        )
-        os.environ.update(env)
-        settings = Settings()
-        ensure_topics(settings, bootstrap)
-        t0 = time.monotonic()
-        produced = produce_file(settings, bootstrap, recording)
-        produce_s = time.monotonic() - t0
-        n = produced.valid
-        print(
-            f"produce:      {n:,} events in {produce_s:.1f}s = {n / produce_s:,.0f} events/s (JSONL parse + validate + Avro)"
-        )
-        if not raw:
+        runs: list[dict] = []
+        for r in range(args.repeat):
+            # Each run its own topics, group and chDB: the same recording, produced again.
+            tag = f"{run}{mode}{i}r{r}"
+            env.update(
+                {
+                    "PORTAL_PULSE_TOPIC_PREFIX": f"bench{tag}",
+                    "PORTAL_PULSE_APP_ID": f"bench-{tag}",
+                    "PORTAL_PULSE_CLICKHOUSE_URL": f"chdb://{work / ('chdb-' + tag)}",
+                    # on: the HTTP endpoint, /metrics and the health timer; off: none of them.
+                    "PORTAL_PULSE_WEB_PORT": "0" if mode == "on" else "-1",
+                }
+            )
+            os.environ.update(env)
+            settings = Settings()
+            ensure_topics(settings, bootstrap)
+            t0 = time.monotonic()
+            produced = produce_file(settings, bootstrap, recording)
+            produce_s = time.monotonic() - t0
+            n = produced.valid
+            print(
+                f"produce:      {n:,} events in {produce_s:.1f}s = {n / produce_s:,.0f} events/s (JSONL parse + validate + Avro)"
+            )
             raw = raw_baseline(bootstrap, list(settings.topics.raw.values()), n)
             print(
                 f"raw baseline: {raw['events']:,} events in {raw['seconds']}s = {raw['events_per_second']:,.0f} events/s (consume + fastavro decode)"
             )
-        e2e = run_phase("worker_phase.py", env, "--expect", str(n), "--bootstrap", bootstrap)
-        ratio = e2e["events_per_second"] / raw["events_per_second"]
-        print(
-            f"end to end (metrics {mode}): {e2e['events']:,} events in {e2e['seconds']}s = {e2e['events_per_second']:,.0f} events/s "
-            f"(ingest → clean → SLA/follow-ups → chDB); ratio to raw baseline {ratio:.3f}; worker peak RSS {e2e['peak_rss_mb']} MB"
-        )
+            e2e = run_phase("worker_phase.py", env, "--expect", str(n), "--bootstrap", bootstrap)
+            ratio = e2e["events_per_second"] / raw["events_per_second"]
+            print(
+                f"end to end (metrics {mode}): {e2e['events']:,} events in {e2e['seconds']}s = {e2e['events_per_second']:,.0f} events/s "
+                f"(ingest → clean → SLA/follow-ups → chDB); ratio to raw baseline {ratio:.3f}; worker peak RSS {e2e['peak_rss_mb']} MB"
+            )
+            runs.append(
+                {
+                    "produce_events_per_second": round(n / produce_s, 1),
+                    "raw": raw,
+                    "end_to_end": e2e,
+                    "ratio": round(ratio, 4),
+                }
+            )
+        median = {
+            "raw_events_per_second": statistics.median(x["raw"]["events_per_second"] for x in runs),
+            "events_per_second": statistics.median(
+                x["end_to_end"]["events_per_second"] for x in runs
+            ),
+            "ratio": statistics.median(x["ratio"] for x in runs),
+            "peak_rss_mb": statistics.median(x["end_to_end"]["peak_rss_mb"] for x in runs),
+        }
+        if args.repeat > 1:
+            print(
+                f"median of {args.repeat} (metrics {mode}): raw {median['raw_events_per_second']:,.0f} events/s, "
+                f"end to end {median['events_per_second']:,.0f} events/s, ratio {median['ratio']:.3f}, "
+                f"peak RSS {median['peak_rss_mb']} MB"
+            )
         figures.update(
             {
-                "produce_events_per_second": round(n / produce_s, 1),
-                "raw": raw,
-                f"end_to_end_metrics_{mode}_{i}": e2e,
-                f"ratio_metrics_{mode}_{i}": round(ratio, 4),
+                f"runs_metrics_{mode}_{i}": runs,
+                f"median_metrics_{mode}_{i}": median,
             }
         )
 
     if not args.skip_latency:
-        lat_env = dict(env)
-        lat_env["PORTAL_PULSE_TOPIC_PREFIX"] = f"benchlat{run}"
-        lat_env["PORTAL_PULSE_APP_ID"] = f"benchlat-{run}"
-        lat_env["PORTAL_PULSE_WEB_PORT"] = "-1"
-        lat_env["PORTAL_PULSE_CLICKHOUSE_URL"] = f"chdb://{work / ('chdb-lat-' + run)}"
         practices = work / "latency-practices.yaml"
         days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
         practices.write_text(
@@ -200,18 +225,31 @@ def main() -> None:
                 }
             )
         )
-        lat_env["PORTAL_PULSE_PRACTICES_FILE"] = str(practices)
-        latency = run_phase(
-            "latency_phase.py",
-            lat_env,
-            "--bootstrap",
-            bootstrap,
-            "--load-rate",
-            str(args.load_rate),
-        )
-        for name, vals in latency.items():
-            print(f"alert latency ({name}): {vals}")
-        figures["alert_latency"] = latency
+        latencies: list[dict] = []
+        for r in range(args.repeat):
+            lat_env = dict(env)
+            lat_env["PORTAL_PULSE_TOPIC_PREFIX"] = f"benchlat{run}r{r}"
+            lat_env["PORTAL_PULSE_APP_ID"] = f"benchlat-{run}-{r}"
+            lat_env["PORTAL_PULSE_WEB_PORT"] = "-1"
+            lat_env["PORTAL_PULSE_CLICKHOUSE_URL"] = f"chdb://{work / f'chdb-lat-{run}-{r}'}"
+            lat_env["PORTAL_PULSE_PRACTICES_FILE"] = str(practices)
+            latency = run_phase(
+                "latency_phase.py",
+                lat_env,
+                "--bootstrap",
+                bootstrap,
+                "--load-rate",
+                str(args.load_rate),
+            )
+            for name, vals in latency.items():
+                print(f"alert latency ({name}): {vals}")
+            latencies.append(latency)
+        figures["alert_latency"] = latencies
+        if args.repeat > 1:
+            for name in ("idle", "load"):
+                p50 = statistics.median(x[name]["p50_s"] for x in latencies)
+                p99 = statistics.median(x[name]["p99_s"] for x in latencies)
+                print(f"alert latency ({name}), median of {args.repeat}: p50 {p50} s, p99 {p99} s")
 
     print(json.dumps(figures))
 

@@ -1,8 +1,10 @@
 """State size per tracked patient, and memory with N tracked patients (default 1,000,000).
 
 Drives the follow-up machine and the live-metrics aggregator through the Engine exactly as the
-worker does, with the stores the worker's in-memory Faust tables hold (dicts of JSON values),
-then reports the JSON bytes per patient (what the changelog carries) and the process's RSS.
+worker does, with the stores the worker's in-memory Faust tables hold (the engine's bytes, one
+record per patient), then reports the changelog bytes per patient (key and value records as the
+worker writes them, with an input offset stamped) and the process's RSS growth per patient
+(states, keys, the deadline index and the live figures).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from portal_pulse.domain.live import LiveMetrics
 from portal_pulse.domain.practices import Practices
-from portal_pulse.engine import DictStore, Engine
+from portal_pulse.engine import VALUE_HEADER, DictStore, Engine
 from portal_pulse.pipeline import build_machines
 from schemas.model import CleanEvent
 
@@ -50,11 +52,11 @@ def main() -> None:
     machines = build_machines(practices)
     stores = {m.name: DictStore() for m in machines}
     out = NullOutputs()
-    engine = Engine(machines, stores, out)
     live_store = DictStore()
     live = LiveMetrics(
         live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
     )
+    engine = Engine(machines, stores, out, on_change=live.on_state_change)
     base_rss = rss_mb()
     start = datetime(2026, 1, 5, 14, tzinfo=UTC)
     t0 = time.monotonic()
@@ -72,21 +74,22 @@ def main() -> None:
             event = CleanEvent(
                 f"{i}-{n}", kind, at + timedelta(seconds=dt), practice, patient, details
             )
-            engine.on_event(event)
-            live.apply(event)
+            offset = 3 * i + n + 1_000_000  # the worker stamps every key with its input offset
+            engine.on_event(event, 0, offset)
+            live.apply(event, 0, offset)
     seconds = time.monotonic() - t0
     follow = stores["followups"].data
-    sample = [follow[k] for k in list(follow)[:1000]]
-    json_bytes = sum(len(json.dumps(v, separators=(",", ":"))) for v in sample) / len(sample)
-    live_keys = [k for k in live_store.data if k.startswith("p|")][:1000]
-    live_bytes = sum(
-        len(json.dumps(live_store.data[k], separators=(",", ":"))) for k in live_keys
-    ) / len(live_keys)
+    sample = list(follow.items())[:1000]
+    state_bytes = sum(len(v) - VALUE_HEADER.size for _, v in sample) / len(sample)
+    # A changelog record per patient: the JSON key and the value bytes (streams/state.py).
+    changelog_bytes = sum(len(json.dumps(k)) + len(v) for k, v in sample) / len(sample)
+    per_patient_live = [k for k in live_store.data if k.startswith("p|")]  # none: one record
     rss = rss_mb()
     result = {
         "tracked_patients": len(follow),
-        "followup_state_json_bytes_per_patient": round(json_bytes, 1),
-        "live_state_json_bytes_per_patient": round(live_bytes, 1),
+        "followup_state_bytes_per_patient": round(state_bytes, 1),
+        "changelog_bytes_per_patient": round(changelog_bytes, 1),
+        "live_keys_per_patient": round(len(per_patient_live) / max(1, len(follow)), 3),
         "pending_deadlines": engine.pending(),
         "rss_mb_before": round(base_rss, 1),
         "rss_mb_after": round(rss, 1),

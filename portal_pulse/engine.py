@@ -3,146 +3,232 @@
 The worker runs one Engine with Faust tables as stores (per source partition); the replay runs
 one with dicts. Both call ``on_event`` for each event in order and ``advance`` when the clock
 moves, so both produce the same alerts and facts.
+
+Every stored value is bytes: a 10-byte header (the partition and the input offset the key
+reflects, ``VALUE_HEADER``) followed by the machine's ``dumps`` of its state. The same bytes are
+the key's changelog record, so memory and changelog hold one compact form and a write costs no
+serialisation beyond the machine's own. A header alone is a deletion stub: the key holds nothing,
+but remembers its offset.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import struct
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from portal_pulse.deadlines import DeadlineIndex
+from portal_pulse.domain.instants import to_us
 from portal_pulse.domain.machine import KeyedMachine, State
 from portal_pulse.domain.records import Outputs
 from schemas.model import CleanEvent
 
-__all__ = ["DictStore", "Engine", "StateStore"]
+__all__ = [
+    "NO_OFFSET",
+    "VALUE_HEADER",
+    "DictStore",
+    "Engine",
+    "StateChange",
+    "StateStore",
+    "is_stub",
+    "stub",
+]
 
 logger = logging.getLogger(__name__)
 
+VALUE_HEADER = struct.Struct("<Hq")
+"""Partition (0..65535) and the input offset the key reflects (``NO_OFFSET`` offline)."""
+NO_OFFSET = -1
+_HEADER_SIZE = VALUE_HEADER.size
+
+
+def stub(partition: int, offset: int | None) -> bytes:
+    """The value of a deleted key that still remembers the input offset that deleted it."""
+    return VALUE_HEADER.pack(partition, NO_OFFSET if offset is None else offset)
+
+
+def is_stub(value: bytes) -> bool:
+    return len(value) <= _HEADER_SIZE
+
 
 class StateStore(Protocol):
-    """Key → ``{"p": partition, "s": state, "o": input offset}``; writes name their partition.
+    """Key → value bytes (``VALUE_HEADER`` + state); writes name their partition."""
 
-    ``o`` is the offset of the last input event folded into the key (absent offline). A value
-    whose ``s`` is None is a deletion stub: the key holds nothing, but remembers its offset.
-    """
+    def get(self, key: str) -> bytes | None: ...
 
-    def get(self, key: str) -> dict[str, Any] | None: ...
-
-    def put(self, key: str, value: dict[str, Any], partition: int) -> None: ...
+    def put(self, key: str, value: bytes, partition: int) -> None: ...
 
     def delete(self, key: str, partition: int, offset: int | None = None) -> None: ...
 
-    def items(self) -> Iterable[tuple[str, dict[str, Any]]]: ...
+    def items(self) -> Iterable[tuple[str, bytes]]: ...
 
 
 class DictStore:
     """In-memory store for the replay and for tests."""
 
     def __init__(self) -> None:
-        self.data: dict[str, dict[str, Any]] = {}
+        self.data: dict[str, Any] = {}
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> Any:
         return self.data.get(key)
 
-    def put(self, key: str, value: dict[str, Any], partition: int) -> None:
+    def put(self, key: str, value: Any, partition: int) -> None:
         self.data[key] = value
 
     def delete(self, key: str, partition: int, offset: int | None = None) -> None:
         self.data.pop(key, None)
 
-    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def items(self) -> Iterator[tuple[str, Any]]:
         return iter(list(self.data.items()))
 
     def __len__(self) -> int:
         return len(self.data)
 
 
+StateChange = Callable[[str, str, int, State | None, State | None], None]
+"""``(machine name, key, partition, state before, state after)``: a key's state was written
+(``before`` None on a rebuild from the stores)."""
+
+
 class Engine:
     def __init__(
-        self, machines: Sequence[KeyedMachine], stores: dict[str, StateStore], out: Outputs
+        self,
+        machines: Sequence[KeyedMachine],
+        stores: dict[str, StateStore],
+        out: Outputs,
+        on_change: StateChange | None = None,
     ) -> None:
         self.machines = list(machines)
         self.stores = stores
+        self._stores = [stores[m.name] for m in self.machines]
         self.out = out
-        # partition → heap of (due, seq, machine index, key); stale entries are skipped lazily.
-        self._heaps: dict[int, list[tuple[datetime, int, int, str]]] = {}
-        self._seq = itertools.count()
-        self._compact_at: dict[int, int] = {}
+        self.on_change = on_change
+        # partition → one deadline index per machine (superseded entries are dropped lazily).
+        # Keys are interned: the store and every entry of a key share one string.
+        self._indexes: dict[int, list[DeadlineIndex]] = {}
+        self._due_of = [self._due_reader(idx) for idx in range(len(self.machines))]
+        # event type → indices of the machines that want it (most types: none)
+        self._wanted: dict[str, tuple[int, ...]] = {}
+
+    # -- reading states -------------------------------------------------------------------------
+
+    def _load(self, idx: int, key: str, value: bytes) -> State | None:
+        if len(value) <= _HEADER_SIZE:
+            return None
+        return self.machines[idx].loads(key, value, _HEADER_SIZE)
+
+    def peek(self, name: str, key: str) -> tuple[int, int | None, State | None] | None:
+        """``(partition, input offset, state)`` stored under ``key``, None when absent."""
+        idx = next(i for i, m in enumerate(self.machines) if m.name == name)
+        value = self._stores[idx].get(key)
+        if value is None:
+            return None
+        partition, offset = VALUE_HEADER.unpack_from(value)
+        return partition, (None if offset == NO_OFFSET else offset), self._load(idx, key, value)
+
+    # -- the deadline index ---------------------------------------------------------------------
 
     def rebuild(
         self, partitions: Iterable[int] | None = None, *, keep_others: bool = False
     ) -> None:
-        """Rebuild the deadline index from the stores (after a restart or rebalance)."""
+        """Rebuild the deadline index from the stores (after a restart or rebalance); every
+        state rebuilt is also reported to ``on_change`` (``before`` None)."""
         wanted = set(partitions) if partitions is not None else None
         if keep_others and wanted is not None:
             for p in wanted:
-                self._heaps.pop(p, None)
+                self._indexes.pop(p, None)
         else:
-            self._heaps = {}
+            self._indexes = {}
         for idx, machine in enumerate(self.machines):
-            for key, value in self.stores[machine.name].items():
-                p = value.get("p", 0)
-                if (wanted is not None and p not in wanted) or value.get("s") is None:
+            for key, value in self._stores[idx].items():
+                p = VALUE_HEADER.unpack_from(value)[0]
+                if wanted is not None and p not in wanted:
                     continue
-                self._index(idx, key, value["s"], p)
+                state = self._load(idx, key, value)
+                if state is None:
+                    continue
+                self._push(p, machine.next_due(state), idx, key)
+                if self.on_change is not None:
+                    self.on_change(machine.name, key, p, None, state)
 
-    def _index(self, idx: int, key: str, state: State, partition: int) -> None:
-        due = self.machines[idx].next_due(state)
-        if due is not None:
-            heap = self._heaps.setdefault(partition, [])
-            heapq.heappush(heap, (due, next(self._seq), idx, key))
-            if len(heap) > self._compact_at.get(partition, 10_000):
-                self._compact(partition)
+    def _due_reader(self, idx: int) -> Callable[[str], int | None]:
+        store, machine = self._stores[idx], self.machines[idx]
 
-    def _current(self, entry: tuple[datetime, int, int, str]) -> bool:
-        due, _, idx, key = entry
-        value = self.stores[self.machines[idx].name].get(key)
-        return (
-            value is not None
-            and value.get("s") is not None
-            and self.machines[idx].next_due(value["s"]) == due
-        )
+        def due_of(key: str) -> int | None:
+            value = store.get(key)
+            if value is None or len(value) <= _HEADER_SIZE:
+                return None
+            return machine.next_due(machine.loads(key, value, _HEADER_SIZE))
 
-    def _compact(self, partition: int) -> None:
-        """Drop superseded entries, so the index stays proportional to the live deadlines."""
-        heap = [e for e in self._heaps[partition] if self._current(e)]
-        heapq.heapify(heap)
-        self._heaps[partition] = heap
-        self._compact_at[partition] = max(10_000, 2 * len(heap))
+        return due_of
+
+    def _index(self, partition: int) -> list[DeadlineIndex]:
+        indexes = self._indexes.get(partition)
+        if indexes is None:
+            indexes = self._indexes[partition] = [DeadlineIndex() for _ in self.machines]
+        return indexes
+
+    def _push(self, partition: int, due: int | None, idx: int, key: str) -> None:
+        if due is None:
+            return
+        index = self._index(partition)[idx]
+        index.push(due, key)
+        index.compact_if_needed(self._due_of[idx])
+
+    # -- writing states -------------------------------------------------------------------------
 
     def _store(
-        self, idx: int, key: str, state: State | None, partition: int, offset: int | None
+        self,
+        idx: int,
+        key: str,
+        before: State | None,
+        state: State | None,
+        partition: int,
+        offset: int | None,
+        indexed_due: int | None,
     ) -> None:
-        store = self.stores[self.machines[idx].name]
+        """Write ``state`` (None: delete) and index its deadline unless ``indexed_due`` (the
+        deadline the index already holds for this key on this partition) is the same."""
+        machine = self.machines[idx]
+        store = self._stores[idx]
         if state is None:
             store.delete(key, partition, offset)
-            return
-        value: dict[str, Any] = {"p": partition, "s": state}
-        if offset is not None:
-            value["o"] = offset
-        store.put(key, value, partition)
-        self._index(idx, key, state, partition)
+        else:
+            header = VALUE_HEADER.pack(partition, NO_OFFSET if offset is None else offset)
+            store.put(key, header + machine.dumps(state), partition)
+            due = machine.next_due(state)
+            if due != indexed_due:
+                self._push(partition, due, idx, key)
+        if self.on_change is not None:
+            self.on_change(machine.name, key, partition, before, state)
 
     def advance(self, now: datetime, partition: int = 0) -> int:
         """Fire every deadline strictly before ``now`` on the partition; returns how many keys."""
-        heap = self._heaps.get(partition)
+        indexes = self._indexes.get(partition)
+        if not indexes:
+            return 0
+        now_us = to_us(now)
         fired = 0
-        while heap and heap[0][0] < now:
-            due, _, idx, key = heapq.heappop(heap)
+        for idx, index in enumerate(indexes):
             machine = self.machines[idx]
-            value = self.stores[machine.name].get(key)
-            if value is None or value.get("s") is None:
-                continue
-            state = value["s"]
-            if machine.next_due(state) != due:
-                continue  # superseded entry; the current one is in the heap too
-            new_state = machine.advance(state, now, self.out)
-            self._store(idx, key, new_state, partition, value.get("o"))
-            fired += 1
+            store = self._stores[idx]
+            for due, key in index.pop_due(now_us, self._due_of[idx]):
+                value = store.get(key)
+                if value is None:
+                    continue
+                state = self._load(idx, key, value)
+                if state is None or machine.next_due(state) != due:
+                    continue  # superseded entry; the current one is in the index too
+                new_state = machine.advance(state, now_us, self.out)
+                offset = VALUE_HEADER.unpack_from(value)[1]
+                self._store(
+                    idx, key, state, new_state, partition,
+                    None if offset == NO_OFFSET else offset, None,
+                )  # fmt: skip
+                fired += 1
         return fired
 
     def on_event(self, event: CleanEvent, partition: int = 0, offset: int | None = None) -> None:
@@ -155,24 +241,42 @@ class Engine:
         With an input ``offset``, a key that already reflects that offset (restored from a
         changelog written before a crash, the input then read again) is left as it is.
         """
-        at = event.occurred_at
-        for idx, machine in enumerate(self.machines):
+        wanted = self._wanted.get(event.event_type)
+        if wanted is None:
+            wanted = self._wanted[event.event_type] = tuple(
+                i for i, m in enumerate(self.machines) if event.event_type in m.event_types
+            )
+        if not wanted:
+            return
+        at = to_us(event.occurred_at)
+        for idx in wanted:
+            machine = self.machines[idx]
             key = machine.key_for(event)
             if key is None:
                 continue
-            value = self.stores[machine.name].get(key)
-            if offset is not None and value is not None and value.get("o", -1) >= offset:
-                continue
-            state = value["s"] if value is not None else None
+            key = sys.intern(key)  # one string per key, shared by the store and the index
+            value = self._stores[idx].get(key)
+            before = None
+            indexed: int | None = None
+            if value is not None:
+                stored_partition, stored_offset = VALUE_HEADER.unpack_from(value)
+                if offset is not None and stored_offset >= offset:
+                    continue
+                before = self._load(idx, key, value)
+                if before is not None and stored_partition == partition:
+                    indexed = machine.next_due(before)
+            state = before
             if state is not None:
-                due = machine.next_due(state)
+                due = indexed if indexed is not None else machine.next_due(state)
                 if due is not None and due < at:
                     state = machine.advance(state, at, self.out)
+                    indexed = None  # a deadline fired: its entry is spent
             new_state = machine.apply(state, event, self.out)
-            if new_state is None and state is None:
+            if new_state is None and before is None:
                 continue
-            self._store(idx, key, new_state, partition, offset)
+            self._store(idx, key, before, new_state, partition, offset, indexed)
 
     def pending(self, partition: int | None = None) -> int:
-        heaps = self._heaps.values() if partition is None else [self._heaps.get(partition, [])]
-        return sum(len(h) for h in heaps)
+        """Entries in the deadline index (superseded ones included until dropped)."""
+        groups = self._indexes.values() if partition is None else [self._indexes.get(partition, [])]
+        return sum(len(index) for indexes in groups for index in indexes)

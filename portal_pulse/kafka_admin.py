@@ -8,13 +8,28 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from portal_pulse.settings import Settings
 
-__all__ = ["CLEAN_PARTITIONED_TABLES", "RAW_PARTITIONED_TABLES", "ensure_topics"]
+__all__ = [
+    "CLEAN_PARTITIONED_TABLES",
+    "RAW_PARTITIONED_TABLES",
+    "STATE_TABLE_SUFFIX",
+    "ensure_topics",
+]
 
 # The ingest agent's tables, partitioned like the raw topics (streams/ingest_agent.py).
 RAW_PARTITIONED_TABLES = ("dedup", "watermarks")
 
+# The state machines' tables are "<machine>-<suffix>". v2: packed bytes with integer instants
+# (portal_pulse.engine), one follow-up record per patient holding its last login. A worker of an
+# earlier version kept JSON states in "<machine>-state"; this one starts its tables empty.
+STATE_TABLE_SUFFIX = "state-v2"
+
 # State tables partitioned like the clean topic (streams/processor_agent.py).
-CLEAN_PARTITIONED_TABLES = ("sla-state", "followups-state", "live-state", "clocks")
+CLEAN_PARTITIONED_TABLES = (
+    f"sla-{STATE_TABLE_SUFFIX}",
+    f"followups-{STATE_TABLE_SUFFIX}",
+    "live-state",
+    "clocks",
+)
 
 logger = logging.getLogger(__name__)
 

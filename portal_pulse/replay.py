@@ -106,9 +106,11 @@ def replay_file(
     outputs = ClickHouseOutputs(buffers["alerts"], buffers["message_responses"], summary)
     practices = load_practices(settings)
     machines = build_machines(practices)
-    engine = Engine(machines, {m.name: DictStore() for m in machines}, outputs)
     live = LiveMetrics(
         DictStore(), lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
+    )
+    engine = Engine(
+        machines, {m.name: DictStore() for m in machines}, outputs, on_change=live.on_state_change
     )
 
     now = datetime.now(UTC)

@@ -92,7 +92,9 @@ class Settings(BaseSettings):
 
     # Sinks and the event-time clock
     sink_batch_size: int = 10_000
-    sink_flush_seconds: float = 0.5
+    # How long a batch waits for more input (processors and sinks): an alert waits in two of
+    # them between its deadline and its row, so this bounds alert latency (docs/operations.md).
+    sink_flush_seconds: float = 0.2
     # Fault injection for resilience tests: after this share of successful inserts, act as if
     # the acknowledgement was lost, so the batch is sent again (it must add no rows).
     sink_fault_rate: float = 0.0

@@ -23,6 +23,7 @@ import fastavro
 from fastavro.types import Schema
 
 from schemas.catalogue import event_types, load_named_schema
+from schemas.compiled import NotCompiled, Reader, Writer, compile_reader, compile_writer
 from schemas.model import CleanEvent, RawEvent
 
 __all__ = [
@@ -70,6 +71,15 @@ class AvroCodec:
         canonical = fastavro.schema.to_parsing_canonical_form(self.schema)
         self.fingerprint = crc64_avro(canonical.encode())
         self._header = SINGLE_OBJECT_MAGIC + struct.pack("<Q", self.fingerprint)
+        # Compiled closures for the current schema (schemas/compiled.py): tried first, with
+        # fastavro deciding whatever they are not sure of.
+        self._fast_reader: Reader | None
+        self._fast_writer: Writer | None
+        try:
+            self._fast_reader = compile_reader(self.schema)
+            self._fast_writer = compile_writer(self.schema)
+        except NotCompiled:
+            self._fast_reader = self._fast_writer = None
         self._registry = None
         self._schema_id: int | None = None
         self._writers_by_id: dict[int, Schema] = {}
@@ -87,6 +97,12 @@ class AvroCodec:
             self._writers_by_id[self._schema_id] = self.schema
 
     def encode_record(self, record: dict[str, Any]) -> bytes:
+        if (
+            self._schema_id is None
+            and self._fast_writer is not None
+            and (fast := self._fast_encode(record)) is not None
+        ):
+            return fast
         buf = io.BytesIO()
         if self._schema_id is not None:
             buf.write(CONFLUENT_MAGIC + struct.pack(">I", self._schema_id))
@@ -96,6 +112,12 @@ class AvroCodec:
         return buf.getvalue()
 
     def decode_record(self, data: bytes) -> dict[str, Any]:
+        if (
+            self._fast_reader is not None
+            and data[:10] == self._header
+            and (fast := self._fast_decode(data)) is not None
+        ):
+            return fast
         if data[:2] == SINGLE_OBJECT_MAGIC:
             if len(data) < len(self._header):
                 raise SerializationError(f"truncated {self.name} single-object header")
@@ -118,6 +140,24 @@ class AvroCodec:
         if extra:  # a valid record followed by anything else is not that record
             raise SerializationError(f"{extra} trailing bytes after the {self.name} record")
         return record
+
+    def _fast_encode(self, record: dict[str, Any]) -> bytes | None:
+        """The framed record by the compiled writer, or None when it is not sure (fastavro
+        writes it, or says why not)."""
+        out = bytearray(self._header)
+        try:
+            self._fast_writer(out, record)  # type: ignore[misc]
+        except Exception:
+            return None
+        return bytes(out)
+
+    def _fast_decode(self, data: bytes) -> dict[str, Any] | None:
+        """The record by the compiled reader, or None when it is not sure (fastavro decides)."""
+        try:
+            record, end = self._fast_reader(data, 10)  # type: ignore[misc]
+        except Exception:
+            return None
+        return record if end == len(data) else None
 
     def _writer_by_fingerprint(self, fp: int) -> Schema:
         if fp == self.fingerprint:

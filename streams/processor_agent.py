@@ -28,6 +28,7 @@ from portal_pulse.domain.live import LiveMetrics
 from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.engine import Engine
 from portal_pulse.ingest import Rejected
+from portal_pulse.kafka_admin import STATE_TABLE_SUFFIX
 from portal_pulse.pipeline import build_machines, load_practices
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink
@@ -38,7 +39,7 @@ from streams.codecs import alert_to_bytes, live_to_bytes, response_to_bytes
 from streams.delivery import DeliveringProducer
 from streams.ordering import InOrder
 from streams.sink_agents import events_table_sink
-from streams.state import ChangelogStore
+from streams.state import STATE_VALUES, ChangelogStore
 from streams.watermark import combine, raw_index, read_cover, read_header, read_source
 
 __all__ = ["CollectingOutputs", "Processors", "register"]
@@ -87,13 +88,23 @@ class Processors:
         self.settings = settings = rt.settings
         self.delivery = delivery
         parts = settings.clean_partitions
-        # JSON keys and values: keys read back from the changelog are str, as they were written.
+        # JSON keys: read back from the changelog they are str, as they were written.
         schema = faust.Schema(key_serializer="json", value_serializer="json")
+        # The machines' states are bytes (portal_pulse.engine), in memory as in the changelog.
+        state_schema = faust.Schema(key_serializer="json", value_serializer="raw")
         self.practices = practices = load_practices(settings)
         machines = build_machines(practices)
         self.stores = {
             m.name: ChangelogStore(
-                app.Table(f"{m.name}-state", partitions=parts, schema=schema), delivery
+                # value_type too: Faust gives the changelog topic the table's serializers.
+                app.Table(
+                    f"{m.name}-{STATE_TABLE_SUFFIX}",
+                    partitions=parts,
+                    schema=state_schema,
+                    value_type=bytes,
+                ),
+                delivery,
+                STATE_VALUES,
             )
             for m in machines
         }
@@ -104,9 +115,14 @@ class Processors:
             app.Table("clocks", partitions=parts, schema=schema), delivery
         )
         self.out = CollectingOutputs()
-        self.engine = Engine(machines, self.stores, self.out)  # type: ignore[arg-type]
         self.live = LiveMetrics(
             self.live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
+        )
+        self.engine = Engine(
+            machines,
+            self.stores,  # type: ignore[arg-type]
+            self.out,
+            on_change=self.live.on_state_change,
         )
         self.checkpoint = Checkpoint(
             delivery, [*self.stores.values(), self.live_store], [self.markers]
@@ -135,9 +151,10 @@ class Processors:
         state = self.partitions.get(partition)
         if state is None:
             # First touch since assignment (tables recovered): rebuild this partition's
-            # deadline index, derived live figures and marker.
-            self.engine.rebuild([partition], keep_others=True)
+            # derived live figures, deadline index (which reports the last logins to the live
+            # figures) and marker.
             self.live.rebuild(partition)
+            self.engine.rebuild([partition], keep_others=True)
             clock = EventClock(self.settings.idle_grace_seconds)
             saved = self.markers.get(str(partition))
             n = self.raw_count

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 
+from portal_pulse.engine import is_stub, stub
 from streams.delivery import DeliveringProducer
 
-__all__ = ["ChangelogStore"]
+__all__ = ["JSON_VALUES", "STATE_VALUES", "ChangelogStore", "Values"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,34 +29,60 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-class ChangelogStore:
-    """Key → ``{"p": partition, "s": state, ...}`` in a Faust table; changelog on ``write_changes``."""
+@dataclass(frozen=True)
+class Values:
+    """How a store's values are written to the changelog and what a deletion stub looks like."""
 
-    def __init__(self, table: faust.Table, delivery: DeliveringProducer) -> None:
+    serializer: str  # the Faust table's value serializer, which reads the changelog back
+    dumps: Callable[[Any], bytes]
+    stub: Callable[[int, int], Any]
+    is_stub: Callable[[Any], bool]
+
+
+#: ``{"p": partition, "s": state, "o": offset}`` dicts (live figures, partition markers).
+JSON_VALUES = Values(
+    "json", _json, lambda p, o: {"p": p, "s": None, "o": o}, lambda v: v.get("s") is None
+)
+#: The engine's bytes (``portal_pulse.engine``): memory and changelog hold the same bytes.
+STATE_VALUES = Values("raw", bytes, stub, is_stub)
+
+
+class ChangelogStore:
+    """Key → value in a Faust table (``Values`` says which kind); changelog on ``write_changes``."""
+
+    def __init__(
+        self, table: faust.Table, delivery: DeliveringProducer, values: Values = JSON_VALUES
+    ) -> None:
         self.table = table
         self.delivery = delivery
+        self.values = values
         self.topic = table.changelog_topic.get_topic_name()
         self._dirty: dict[str, int] = {}
         # Deleted keys are first written as stubs that keep their input offset (a re-read of
         # that input must not bring them back), and tombstoned at the following checkpoint.
         self._stubbed: dict[str, int] = {}
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.table.data.get(key)
+    @property
+    def _data(self) -> dict[str, Any]:
+        # The memory store's own dict: Faust's mapping wrapper costs a call per access.
+        return self.table.data.data  # type: ignore[no-any-return]
 
-    def put(self, key: str, value: dict[str, Any], partition: int) -> None:
-        self.table.data[key] = value
+    def get(self, key: str) -> Any:
+        return self._data.get(key)
+
+    def put(self, key: str, value: Any, partition: int) -> None:
+        self._data[key] = value
         self._dirty[key] = partition
 
     def delete(self, key: str, partition: int, offset: int | None = None) -> None:
         if offset is not None:
-            self.table.data[key] = {"p": partition, "s": None, "o": offset}
+            self._data[key] = self.values.stub(partition, offset)
             self._dirty[key] = partition
-        elif self.table.data.pop(key, None) is not None or key in self._dirty:
+        elif self._data.pop(key, None) is not None or key in self._dirty:
             self._dirty[key] = partition
 
-    def items(self) -> list[tuple[str, dict[str, Any]]]:
-        return list(self.table.data.items())
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self._data.items())
 
     def __len__(self) -> int:
         return len(self.table.data)
@@ -65,21 +94,23 @@ class ChangelogStore:
     def write_changes(self) -> int:
         """Send the changelog record of every key changed since the last call (not flushed)."""
         dirty, self._dirty = self._dirty, {}
-        data = self.table.data
+        data = self._data
+        values = self.values
         stubbed, self._stubbed = self._stubbed, {}
         for key, partition in stubbed.items():
             value = data.get(key)
-            if key not in dirty and value is not None and value.get("s") is None:
+            if key not in dirty and value is not None and values.is_stub(value):
                 del data[key]
                 dirty[key] = partition
+        send, dumps = self.delivery.send, values.dumps
         for key, partition in dirty.items():
             value = data.get(key)
             if value is None:
                 self.delivery.send_tombstone(self.topic, _json(key), partition)
             else:
-                if value.get("s") is None:
+                if values.is_stub(value):
                     self._stubbed[key] = partition
-                self.delivery.send(self.topic, _json(value), _json(key), partition=partition)
+                send(self.topic, dumps(value), _json(key), partition=partition)
         return len(dirty)
 
     def forget(self, partitions: set[int]) -> None:

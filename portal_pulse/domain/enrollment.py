@@ -1,18 +1,19 @@
-"""Per-patient enrollment record (SPEC §4, §6), folded from portal events into a small JSON dict.
+"""Per-patient enrollment record (SPEC §4, §6), folded from portal events.
 
-One record per patient is kept for about a million patients, so the dict uses short keys, omits
-absent facts and stores instants as UTC ISO-8601 strings:
+One record per patient is kept for about a million patients, so its instants are integers
+(microseconds since the epoch, ``portal_pulse.domain.instants``) and the follow-up machine packs
+it into a few bytes of state:
 
-==========  ======================  ===============================================================
-dict key    field                   meaning
-==========  ======================  ===============================================================
-``inv``     ``invited_at``          first *pending* invitation; cleared once the patient is enrolled
-``enr``     ``enrolled_at``         earliest ``portal.enrolled`` or ``portal.login`` (SPEC §4: a
-                                    first login with no earlier enrollment implies enrollment)
-``fl``      ``first_login_at``      earliest ``portal.login``
-``app``     ``app_installed_at``    earliest ``app.installed`` or ``portal.login`` on ``mobile_app``
-``ll``      ``last_login_at``       latest ``portal.login``
-==========  ======================  ===============================================================
+======================  ===============================================================
+field                   meaning
+======================  ===============================================================
+``invited_at``          first *pending* invitation; cleared once the patient is enrolled
+``enrolled_at``         earliest ``portal.enrolled`` or ``portal.login`` (SPEC §4: a first
+                        login with no earlier enrollment implies enrollment)
+``first_login_at``      earliest ``portal.login``
+``app_installed_at``    earliest ``app.installed`` or ``portal.login`` on ``mobile_app``
+``last_login_at``       latest ``portal.login``
+======================  ===============================================================
 
 Every fold takes minima/maxima rather than "latest wins", so slightly out-of-order events give the
 same record as in-order ones.
@@ -20,21 +21,18 @@ same record as in-order ones.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
+from portal_pulse.domain.instants import iso_of_us, to_us
 from schemas.model import CleanEvent
 
 __all__ = [
     "ENROLLMENT_EVENT_TYPES",
+    "FIELDS",
     "Enrollment",
-    "fold_event",
     "from_iso",
-    "read_enrollment",
     "to_iso",
-    "write_enrollment",
 ]
 
 #: The event types that change an enrollment record.
@@ -42,51 +40,45 @@ ENROLLMENT_EVENT_TYPES = frozenset(
     {"portal.invited", "portal.enrolled", "portal.login", "app.installed"}
 )
 
-_KEYS: dict[str, str] = {
-    "invited_at": "inv",
-    "enrolled_at": "enr",
-    "first_login_at": "fl",
-    "app_installed_at": "app",
-    "last_login_at": "ll",
-}
+#: The record's fields, in the order the follow-up state packs them.
+FIELDS = ("invited_at", "enrolled_at", "first_login_at", "app_installed_at", "last_login_at")
 
 
-def _utc(at: datetime) -> datetime:
+def to_iso(at: datetime | int) -> str:
+    """Canonical UTC ISO-8601 text of an instant (``datetime`` or integer), as alert ids use it."""
+    if isinstance(at, int):
+        return iso_of_us(at)
     if at.tzinfo is None:
         raise ValueError("naive datetime: instants must be timezone-aware")
-    return at.astimezone(UTC)
-
-
-def to_iso(at: datetime) -> str:
-    """Canonical stored form: UTC ISO-8601, so equal instants give equal strings (and alert ids)."""
-    return _utc(at).isoformat()
+    return at.astimezone(UTC).isoformat()
 
 
 def from_iso(text: str) -> datetime:
-    """Parse a stored instant back to an aware UTC datetime."""
+    """Parse an ISO-8601 instant with an offset to an aware UTC datetime."""
     at = datetime.fromisoformat(text)
     if at.tzinfo is None:
         raise ValueError(f"naive instant in state: {text!r}")
     return at.astimezone(UTC)
 
 
-def _min(current: datetime | None, at: datetime) -> datetime:
+def _min(current: int | None, at: int) -> int:
     return at if current is None or at < current else current
 
 
-def _max(current: datetime | None, at: datetime) -> datetime:
+def _max(current: int | None, at: int) -> int:
     return at if current is None or at > current else current
 
 
 @dataclass(frozen=True, slots=True)
 class Enrollment:
-    """What the pipeline knows about one patient's portal enrollment; all instants aware UTC."""
+    """What the pipeline knows about one patient's portal enrollment; instants in microseconds
+    since the epoch (``portal_pulse.domain.instants``)."""
 
-    invited_at: datetime | None = None
-    enrolled_at: datetime | None = None
-    first_login_at: datetime | None = None
-    app_installed_at: datetime | None = None
-    last_login_at: datetime | None = None
+    invited_at: int | None = None
+    enrolled_at: int | None = None
+    first_login_at: int | None = None
+    app_installed_at: int | None = None
+    last_login_at: int | None = None
 
     @property
     def is_enrolled(self) -> bool:
@@ -100,13 +92,13 @@ class Enrollment:
     def has_app(self) -> bool:
         return self.app_installed_at is not None
 
-    def enrolled_by(self, at: datetime) -> bool:
+    def enrolled_by(self, at: int) -> bool:
         """SPEC §4 "enrolled at time t": enrollment (explicit or implied) at or before ``at``."""
         return self.enrolled_at is not None and self.enrolled_at <= at
 
     def with_event(self, event: CleanEvent) -> Enrollment:
         """Fold one event; types outside ``ENROLLMENT_EVENT_TYPES`` leave the record unchanged."""
-        at = _utc(event.occurred_at)
+        at = to_us(event.occurred_at)
         kind = event.event_type
         if kind == "portal.invited":
             # Once enrolled there is no pending invitation; a later invitation never moves an
@@ -131,26 +123,3 @@ class Enrollment:
         if kind == "app.installed":
             return replace(self, app_installed_at=_min(self.app_installed_at, at))
         return self
-
-
-def read_enrollment(state: Mapping[str, Any] | None) -> Enrollment:
-    """The enrollment record held in a state dict (other keys in the dict are ignored)."""
-    if not state:
-        return Enrollment()
-    values = {field: from_iso(state[key]) for field, key in _KEYS.items() if state.get(key)}
-    return Enrollment(**values)
-
-
-def write_enrollment(state: Mapping[str, Any] | None, enrollment: Enrollment) -> dict[str, Any]:
-    """A new state dict: ``state``'s other keys plus the record, absent facts omitted."""
-    out = {k: v for k, v in (state or {}).items() if k not in _KEYS.values()}
-    for field, key in _KEYS.items():
-        value = getattr(enrollment, field)
-        if value is not None:
-            out[key] = to_iso(value)
-    return out
-
-
-def fold_event(state: Mapping[str, Any] | None, event: CleanEvent) -> dict[str, Any]:
-    """Read, fold one event and write back: the one-liner for hosts that keep only this record."""
-    return write_enrollment(state, read_enrollment(state).with_event(event))

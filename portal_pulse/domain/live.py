@@ -2,8 +2,9 @@
 
 Counters are kept per practice-local day and pruned after a week, so they never depend on
 Faust's wall-clock window expiry. Distinct active patients use a histogram of each patient's last
-login day: active over a window = patients whose last login falls in it, exactly. Every patient
-and thread lives in one partition, so per-partition figures add up across partitions.
+login day (the local day of the latest login): active over a window = patients whose last login
+falls in it, exactly. Every patient and thread lives in one partition, so per-partition figures
+add up across partitions.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
+from portal_pulse.domain.followups import FollowupMachine, Followups
+from portal_pulse.domain.instants import from_us
 from portal_pulse.domain.records import route_staff_pool
 from schemas.model import CleanEvent
 
@@ -30,6 +34,16 @@ _COUNTED = {
 }
 
 
+@lru_cache(maxsize=64)
+def _oldest_kept(day: str) -> str:
+    """The oldest day a counter keeps once ``day`` has events (once per day, not per event)."""
+    return (date.fromisoformat(day) - timedelta(days=WINDOW_DAYS + 1)).isoformat()
+
+
+# Event types that move a stored live figure (a counter or an open thread).
+_LIVE_TYPES = frozenset({*_COUNTED, "message.replied"})
+
+
 @dataclass(frozen=True, slots=True)
 class LiveRow:
     practice_id: str
@@ -45,10 +59,12 @@ class LiveMetrics:
     """Pure aggregation over a JSON-able store (``get``/``put``/``delete`` with a partition).
 
     Stored, each under its own key and stamped with the input offset it reflects: the day
-    counters of a practice on a partition (``c|``), each patient's last login day (``p|``) and
-    each open thread's staff pool (``t|``). The distinct-active histogram and the open-thread
-    counts are derived from the last two and rebuilt from the store after a restore, so every
-    stored figure changes in exactly one key and a re-read input never counts twice.
+    counters of a practice on a partition (``c|``) and each open thread's staff pool (``t|``).
+    Each patient's last login is the follow-up state's (one record per patient): the engine
+    reports every follow-up state it writes or rebuilds to ``on_state_change``, which keeps the
+    distinct-active histogram. That histogram and the open-thread counts are derived, rebuilt
+    after a restore (``rebuild``, then the engine's rebuild), so every stored figure changes in
+    exactly one key and a re-read input never counts twice.
     """
 
     def __init__(self, store: Any, local_date: Callable[[str, datetime], date]) -> None:
@@ -61,18 +77,15 @@ class LiveMetrics:
         self._open: dict[tuple[str, int], dict[str, int]] = {}
 
     def rebuild(self, partition: int) -> None:
-        """Derive the histogram and open counts of a partition from its stored keys."""
+        """Derive the open counts of a partition from its stored keys, and forget its histogram
+        (the engine's rebuild of the partition reports every follow-up state again)."""
         for derived in (self._last_login, self._open):
             for key in [k for k in derived if k[1] == partition]:
                 del derived[key]
         for key, value in self.store.items():
             if value.get("p", 0) != partition or value.get("s") is None:
                 continue
-            if key.startswith("p|"):
-                practice, day = value["s"]
-                hist = self._last_login.setdefault((practice, partition), {})
-                hist[day] = hist.get(day, 0) + 1
-            elif key.startswith("t|"):
+            if key.startswith("t|"):
                 practice, pool = value["s"]
                 opened = self._open.setdefault((practice, partition), {})
                 opened[pool] = opened.get(pool, 0) + 1
@@ -90,12 +103,38 @@ class LiveMetrics:
             value["o"] = offset
         self.store.put(key, value, partition)
 
+    def on_state_change(
+        self, machine: str, key: str, partition: int, before: object, after: object
+    ) -> None:
+        """The engine wrote (or rebuilt, ``before`` None) a state: follow the last logins."""
+        if machine != FollowupMachine.name:
+            return
+        old = before.record.last_login_at if isinstance(before, Followups) else None
+        new = after.record.last_login_at if isinstance(after, Followups) else None
+        if old == new:
+            return
+        practice = key.rpartition("|")[0]
+        old_day = None if old is None else self._day(practice, old)
+        new_day = None if new is None else self._day(practice, new)
+        if old_day == new_day:
+            return
+        hist = self._last_login.setdefault((practice, partition), {})
+        if old_day is not None and hist.get(old_day, 0) > 0:
+            hist[old_day] -= 1
+        if new_day is not None:
+            hist[new_day] = hist.get(new_day, 0) + 1
+
+    def _day(self, practice: str, at: int) -> str:
+        return self.local_date(practice, from_us(at)).isoformat()
+
     def apply(self, event: CleanEvent, partition: int = 0, offset: int | None = None) -> None:
+        """Counters and open threads; the engine reports logins (``on_state_change``)."""
         practice, kind = event.practice_id, event.event_type
+        if kind not in _LIVE_TYPES:
+            self.touched.setdefault(partition, set()).add(practice)
+            return
         day = self.local_date(practice, event.occurred_at).isoformat()
-        if kind == "portal.login":
-            self._login(practice, event.patient_pseudonym, day, partition, offset)
-        elif kind == "message.sent":
+        if kind == "message.sent":
             tkey = f"t|{practice}|{event.get('thread_id')}"
             fresh, opened = self._fresh(tkey, offset)
             if fresh and opened is None:
@@ -115,21 +154,6 @@ class LiveMetrics:
         if counter is not None:
             self._count(practice, event, day, partition, offset)
         self.touched.setdefault(partition, set()).add(practice)
-
-    def _login(
-        self, practice: str, patient: str, day: str, partition: int, offset: int | None
-    ) -> None:
-        pkey = f"p|{practice}|{patient}"
-        fresh, prev = self._fresh(pkey, offset)
-        if not fresh:
-            return
-        prev_day = prev["s"][1] if prev else None
-        if prev_day is None or day > prev_day:
-            hist = self._last_login.setdefault((practice, partition), {})
-            if prev_day is not None and hist.get(prev_day, 0) > 0:
-                hist[prev_day] -= 1
-            hist[day] = hist.get(day, 0) + 1
-            self._put(pkey, [practice, day], partition, offset)
 
     def _count(
         self, practice: str, event: CleanEvent, day: str, partition: int, offset: int | None
@@ -156,7 +180,7 @@ class LiveMetrics:
 
     @staticmethod
     def _prune(c: dict[str, Any], day: str) -> None:
-        oldest = (date.fromisoformat(day) - timedelta(days=WINDOW_DAYS + 1)).isoformat()
+        oldest = _oldest_kept(day)
         for key in [d for d in c["days"] if d < oldest]:
             del c["days"][key]
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from portal_pulse.domain.instants import from_us, to_us
 from portal_pulse.domain.machine import KeyedMachine, State
-from portal_pulse.engine import DictStore, Engine
+from portal_pulse.engine import VALUE_HEADER, DictStore, Engine
 from schemas.model import CleanEvent
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -34,9 +36,17 @@ class FakeMachine:
     engine to keep going. Every call is recorded.
     """
 
+    event_types = frozenset({"record.viewed"})
+
     def __init__(self, name: str = "fake") -> None:
         self.name = name
         self.calls: list[tuple[Any, ...]] = []
+
+    def dumps(self, state: State) -> bytes:
+        return json.dumps(state).encode()
+
+    def loads(self, key: str, data: bytes, start: int = 0) -> State:
+        return json.loads(data[start:])
 
     def key_for(self, event: CleanEvent) -> str | None:
         return event.get("key")
@@ -48,20 +58,20 @@ class FakeMachine:
         dues = event.get("dues", [])
         return {
             "dues": sorted(dues),
-            "events": [*(state or {}).get("events", []), event.event_id],
+            "last_event": event.event_id,
             "drop_on_fire": bool(event.get("drop_on_fire")),
         }
 
-    def advance(self, state: State, now: datetime, out: Any) -> State | None:
+    def advance(self, state: State, now: int, out: Any) -> State | None:
         due = state["dues"][0]
-        self.calls.append(("advance", now, due))
+        self.calls.append(("advance", from_us(now), due))
         out.alert((self.name, due))
         if state["drop_on_fire"]:
             return None
         return {**state, "dues": state["dues"][1:]}
 
-    def next_due(self, state: State) -> datetime | None:
-        return datetime.fromisoformat(state["dues"][0]) if state["dues"] else None
+    def next_due(self, state: State) -> int | None:
+        return to_us(datetime.fromisoformat(state["dues"][0])) if state["dues"] else None
 
 
 class RecordingStore(DictStore):
@@ -115,10 +125,12 @@ def test_deadline_fires_strictly_before_now() -> None:
 def test_state_is_stored_with_its_partition() -> None:
     engine, _, stores, _ = make()
     engine.on_event(ev("k", T0, T0 + H), partition=3)
-    value = stores["fake"].get("k")
-    assert value is not None
-    assert value["p"] == 3
-    assert value["s"]["dues"] == [(T0 + H).isoformat()]
+    stored = engine.peek("fake", "k")
+    assert stored is not None
+    partition, offset, state = stored
+    assert (partition, offset) == (3, None)
+    assert state["dues"] == [(T0 + H).isoformat()]
+    assert VALUE_HEADER.unpack_from(stores["fake"].get("k")) == (3, -1)
     assert stores["fake"].writes == [("put", "k", 3)]
 
 
@@ -143,11 +155,11 @@ def test_deadlines_fire_in_due_order_across_keys() -> None:
 
 
 def test_several_past_deadlines_of_one_key_all_fire() -> None:
-    engine, (m,), stores, _ = make()
+    engine, (m,), _, _ = make()
     engine.on_event(ev("k", T0, T0 + H, T0 + 2 * H, T0 + 5 * H))
     assert engine.advance(T0 + 3 * H) == 2
     assert [c[2] for c in advances(m)] == [(T0 + H).isoformat(), (T0 + 2 * H).isoformat()]
-    assert stores["fake"].data["k"]["s"]["dues"] == [(T0 + 5 * H).isoformat()]
+    assert engine.peek("fake", "k")[2]["dues"] == [(T0 + 5 * H).isoformat()]
 
 
 def test_superseded_heap_entries_are_skipped_lazily() -> None:
@@ -271,12 +283,12 @@ def test_rebuild_does_not_duplicate_entries() -> None:
 
 def test_dict_store() -> None:
     store = DictStore()
-    store.put("a", {"p": 0, "s": {}}, 0)
-    assert store.get("a") == {"p": 0, "s": {}}
+    store.put("a", b"v", 0)
+    assert store.get("a") == b"v"
     assert len(store) == 1
     items = store.items()
     store.delete("a", 0)  # items() is a snapshot: deleting while iterating is safe
-    assert list(items) == [("a", {"p": 0, "s": {}})]
+    assert list(items) == [("a", b"v")]
     store.delete("a", 0)
     assert store.get("a") is None
 
@@ -288,3 +300,46 @@ def test_superseded_entries_are_compacted_so_the_index_stays_bounded() -> None:
     assert engine.pending() <= 10_001
     assert engine.advance(T0 + 2 * H) == 1
     assert [c[2] for c in advances(m)] == [(T0 + H + 29_999 * MS).isoformat()]
+
+
+def test_a_touch_that_keeps_the_deadline_adds_no_index_entry() -> None:
+    engine, (m,), _, _ = make()
+    for i in range(5):  # five events, the same deadline each time
+        engine.on_event(ev("k", T0 + i * MS, T0 + H))
+    assert engine.pending() == 1
+    assert engine.advance(T0 + 2 * H) == 1
+    assert len(advances(m)) == 1
+
+
+def test_types_no_machine_wants_are_not_offered_to_any() -> None:
+    engine, (m,), stores, _ = make()
+    other = CleanEvent("x", "patient.seen", T0, "p1", "ab" * 16, {"key": "k", "dues": []})
+    engine.on_event(other)
+    assert m.calls == [] and stores["fake"].writes == []
+
+
+def test_state_changes_are_reported_with_before_and_after() -> None:
+    seen: list[tuple[Any, ...]] = []
+    engine, _, _, _ = make()
+    engine.on_change = lambda name, key, p, before, after: seen.append(
+        (name, key, p, before and before["dues"], after and after["dues"])
+    )
+    engine.on_event(ev("k", T0, T0 + H), partition=1)
+    engine.advance(T0 + 2 * H, partition=1)
+    engine.rebuild([1])
+    assert seen == [
+        ("fake", "k", 1, None, [(T0 + H).isoformat()]),
+        ("fake", "k", 1, [(T0 + H).isoformat()], []),
+        ("fake", "k", 1, None, []),  # rebuilt: reported again, nothing before
+    ]
+
+
+def test_a_reread_input_is_skipped_and_a_deletion_keeps_its_offset() -> None:
+    engine, (m,), stores, _ = make()
+    engine.on_event(ev("k", T0, T0 + H), offset=4)
+    engine.on_event(ev("k", T0, T0 + 2 * H), offset=4)  # read again: already in state
+    assert engine.peek("fake", "k")[1:] == (4, {"dues": [(T0 + H).isoformat()],
+                                                 "last_event": m.calls[0][2],
+                                                 "drop_on_fire": False})  # fmt: skip
+    engine.on_event(ev("k", T0 + MS, delete=True), offset=5)
+    assert stores["fake"].writes[-1] == ("delete", "k", 0)

@@ -3,30 +3,42 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from portal_pulse.domain.enrollment import Enrollment
 from portal_pulse.domain.followups import (
     APP_NOT_INSTALLED,
     DORMANT,
     INVITE_NOT_ACTIVATED,
     NO_FIRST_LOGIN,
     FollowupMachine,
+    Followups,
     estimate_state_bytes,
     followup_alert_id,
+    pack,
     state_bytes,
+    unpack,
 )
+from portal_pulse.domain.instants import to_us
 from portal_pulse.domain.machine import KeyedMachine, State
 from portal_pulse.domain.practices import StaleThresholds
 from portal_pulse.domain.records import Alert, ResponseFact
 from schemas.model import CleanEvent
 
 T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+
+
+def us(at: datetime) -> int:
+    return to_us(at)
+
+
 SEC = timedelta(seconds=1)
 DAY = timedelta(days=1)
 PATIENT = "0123456789abcdef0123456789abcdef"
@@ -78,29 +90,29 @@ class Collector:
 
 @dataclass
 class Host:
-    """A tiny host: event-time clock, deadline index by next_due, JSON-encoded storage."""
+    """A tiny host: event-time clock, deadline index by next_due, storage as the machine's bytes."""
 
     machine: KeyedMachine
     out: Collector = field(default_factory=Collector)
-    store: dict[str, str] = field(default_factory=dict)
+    store: dict[str, bytes] = field(default_factory=dict)
 
     def state(self, key: str) -> State | None:
         raw = self.store.get(key)
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else self.machine.loads(key, raw)
 
     def _put(self, key: str, state: State | None) -> None:
         if state is None:
             self.store.pop(key, None)
         else:
-            self.store[key] = json.dumps(state)
+            self.store[key] = self.machine.dumps(state)
 
     def advance(self, now: datetime) -> None:
         for key in list(self.store):
             state = self.state(key)
             assert state is not None
             due = self.machine.next_due(state)
-            if due is not None and due < now:
-                self._put(key, self.machine.advance(state, now, self.out))
+            if due is not None and due < us(now):
+                self._put(key, self.machine.advance(state, us(now), self.out))
 
     def feed(self, events: Iterable[CleanEvent], until: datetime | None = None) -> Collector:
         """Per event: advance the clock to its time, then apply it; finally advance to ``until``."""
@@ -422,7 +434,7 @@ def test_advancing_again_raises_nothing_new() -> None:
     state = machine.apply(None, enrolled(T0), out)
     assert state is not None
     for now in (T0 + 15 * DAY, T0 + 16 * DAY, T0 + 400 * DAY):
-        state = machine.advance(state, now, out)
+        state = machine.advance(state, us(now), out)
         assert state is not None
     assert sorted(a.kind for a in out.alerts) == sorted([NO_FIRST_LOGIN, APP_NOT_INSTALLED])
     assert machine.next_due(state) is None
@@ -433,7 +445,7 @@ def test_advance_fires_due_alerts_earliest_first() -> None:
     out = Collector()
     state = machine.apply(None, enrolled(T0), out)
     assert state is not None
-    machine.advance(state, T0 + 100 * DAY, out)
+    machine.advance(state, us(T0 + 100 * DAY), out)
     assert [a.kind for a in out.alerts] == [NO_FIRST_LOGIN, APP_NOT_INSTALLED]
 
 
@@ -442,14 +454,16 @@ def test_next_due_is_the_earliest_unfired_deadline() -> None:
     out = Collector()
     state = machine.apply(None, invited(T0), out)
     assert state is not None
-    assert machine.next_due(state) == T0 + 7 * DAY
+    assert machine.next_due(state) == us(T0 + 7 * DAY)
     state = machine.apply(state, login(T0 + DAY), out)
     assert state is not None
-    assert machine.next_due(state) == T0 + 15 * DAY  # app_not_installed from the implied enrollment
+    assert machine.next_due(state) == us(
+        T0 + 15 * DAY
+    )  # app_not_installed from the implied enrollment
     state = machine.apply(state, installed(T0 + 2 * DAY), out)
     assert state is not None
-    assert machine.next_due(state) == T0 + 91 * DAY  # only dormancy is left
-    state = machine.advance(state, T0 + 92 * DAY, out)
+    assert machine.next_due(state) == us(T0 + 91 * DAY)  # only dormancy is left
+    state = machine.advance(state, us(T0 + 92 * DAY), out)
     assert state is not None
     assert machine.next_due(state) is None  # dormant raised; waits for a login
 
@@ -464,7 +478,7 @@ def test_unrelated_event_leaves_state_alone() -> None:
 # ---------------------------------------------------------------------------- state size
 
 
-def test_state_is_small_json() -> None:
+def test_state_is_a_few_packed_integers() -> None:
     host = Host(FollowupMachine(thresholds()))
     host.feed(
         [invited(T0), enrolled(T0 + DAY), login(T0 + 2 * DAY), login(T0 + 40 * DAY)],
@@ -475,5 +489,22 @@ def test_state_is_small_json() -> None:
     worst = state_bytes(state)  # all facts but the app, two alerts open
     typical = estimate_state_bytes()
     print(f"follow-up state: typical {typical} B, with two open alerts {worst} B")
-    assert typical <= 256
-    assert worst <= 320
+    assert typical <= 2 + 5 * 8  # mask, three instants, one open alert's start and due
+    assert worst <= 2 + 7 * 8
+    assert host.machine.loads(f"p1|{PATIENT}", host.store[f"p1|{PATIENT}"]) == state
+
+
+instants_us = st.one_of(st.none(), st.integers(-(2**62), 2**62))
+pairs = st.tuples(st.integers(-(2**62), 2**62), st.integers(-(2**62), 2**62))
+
+
+@given(
+    st.tuples(*[instants_us] * 5),
+    st.dictionaries(st.sampled_from(["i", "f", "a", "d"]), pairs),
+)
+def test_packed_state_round_trips(fields: tuple[int | None, ...], opened: dict) -> None:
+    state = Followups("p|1", PATIENT, Enrollment(*fields), opened)
+    data = b"header" + pack(state)
+    assert unpack("p|1", PATIENT, data, 6) == state
+    machine = FollowupMachine(thresholds())
+    assert machine.loads(f"p|1|{PATIENT}", data, 6) == state  # the key's last field is the patient

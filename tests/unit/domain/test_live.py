@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from portal_pulse.domain.followups import FollowupMachine
 from portal_pulse.domain.live import LiveMetrics
-from portal_pulse.engine import DictStore
+from portal_pulse.domain.practices import StaleThresholds
+from portal_pulse.engine import DictStore, Engine
 from schemas.model import CleanEvent
 
 NY = ZoneInfo("America/New_York")
@@ -22,6 +24,26 @@ def ev(n: int, kind: str, at: datetime, patient: str = "a" * 32, **details: obje
 
 def at(day: int, hour: int) -> datetime:
     return datetime(2026, 3, day, hour, tzinfo=NY)
+
+
+class _Out:
+    def alert(self, alert: object) -> None:
+        pass
+
+    def response(self, fact: object) -> None:
+        pass
+
+
+def feeder(live: LiveMetrics) -> Engine:
+    """The follow-up state is where each patient's last login lives: an engine reports it."""
+    machine = FollowupMachine(lambda _: StaleThresholds())
+    return Engine([machine], {machine.name: DictStore()}, _Out(), on_change=live.on_state_change)
+
+
+def feed(live: LiveMetrics, engine: Engine, *events: CleanEvent) -> None:
+    for event in events:
+        engine.on_event(event)
+        live.apply(event)
 
 
 def test_today_and_trailing_week_with_distinct_active_patients() -> None:
@@ -63,8 +85,7 @@ def test_today_and_trailing_week_with_distinct_active_patients() -> None:
         ),
         ev(13, "message.replied", at(9, 10), thread_id="t1", message_id="r2", staff_pool="nurse"),
     ]
-    for e in events:
-        live.apply(e)
+    feed(live, feeder(live), *events)
     row = live.row("P1", 0, at(9, 23) + timedelta(minutes=30))
     assert row.day == date(2026, 3, 9)
     assert row.today == {
@@ -84,9 +105,26 @@ def test_today_and_trailing_week_with_distinct_active_patients() -> None:
 
 def test_patients_outside_the_window_drop_out_and_drain_reports_touched_practices() -> None:
     live = LiveMetrics(DictStore(), local_date)
-    live.apply(ev(1, "portal.login", at(1, 9), channel="web"))
+    feed(live, feeder(live), ev(1, "portal.login", at(1, 9), channel="web"))
     assert [r.practice_id for r in live.drain(0, at(1, 10))] == ["P1"]
     assert live.drain(0, at(1, 10)) == []
     row = live.row("P1", 0, at(8, 10))  # window Mar 2..8
     assert row.trailing_7d["active_patients"] == 0
     assert row.trailing_7d["logins"] == 0
+
+
+def test_last_login_days_are_rebuilt_from_the_follow_up_states() -> None:
+    live = LiveMetrics(DictStore(), local_date)
+    engine = feeder(live)
+    feed(live, engine, ev(1, "portal.login", at(2, 9), "a" * 32, channel="web"))
+    feed(live, engine, ev(2, "portal.login", at(4, 9), "a" * 32, channel="web"))
+    feed(live, engine, ev(3, "portal.login", at(3, 9), "b" * 32, channel="web"))
+    feed(live, engine, ev(4, "portal.login", at(1, 9), "b" * 32, channel="web"))  # late, older
+    before = live.row("P1", 0, at(4, 12))
+    assert (before.today["active_patients"], before.trailing_7d["active_patients"]) == (1, 2)
+    restored = LiveMetrics(live.store, local_date)  # after a restart: histogram from the states
+    restored.rebuild(0)
+    engine.on_change = restored.on_state_change
+    engine.rebuild([0])
+    after = restored.row("P1", 0, at(4, 12))
+    assert (after.today, after.trailing_7d) == (before.today, before.trailing_7d)

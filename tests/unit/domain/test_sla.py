@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from portal_pulse.domain.instants import from_us, to_us
 from portal_pulse.domain.machine import KeyedMachine, State
 from portal_pulse.domain.practices import Practices
 from portal_pulse.domain.records import Alert, ResponseFact
@@ -88,7 +89,7 @@ def replied(
 class Host:
     """What the worker and the replay do: advance to each event's time, then apply it.
 
-    State goes through JSON on every step, as it would in a changelog-backed table.
+    State goes through the machine's bytes on every step, as it does in a changelog-backed table.
     """
 
     def __init__(self, machine: KeyedMachine | None = None) -> None:
@@ -108,13 +109,13 @@ class Host:
         if state is None:
             self.states.pop(key, None)
         else:
-            self.states[key] = json.loads(json.dumps(state))
+            self.states[key] = self.machine.loads(key, self.machine.dumps(state))
 
     def tick(self, now: datetime) -> None:
         for key, state in list(self.states.items()):
             due = self.machine.next_due(state)
-            if due is not None and due < now:
-                self._store(key, self.machine.advance(state, now, self))
+            if due is not None and due < to_us(now):
+                self._store(key, self.machine.advance(state, to_us(now), self))
 
     def send(self, *events: CleanEvent) -> None:
         for event in events:
@@ -129,7 +130,8 @@ class Host:
 
     def next_due(self, practice: str = "NYC", thread: str = "T1") -> datetime | None:
         state = self.state(practice, thread)
-        return None if state is None else self.machine.next_due(state)
+        due = None if state is None else self.machine.next_due(state)
+        return None if due is None else from_us(due)
 
     def kinds(self) -> list[tuple[str, bool]]:
         return [(a.kind, a.resolved_at is not None) for a in self.alerts]
@@ -425,7 +427,7 @@ def test_state_is_small_json_and_apply_does_not_mutate() -> None:
     frozen = json.dumps(state, sort_keys=True)
     assert len(frozen) < 1000
     machine.apply(state, sent(ny(2026, 1, 5, 9, 5), "M2"), host)
-    machine.advance(state, ny(2026, 1, 9), host)
+    machine.advance(state, to_us(ny(2026, 1, 9)), host)
     assert json.dumps(state, sort_keys=True) == frozen
     after = machine.apply(state, replied(ny(2026, 1, 5, 10)), host)
     assert after is not None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from streams.state import ChangelogStore
+from portal_pulse.engine import VALUE_HEADER
+from streams.state import STATE_VALUES, ChangelogStore
 
 
 class _Topic:
@@ -13,11 +14,18 @@ class _Topic:
         return "app-sla-state-changelog"
 
 
+class _Store:
+    """A Faust memory store: its dict is ``.data``."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+
 class _Table:
     """The two things ChangelogStore uses of a Faust table."""
 
     def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
+        self.data = _Store()
         self.changelog_topic = _Topic()
 
 
@@ -79,3 +87,23 @@ def test_forget_drops_unwritten_changes_of_lost_partitions() -> None:
     s.forget({1})
     s.write_changes()
     assert [k for k, _, _ in rec.sent] == ["a"]
+
+
+class _BytesRecorder(_Recorder):
+    def send(self, topic: str, value: bytes, key: bytes, partition: int) -> None:
+        self.sent.append((json.loads(key), value, partition))
+
+
+def test_engine_states_go_to_the_changelog_as_they_are_held() -> None:
+    rec = _BytesRecorder()
+    s = ChangelogStore(_Table(), rec, STATE_VALUES)  # type: ignore[arg-type]
+    value = VALUE_HEADER.pack(2, 9) + b"state"
+    s.put("k", value, 2)
+    s.write_changes()
+    assert rec.sent == [("k", value, 2)]
+    s.delete("k", 2, offset=10)
+    s.write_changes()
+    assert rec.sent[-1] == ("k", VALUE_HEADER.pack(2, 10), 2)  # the stub: offset, no state
+    s.write_changes()
+    assert rec.sent[-1] == ("k", None, 2)
+    assert s.get("k") is None
