@@ -290,7 +290,20 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_cleanly_until_started() -> None:
+    """A SIGTERM while the worker is still starting (imports, topics, migrations: seconds on a
+    busy machine) is a clean stop, not a death by signal: nothing has been read, so there is
+    nothing to checkpoint. The worker's own handlers replace this one once it runs."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    _stop_cleanly_until_started()
     from portal_pulse.pseudonym import Pseudonymizer, load_key
     from portal_pulse.worker import run_worker
 

@@ -505,3 +505,21 @@ def test_pyproject_license_is_an_spdx_string_and_setuptools_supports_it() -> Non
     assert project["project"]["license"] == "Apache-2.0"
     assert "setuptools>=77" in project["build-system"]["requires"]
     assert any(dep.startswith("tqdm") for dep in project["project"]["dependencies"])
+
+
+def test_a_sigterm_while_the_worker_starts_is_a_clean_stop() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "from portal_pulse.cli import _stop_cleanly_until_started\n"
+        "_stop_cleanly_until_started()\n"
+        "import time\n"
+        "print('starting', flush=True)\n"
+        "time.sleep(60)  # imports, topics, migrations...\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "starting"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
