@@ -453,19 +453,20 @@ FROM
     SELECT
         m.practice_id AS practice_id,
         m.month AS month_start,
-        pt.unique_patients AS unique_patients,
-        pt.enrolled_patients AS enrolled_patients,
+        -- (ifNull: parts without a row for the month give 0, also under join_use_nulls = 1)
+        ifNull(pt.unique_patients, 0) AS unique_patients,
+        ifNull(pt.enrolled_patients, 0) AS enrolled_patients,
         -- every month with a first enrolment has events, so a running sum over the rows is
         -- the number enrolled by the month's end
-        sum(pt.new_enrollments) OVER (PARTITION BY m.practice_id ORDER BY m.month
+        sum(ifNull(pt.new_enrollments, 0)) OVER (PARTITION BY m.practice_id ORDER BY m.month
                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
             AS enrolled_total,
-        pt.new_enrollments AS new_enrollments,
-        pt.active_users AS active_users,
-        pt.multi_feature_users AS multi_feature_users,
-        pt.app_users AS app_users,
-        pt.portal_user_surveys AS portal_user_surveys,
-        pt.portal_user_score_sum AS portal_user_score_sum,
+        ifNull(pt.new_enrollments, 0) AS new_enrollments,
+        ifNull(pt.active_users, 0) AS active_users,
+        ifNull(pt.multi_feature_users, 0) AS multi_feature_users,
+        ifNull(pt.app_users, 0) AS app_users,
+        ifNull(pt.portal_user_surveys, 0) AS portal_user_surveys,
+        ifNull(pt.portal_user_score_sum, 0) AS portal_user_score_sum,
         m.patient_messages AS patient_messages,
         m.staff_replies AS staff_replies,
         m.portal_bookings AS portal_bookings,
@@ -476,18 +477,18 @@ FROM
         sum(m.inbound_calls) OVER (
             PARTITION BY m.practice_id ORDER BY toRelativeMonthNum(m.month)
             RANGE BETWEEN 1 PRECEDING AND 1 PRECEDING) AS previous_inbound_calls,
-        rs.results_viewed AS results_viewed,
-        rs.same_day_views AS same_day_views,
-        rs.results_posted AS results_posted,
-        rs.viewed_before_contact AS viewed_before_contact,
-        sla.responses AS responses,
+        ifNull(rs.results_viewed, 0) AS results_viewed,
+        ifNull(rs.same_day_views, 0) AS same_day_views,
+        ifNull(rs.results_posted, 0) AS results_posted,
+        ifNull(rs.viewed_before_contact, 0) AS viewed_before_contact,
+        ifNull(sla.responses, 0) AS responses,
         sla.avg_response_business_hours AS avg_response_business_hours,
         sla.median_response_business_hours AS median_response_business_hours,
         sla.p90_response_business_hours AS p90_response_business_hours,
         sla.avg_response_hours AS avg_response_hours,
         sla.within_internal_target_rate AS within_internal_target_rate,
         sla.within_external_promise_rate AS within_external_promise_rate,
-        sla.sla_breaches AS sla_breaches
+        ifNull(sla.sla_breaches, 0) AS sla_breaches
     FROM
     (
         -- Months with events, and what is counted over events.

@@ -374,3 +374,11 @@ def test_every_table_reads_with_select_star(db: Client) -> None:
     assert {"rollup_months", "rollup_patient_years", "rollup_sla"} <= set(tables)
     for table in tables:
         db.query(f"SELECT * FROM {table} LIMIT 3")
+
+
+def test_a_session_with_join_use_nulls_reads_the_same_numbers(db: Client) -> None:
+    """BI tools may run with join_use_nulls = 1: a month a part has no row for still reads 0."""
+    sql = "SELECT * FROM monthly_portal_performance ORDER BY practice_id, month"
+    plain = db.query(sql)
+    nulls = db.query(sql, settings={"join_use_nulls": 1})
+    assert nulls.result_rows == plain.result_rows
