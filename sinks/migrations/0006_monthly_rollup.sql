@@ -17,8 +17,8 @@
 --   zone and look-back. When either changes, practices_sync feeds the practice's stored rows
 --   through the rollup again (portal_pulse/reports/rollup.py).
 -- * Events are keyed by a 64-bit SipHash of (event_id, occurred_at), results of result_id, both
---   within one practice, and patients of (practice_id, pseudonym): two different keys colliding
---   is a one-in-10^7 event even at a million patients.
+--   within one practice, and patients of (practice_id, zone, pseudonym): two different keys
+--   colliding is a one-in-10^7 event even at a million patients.
 --
 -- Rows flow: events → events_rollup_feed (Null) → events_rollup_local (Null, with zone and
 -- local date) → rollup_months, rollup_patient_years, rollup_patient_firsts, rollup_results.
@@ -158,7 +158,7 @@ SELECT
     e.event_type AS event_type,
     e.occurred_at AS occurred_at,
     sipHash64(e.event_id, e.occurred_at) AS event_key,
-    sipHash64(e.practice_id, e.patient_pseudonym) AS patient,
+    sipHash64(e.practice_id, e.zone, e.patient_pseudonym) AS patient,
     e.channel AS channel,
     e.direction AS direction,
     e.automated AS automated,
@@ -399,19 +399,12 @@ SELECT alert_id, kind, practice_id, due_at, version
 FROM alerts FINAL;
 
 -- The BI-facing view, as before: one row per practice and month with any event, one column per
--- SPEC §4 key, same names, types and order as migration 0002's. Each part reads one rollup
--- and reduces it per practice and month before the parts are joined.
+-- SPEC §4 key, same names, types and order as migration 0002's. Each part reads one rollup and
+-- reduces it per practice, zone and month before the parts are joined. Only the months part
+-- looks up each practice's zone and look-back (a join on `practices`, which stays cheap however
+-- many practices there are); the others join it on the zone (and look-back), so rows cut with
+-- a practice's former settings drop out.
 CREATE OR REPLACE VIEW monthly_portal_performance AS
-WITH
-    -- Each practice's zone and look-back: its practices row, else the 'default' row.
-    (
-        SELECT (groupArrayIf(practice_id, timezone != ''), groupArrayIf(timezone, timezone != ''),
-                anyIf(timezone, practice_id = 'default'),
-                groupArrayIf(practice_id, roster_lookback_days != 0),
-                groupArrayIf(roster_lookback_days, roster_lookback_days != 0),
-                anyIf(roster_lookback_days, practice_id = 'default'))
-        FROM practices FINAL
-    ) AS settings
 SELECT
     practice_id,
     formatDateTime(month_start, '%Y-%m') AS month,
@@ -491,9 +484,18 @@ FROM
         ifNull(sla.sla_breaches, 0) AS sla_breaches
     FROM
     (
-        -- Months with events, and what is counted over events.
+        -- Months with events in each practice's zone (its practices row's, else the 'default'
+        -- row's), with its look-back likewise, and what is counted over events.
+        SELECT
+            r.*,
+            toUInt32(if(ifNull(p.roster_lookback_days, 0) = 0,
+                        (SELECT any(roster_lookback_days) FROM practices FINAL WHERE practice_id = 'default'),
+                        p.roster_lookback_days)) AS lookback
+        FROM
+        (
         SELECT
             practice_id,
+            zone,
             month,
             uniqExactArray(patient_messages) AS patient_messages,
             uniqExactArray(staff_replies) AS staff_replies,
@@ -506,8 +508,13 @@ FROM
             toInt64(toUInt64(bitAnd(arraySum(groupUniqArrayArray(payments)),
                                     0xFFFFFFFFFFFFFFFF))) AS total_payment_cents
         FROM rollup_months
-        WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
-        GROUP BY practice_id, month
+        GROUP BY practice_id, zone, month
+        ) AS r
+        LEFT JOIN (SELECT practice_id, timezone, roster_lookback_days FROM practices FINAL) AS p
+            ON p.practice_id = r.practice_id
+        WHERE r.zone = if(ifNull(p.timezone, '') = '',
+                          (SELECT any(timezone) FROM practices FINAL WHERE practice_id = 'default'),
+                          p.timezone)
     ) AS m
     LEFT JOIN
     (
@@ -516,6 +523,8 @@ FROM
         -- into months.
         SELECT
             practice_id,
+            zone,
+            lookback,
             makeDate(year, k + 1, 1) AS month,
             sum(patients * bitTest(logins, k)) AS active_users,
             sum(patients * bitTest(multi, k)) AS multi_feature_users,
@@ -528,13 +537,16 @@ FROM
         FROM
         (
         SELECT
-            practice_id, year, logins, multi, with_app, roster, enrolled_roster, first_enrolment,
+            practice_id, zone, lookback, year,
+            logins, multi, with_app, roster, enrolled_roster, first_enrolment,
             count() AS patients,
             groupArrayArray(answered) AS answered
         FROM
         (
             SELECT
                 y.practice_id AS practice_id,
+                y.zone AS zone,
+                y.lookback AS lookback,
                 y.year AS year,
                 y.logins AS logins,
                 y.roster AS roster,
@@ -562,21 +574,17 @@ FROM
                 if(bitTest(before, 1), surveys,
                    arrayFilter(a -> ifNull(a.1 >= enrolled_at, false), surveys)) AS answered
             FROM rollup_patient_years AS y FINAL
-            -- patient keys are salted with the practice: the key alone identifies
-            LEFT JOIN
-            (
-                SELECT patient, app_year, enrol_year
-                FROM rollup_patient_firsts FINAL
-                WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
-            ) AS f ON f.patient = y.patient
-            WHERE y.zone = transform(y.practice_id, settings.1, settings.2, settings.3)
-              AND y.lookback = transform(y.practice_id, settings.4, settings.5, settings.6)
+            -- patient keys hash practice, zone and pseudonym: the key alone identifies
+            LEFT JOIN (SELECT patient, app_year, enrol_year FROM rollup_patient_firsts FINAL) AS f
+                ON f.patient = y.patient
         )
-        GROUP BY practice_id, year, logins, multi, with_app, roster, enrolled_roster, first_enrolment
+        GROUP BY practice_id, zone, lookback, year,
+                 logins, multi, with_app, roster, enrolled_roster, first_enrolment
         )
         ARRAY JOIN range(12) AS k
-        GROUP BY practice_id, year, k
-    ) AS pt ON pt.practice_id = m.practice_id AND pt.month = m.month
+        GROUP BY practice_id, zone, lookback, year, k
+    ) AS pt ON pt.practice_id = m.practice_id AND pt.zone = m.zone AND pt.lookback = m.lookback
+               AND pt.month = m.month
     LEFT JOIN
     (
         -- Results first viewed in the month (and on their posting's local date); results first
@@ -584,6 +592,7 @@ FROM
         -- (month viewed, month posted) first, then split.
         SELECT
             practice_id,
+            zone,
             x.1 AS month,
             sum(x.2) AS results_viewed,
             sum(x.3) AS same_day_views,
@@ -593,27 +602,28 @@ FROM
         (
             SELECT
                 practice_id,
+                zone,
                 toStartOfMonth(viewed_date) AS viewed_month,
                 toStartOfMonth(posted_date) AS posted_month,
                 count() AS n,
                 countIf(ifNull(viewed_date = posted_date, false)) AS same_day,
                 countIf(viewed_at IS NOT NULL AND ifNull(viewed_at < contacted_at, true)) AS before_contact
             FROM rollup_results FINAL
-            WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
-            GROUP BY practice_id, viewed_month, posted_month
+            GROUP BY practice_id, zone, viewed_month, posted_month
         )
         ARRAY JOIN arrayConcat(
             if(viewed_month IS NULL, [], [(assumeNotNull(viewed_month), n, same_day, 0, 0)]),
             if(posted_month IS NULL, [], [(assumeNotNull(posted_month), 0, 0, n, before_contact)])
         ) AS x
-        GROUP BY practice_id, month
-    ) AS rs ON rs.practice_id = m.practice_id AND rs.month = m.month
+        GROUP BY practice_id, zone, month
+    ) AS rs ON rs.practice_id = m.practice_id AND rs.zone = m.zone AND rs.month = m.month
     LEFT JOIN
     (
         -- Answered SLA clocks and their response times, by the local month of the reply;
         -- sla.breached alerts by the local month they were due.
         SELECT
             practice_id,
+            zone,
             month,
             countIf(kind = 'response') AS responses,
             if(responses = 0, NULL, avgIf(response_business_minutes, kind = 'response') / 60)
@@ -632,9 +642,8 @@ FROM
                 AS within_external_promise_rate,
             countIf(kind = 'breach') AS sla_breaches
         FROM rollup_sla FINAL
-        WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
-        GROUP BY practice_id, month
-    ) AS sla ON sla.practice_id = m.practice_id AND sla.month = m.month
+        GROUP BY practice_id, zone, month
+    ) AS sla ON sla.practice_id = m.practice_id AND sla.zone = m.zone AND sla.month = m.month
 );
 
 -- The query-time helpers of migration 0002 are no longer read.
