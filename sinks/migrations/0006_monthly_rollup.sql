@@ -17,8 +17,8 @@
 --   zone and look-back. When either changes, practices_sync feeds the practice's stored rows
 --   through the rollup again (portal_pulse/reports/rollup.py).
 -- * Events are keyed by a 64-bit SipHash of (event_id, occurred_at), results of result_id, both
---   within one practice, and patients of (practice_id, zone, pseudonym): two different keys
---   colliding is a one-in-10^7 event even at a million patients.
+--   within one practice, and patients of (practice_id, pseudonym): two different keys colliding
+--   is a one-in-10^7 event even at a million patients.
 --
 -- Rows flow: events → events_rollup_feed (Null) → events_rollup_local (Null, with zone and
 -- local date) → rollup_months, rollup_patient_years, rollup_patient_firsts, rollup_results.
@@ -158,7 +158,7 @@ SELECT
     e.event_type AS event_type,
     e.occurred_at AS occurred_at,
     sipHash64(e.event_id, e.occurred_at) AS event_key,
-    sipHash64(e.practice_id, e.zone, e.patient_pseudonym) AS patient,
+    sipHash64(e.practice_id, e.patient_pseudonym) AS patient,
     e.channel AS channel,
     e.direction AS direction,
     e.automated AS automated,
@@ -399,12 +399,19 @@ SELECT alert_id, kind, practice_id, due_at, version
 FROM alerts FINAL;
 
 -- The BI-facing view, as before: one row per practice and month with any event, one column per
--- SPEC §4 key, same names, types and order as migration 0002's. Each part reads one rollup and
--- reduces it per practice, zone and month before the parts are joined. Only the months part
--- looks up each practice's zone and look-back (a join on `practices`, which stays cheap however
--- many practices there are); the others join it on the zone (and look-back), so rows cut with
--- a practice's former settings drop out.
+-- SPEC §4 key, same names, types and order as migration 0002's. Each part reads one rollup
+-- and reduces it per practice and month before the parts are joined.
 CREATE OR REPLACE VIEW monthly_portal_performance AS
+WITH
+    -- Each practice's zone and look-back: its practices row, else the 'default' row.
+    (
+        SELECT (groupArrayIf(practice_id, timezone != ''), groupArrayIf(timezone, timezone != ''),
+                anyIf(timezone, practice_id = 'default'),
+                groupArrayIf(practice_id, roster_lookback_days != 0),
+                groupArrayIf(roster_lookback_days, roster_lookback_days != 0),
+                anyIf(roster_lookback_days, practice_id = 'default'))
+        FROM practices FINAL
+    ) AS settings
 SELECT
     practice_id,
     formatDateTime(month_start, '%Y-%m') AS month,
@@ -446,20 +453,19 @@ FROM
     SELECT
         m.practice_id AS practice_id,
         m.month AS month_start,
-        -- (ifNull: parts without a row for the month give 0, also under join_use_nulls = 1)
-        ifNull(pt.unique_patients, 0) AS unique_patients,
-        ifNull(pt.enrolled_patients, 0) AS enrolled_patients,
+        pt.unique_patients AS unique_patients,
+        pt.enrolled_patients AS enrolled_patients,
         -- every month with a first enrolment has events, so a running sum over the rows is
         -- the number enrolled by the month's end
-        sum(ifNull(pt.new_enrollments, 0)) OVER (PARTITION BY m.practice_id ORDER BY m.month
+        sum(pt.new_enrollments) OVER (PARTITION BY m.practice_id ORDER BY m.month
                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
             AS enrolled_total,
-        ifNull(pt.new_enrollments, 0) AS new_enrollments,
-        ifNull(pt.active_users, 0) AS active_users,
-        ifNull(pt.multi_feature_users, 0) AS multi_feature_users,
-        ifNull(pt.app_users, 0) AS app_users,
-        ifNull(pt.portal_user_surveys, 0) AS portal_user_surveys,
-        ifNull(pt.portal_user_score_sum, 0) AS portal_user_score_sum,
+        pt.new_enrollments AS new_enrollments,
+        pt.active_users AS active_users,
+        pt.multi_feature_users AS multi_feature_users,
+        pt.app_users AS app_users,
+        pt.portal_user_surveys AS portal_user_surveys,
+        pt.portal_user_score_sum AS portal_user_score_sum,
         m.patient_messages AS patient_messages,
         m.staff_replies AS staff_replies,
         m.portal_bookings AS portal_bookings,
@@ -470,32 +476,23 @@ FROM
         sum(m.inbound_calls) OVER (
             PARTITION BY m.practice_id ORDER BY toRelativeMonthNum(m.month)
             RANGE BETWEEN 1 PRECEDING AND 1 PRECEDING) AS previous_inbound_calls,
-        ifNull(rs.results_viewed, 0) AS results_viewed,
-        ifNull(rs.same_day_views, 0) AS same_day_views,
-        ifNull(rs.results_posted, 0) AS results_posted,
-        ifNull(rs.viewed_before_contact, 0) AS viewed_before_contact,
-        ifNull(sla.responses, 0) AS responses,
+        rs.results_viewed AS results_viewed,
+        rs.same_day_views AS same_day_views,
+        rs.results_posted AS results_posted,
+        rs.viewed_before_contact AS viewed_before_contact,
+        sla.responses AS responses,
         sla.avg_response_business_hours AS avg_response_business_hours,
         sla.median_response_business_hours AS median_response_business_hours,
         sla.p90_response_business_hours AS p90_response_business_hours,
         sla.avg_response_hours AS avg_response_hours,
         sla.within_internal_target_rate AS within_internal_target_rate,
         sla.within_external_promise_rate AS within_external_promise_rate,
-        ifNull(sla.sla_breaches, 0) AS sla_breaches
+        sla.sla_breaches AS sla_breaches
     FROM
     (
-        -- Months with events in each practice's zone (its practices row's, else the 'default'
-        -- row's), with its look-back likewise, and what is counted over events.
-        SELECT
-            r.*,
-            toUInt32(if(ifNull(p.roster_lookback_days, 0) = 0,
-                        (SELECT any(roster_lookback_days) FROM practices FINAL WHERE practice_id = 'default'),
-                        p.roster_lookback_days)) AS lookback
-        FROM
-        (
+        -- Months with events, and what is counted over events.
         SELECT
             practice_id,
-            zone,
             month,
             uniqExactArray(patient_messages) AS patient_messages,
             uniqExactArray(staff_replies) AS staff_replies,
@@ -508,13 +505,8 @@ FROM
             toInt64(toUInt64(bitAnd(arraySum(groupUniqArrayArray(payments)),
                                     0xFFFFFFFFFFFFFFFF))) AS total_payment_cents
         FROM rollup_months
-        GROUP BY practice_id, zone, month
-        ) AS r
-        LEFT JOIN (SELECT practice_id, timezone, roster_lookback_days FROM practices FINAL) AS p
-            ON p.practice_id = r.practice_id
-        WHERE r.zone = if(ifNull(p.timezone, '') = '',
-                          (SELECT any(timezone) FROM practices FINAL WHERE practice_id = 'default'),
-                          p.timezone)
+        WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
+        GROUP BY practice_id, month
     ) AS m
     LEFT JOIN
     (
@@ -523,8 +515,6 @@ FROM
         -- into months.
         SELECT
             practice_id,
-            zone,
-            lookback,
             makeDate(year, k + 1, 1) AS month,
             sum(patients * bitTest(logins, k)) AS active_users,
             sum(patients * bitTest(multi, k)) AS multi_feature_users,
@@ -537,16 +527,13 @@ FROM
         FROM
         (
         SELECT
-            practice_id, zone, lookback, year,
-            logins, multi, with_app, roster, enrolled_roster, first_enrolment,
+            practice_id, year, logins, multi, with_app, roster, enrolled_roster, first_enrolment,
             count() AS patients,
             groupArrayArray(answered) AS answered
         FROM
         (
             SELECT
                 y.practice_id AS practice_id,
-                y.zone AS zone,
-                y.lookback AS lookback,
                 y.year AS year,
                 y.logins AS logins,
                 y.roster AS roster,
@@ -574,17 +561,21 @@ FROM
                 if(bitTest(before, 1), surveys,
                    arrayFilter(a -> ifNull(a.1 >= enrolled_at, false), surveys)) AS answered
             FROM rollup_patient_years AS y FINAL
-            -- patient keys hash practice, zone and pseudonym: the key alone identifies
-            LEFT JOIN (SELECT patient, app_year, enrol_year FROM rollup_patient_firsts FINAL) AS f
-                ON f.patient = y.patient
+            -- patient keys are salted with the practice: the key alone identifies
+            LEFT JOIN
+            (
+                SELECT patient, app_year, enrol_year
+                FROM rollup_patient_firsts FINAL
+                WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
+            ) AS f ON f.patient = y.patient
+            WHERE y.zone = transform(y.practice_id, settings.1, settings.2, settings.3)
+              AND y.lookback = transform(y.practice_id, settings.4, settings.5, settings.6)
         )
-        GROUP BY practice_id, zone, lookback, year,
-                 logins, multi, with_app, roster, enrolled_roster, first_enrolment
+        GROUP BY practice_id, year, logins, multi, with_app, roster, enrolled_roster, first_enrolment
         )
         ARRAY JOIN range(12) AS k
-        GROUP BY practice_id, zone, lookback, year, k
-    ) AS pt ON pt.practice_id = m.practice_id AND pt.zone = m.zone AND pt.lookback = m.lookback
-               AND pt.month = m.month
+        GROUP BY practice_id, year, k
+    ) AS pt ON pt.practice_id = m.practice_id AND pt.month = m.month
     LEFT JOIN
     (
         -- Results first viewed in the month (and on their posting's local date); results first
@@ -592,7 +583,6 @@ FROM
         -- (month viewed, month posted) first, then split.
         SELECT
             practice_id,
-            zone,
             x.1 AS month,
             sum(x.2) AS results_viewed,
             sum(x.3) AS same_day_views,
@@ -602,28 +592,27 @@ FROM
         (
             SELECT
                 practice_id,
-                zone,
                 toStartOfMonth(viewed_date) AS viewed_month,
                 toStartOfMonth(posted_date) AS posted_month,
                 count() AS n,
                 countIf(ifNull(viewed_date = posted_date, false)) AS same_day,
                 countIf(viewed_at IS NOT NULL AND ifNull(viewed_at < contacted_at, true)) AS before_contact
             FROM rollup_results FINAL
-            GROUP BY practice_id, zone, viewed_month, posted_month
+            WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
+            GROUP BY practice_id, viewed_month, posted_month
         )
         ARRAY JOIN arrayConcat(
             if(viewed_month IS NULL, [], [(assumeNotNull(viewed_month), n, same_day, 0, 0)]),
             if(posted_month IS NULL, [], [(assumeNotNull(posted_month), 0, 0, n, before_contact)])
         ) AS x
-        GROUP BY practice_id, zone, month
-    ) AS rs ON rs.practice_id = m.practice_id AND rs.zone = m.zone AND rs.month = m.month
+        GROUP BY practice_id, month
+    ) AS rs ON rs.practice_id = m.practice_id AND rs.month = m.month
     LEFT JOIN
     (
         -- Answered SLA clocks and their response times, by the local month of the reply;
         -- sla.breached alerts by the local month they were due.
         SELECT
             practice_id,
-            zone,
             month,
             countIf(kind = 'response') AS responses,
             if(responses = 0, NULL, avgIf(response_business_minutes, kind = 'response') / 60)
@@ -642,8 +631,9 @@ FROM
                 AS within_external_promise_rate,
             countIf(kind = 'breach') AS sla_breaches
         FROM rollup_sla FINAL
-        GROUP BY practice_id, zone, month
-    ) AS sla ON sla.practice_id = m.practice_id AND sla.zone = m.zone AND sla.month = m.month
+        WHERE zone = transform(practice_id, settings.1, settings.2, settings.3)
+        GROUP BY practice_id, month
+    ) AS sla ON sla.practice_id = m.practice_id AND sla.month = m.month
 );
 
 -- The query-time helpers of migration 0002 are no longer read.
