@@ -38,7 +38,6 @@ from streams.watermark import (
     cover_value,
     header_value,
     raw_index,
-    read_cover,
     source_value,
 )
 
@@ -300,12 +299,13 @@ class Ingest:
                     partition=partition,
                 )
             await self.delivery.flush()
-            done = read_cover({COVER_HEADER: cover})
-            if done is not None and done[1] and time.monotonic() - self.logged_at >= 60:
+            # What the cover just said (``_watermark``): every raw partition is caught up.
+            done = self.watermark.caught_up and everyone
+            if done and time.monotonic() - self.logged_at >= 60:
                 # At most once a minute: a live stream is caught up many times a minute.
                 self.logged_at = time.monotonic()
                 logger.info("every source caught up: event time %s", wm.isoformat())
-            self.said_caught_up = bool(done and done[1])
+            self.said_caught_up = done
             self.announced = (wm, cover)
 
     async def on_revoked(self, revoked: set[TP]) -> None:
