@@ -28,6 +28,7 @@ from schemas.serializer import clean_event_to_record
 from streams.app import Runtime
 from streams.checkpoint import Checkpoint
 from streams.delivery import DeliveringProducer
+from streams.feed import batches_of
 from streams.group_lag import GroupLag
 from streams.ordering import InOrder
 from streams.watermark import (
@@ -250,7 +251,7 @@ class Ingest:
         self.reasons[result.reason] = self.reasons.get(result.reason, 0) + 1
 
     async def run_batches(self, stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(self.rt.settings.sink_batch_size, within=0.05):
+        async for events in batches_of(stream, self.rt.settings.sink_batch_size, 0.05):
             with self.rt.batch_in_flight():
                 async with self.checkpoint.lock:
                     admitted = self.in_order.admit(events)

@@ -37,6 +37,7 @@ from streams.app import Runtime
 from streams.checkpoint import Checkpoint
 from streams.codecs import alert_to_bytes, live_to_bytes, response_to_bytes
 from streams.delivery import DeliveringProducer
+from streams.feed import batches_of
 from streams.ordering import InOrder
 from streams.sink_agents import events_table_sink
 from streams.state import STATE_VALUES, ChangelogStore
@@ -282,8 +283,8 @@ class Processors:
 
     async def run_batches(self, stream: faust.StreamT) -> None:
         settings = self.settings
-        async for events in stream.noack_take(
-            settings.sink_batch_size, within=settings.sink_flush_seconds
+        async for events in batches_of(
+            stream, settings.sink_batch_size, settings.sink_flush_seconds
         ):
             with self.rt.batch_in_flight():
                 await self.run_batch(stream, events)

@@ -26,6 +26,7 @@ from sinks.rows import EVENT_SOURCE_COLUMNS, TABLES, event_row
 from streams.app import Runtime
 from streams.checkpoint import release_and_ack
 from streams.codecs import alert_from_bytes, live_from_bytes, response_from_bytes
+from streams.feed import batches_of
 from streams.ordering import InOrder
 from streams.watermark import read_source
 
@@ -74,8 +75,8 @@ class TableSinkAgent:
 
     async def run_batches(self, stream: faust.StreamT) -> None:
         settings = self.rt.settings
-        async for events in stream.noack_take(
-            settings.sink_batch_size, within=settings.sink_flush_seconds
+        async for events in batches_of(
+            stream, settings.sink_batch_size, settings.sink_flush_seconds
         ):
             with self.rt.batch_in_flight():
                 admitted = self.in_order.admit(events)

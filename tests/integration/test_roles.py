@@ -50,6 +50,9 @@ SESSION_TIMEOUT = "6"
 # The sink stops once its group has committed everything and nothing arrived for this long; it
 # must outlast the failover gap (session timeout, rebalance, state recovery) to see it all.
 SINK_IDLE = "20"
+# Long enough that a process worker done with the first half is still running when the second
+# half's `produce` (a process of its own, seconds to start on a loaded machine) delivers.
+PROCESS_IDLE = "8"
 
 
 def _halves(rec: Recording, root: Path) -> tuple[Path, Path]:
@@ -105,10 +108,10 @@ def _run_roles(
         return w
 
     sink = launch("sink", "--role", "sink", "--exit-when-idle", SINK_IDLE)
-    p1 = launch("process-1", "--role", "process", "--exit-when-idle", "3")
+    p1 = launch("process-1", "--role", "process", "--exit-when-idle", PROCESS_IDLE)
     starters = [sink, p1]
     if scenario != "join":
-        starters.append(launch("process-2", "--role", "process", "--exit-when-idle", "3"))
+        starters.append(launch("process-2", "--role", "process", "--exit-when-idle", PROCESS_IDLE))
     for w in starters:
         print(f"[roles] {w.name} ready {w.ready(timeout=120):.1f}s after launch")
 
@@ -127,7 +130,7 @@ def _run_roles(
     elif scenario == "join":
         time.sleep(0.5)
         assert p1.proc.poll() is None, f"process-1 finished before the join:\n{p1.stderr()[-3000:]}"
-        p2 = launch("process-2", "--role", "process", "--exit-when-idle", "3")
+        p2 = launch("process-2", "--role", "process", "--exit-when-idle", PROCESS_IDLE)
         print(f"[roles] process-2 joined; ready {p2.ready(timeout=120):.1f}s after launch")
         process = [p1, p2]
     elif scenario == "sink-restart":
