@@ -27,6 +27,7 @@ from confluent_kafka import Consumer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.profile_top import report as profile_report  # noqa: E402
 from portal_pulse.broker import resolve_bootstrap  # noqa: E402
 from portal_pulse.kafka_admin import ensure_topics  # noqa: E402
 from portal_pulse.produce import produce_file  # noqa: E402
@@ -70,9 +71,14 @@ def raw_baseline(bootstrap: str, topics: list[str], expected: int) -> dict[str, 
     }
 
 
-def run_phase(script: str, env: dict[str, str], *args: str) -> dict:
+def run_phase(script: str, env: dict[str, str], *args: str, profile: Path | None = None) -> dict:
+    command = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    if profile is not None:  # py-spy samples only while the GIL is held (-g): what limits it
+        spy = Path(sys.executable).with_name("py-spy")
+        command = [str(spy), "record", "-g", "-r", "50", "--format", "raw", "-o", str(profile),
+                   "--", *command]  # fmt: skip
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        command,
         env=env,
         capture_output=True,
         text=True,
@@ -113,6 +119,12 @@ def main() -> None:
         default=1,
         help="raw loop + end-to-end runs per metrics mode, and alert latency runs (medians "
         "printed when > 1)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record the end-to-end worker with py-spy (pip install py-spy) into this file "
+        "(one per run: -N appended) and print its top functions",
     )
     args = parser.parse_args()
 
@@ -169,12 +181,20 @@ def main() -> None:
             print(
                 f"raw baseline: {raw['events']:,} events in {raw['seconds']}s = {raw['events_per_second']:,.0f} events/s (consume + fastavro decode)"
             )
-            e2e = run_phase("worker_phase.py", env, "--expect", str(n), "--bootstrap", bootstrap)
+            profile = None
+            if args.profile is not None:
+                profile = args.profile.with_name(f"{args.profile.stem}-{tag}{args.profile.suffix}")
+            e2e = run_phase(
+                "worker_phase.py", env, "--expect", str(n), "--bootstrap", bootstrap,
+                profile=profile,
+            )  # fmt: skip
             ratio = e2e["events_per_second"] / raw["events_per_second"]
             print(
                 f"end to end (metrics {mode}): {e2e['events']:,} events in {e2e['seconds']}s = {e2e['events_per_second']:,.0f} events/s "
                 f"(ingest → clean → SLA/follow-ups → chDB); ratio to raw baseline {ratio:.3f}; worker peak RSS {e2e['peak_rss_mb']} MB"
             )
+            if profile is not None:
+                print(profile_report(profile))
             runs.append(
                 {
                     "produce_events_per_second": round(n / produce_s, 1),
