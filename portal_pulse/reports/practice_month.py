@@ -11,8 +11,10 @@ planning costs roughly 0.1 ms per function in the query. This module computes th
 - the practice's zone and look-back are looked up first and written into the query, with the
   month's year, bit and dates, as literals (a ``{name:Type}`` query parameter adds a cast to
   plan at every use);
-- the ratios (``x / nullIf(y, 0)`` in the view) are divided here, in floating point as
-  ClickHouse does: the same doubles.
+- what the view computes from one value per month is computed here, as ClickHouse does it:
+  the ratios (``x / nullIf(y, 0)``: both operands as doubles, then divided), minutes into hours
+  (a double divided by 60), NULL for response figures in a month without responses, payments
+  from the low 64 bits of a sum. The same doubles and integers.
 
 The figures are exactly the view's (migration 0007), from the same rollup tables (migration
 0006), rule by rule:
@@ -63,12 +65,9 @@ FROM
         uniqExactArrayIf(r.total_bookings, r.month = %(start)s) AS total_bookings,
         uniqExactArrayIf(r.inbound_calls, r.month = %(start)s) AS inbound_calls,
         uniqExactArrayIf(r.inbound_calls, r.month = %(previous)s) AS previous_inbound_calls,
-        toInt64(toUInt64(bitAnd(
-            arraySum(groupUniqArrayArrayIf(r.portal_payments, r.month = %(start)s)),
-            0xFFFFFFFFFFFFFFFF))) AS portal_payment_cents,
-        toInt64(toUInt64(bitAnd(
-            arraySum(groupUniqArrayArrayIf(r.payments, r.month = %(start)s)),
-            0xFFFFFFFFFFFFFFFF))) AS total_payment_cents
+        -- sums of (key << 64 | amount): the low 64 bits are the sum of the amounts
+        arraySum(groupUniqArrayArrayIf(r.portal_payments, r.month = %(start)s)) AS portal_payments,
+        arraySum(groupUniqArrayArrayIf(r.payments, r.month = %(start)s)) AS payments
     FROM rollup_months AS r
     WHERE r.practice_id = %(practice)s AND r.zone = %(zone)s
       AND r.month IN (%(start)s, %(previous)s)
@@ -150,20 +149,12 @@ CROSS JOIN
     -- Answered SLA clocks by the month of the reply; sla.breached alerts by the month due.
     SELECT
         countIf(kind = 'response') AS responses,
-        if(responses = 0, NULL, avgIf(response_business_minutes, kind = 'response') / 60)
-            AS avg_response_business_hours,
-        if(responses = 0, NULL,
-           quantileExactInclusiveIf(0.5)(response_business_minutes, kind = 'response') / 60)
-            AS median_response_business_hours,
-        if(responses = 0, NULL,
-           quantileExactInclusiveIf(0.9)(response_business_minutes, kind = 'response') / 60)
-            AS p90_response_business_hours,
-        if(responses = 0, NULL, avgIf(response_wall_minutes, kind = 'response') / 60)
-            AS avg_response_hours,
-        if(responses = 0, NULL, avgIf(met_internal_target, kind = 'response'))
-            AS within_internal_target_rate,
-        if(responses = 0, NULL, avgIf(met_external_promise, kind = 'response'))
-            AS within_external_promise_rate,
+        avgIf(response_business_minutes, kind = 'response') AS avg_business_minutes,
+        quantilesExactInclusiveIf(0.5, 0.9)(response_business_minutes, kind = 'response')
+            AS business_minutes_quantiles,
+        avgIf(response_wall_minutes, kind = 'response') AS avg_wall_minutes,
+        avgIf(met_internal_target, kind = 'response') AS internal_target_share,
+        avgIf(met_external_promise, kind = 'response') AS external_promise_share,
         countIf(kind = 'breach') AS sla_breaches
     FROM rollup_sla FINAL
     WHERE practice_id = %(practice)s AND zone = %(zone)s AND month = %(start)s
@@ -214,11 +205,28 @@ def _ratio(part: int, whole: int) -> float | None:
     return float(part) / float(whole) if whole else None
 
 
+def _low_int64(value: int) -> int:
+    """``toInt64(toUInt64(bitAnd(value, 0xFFFFFFFFFFFFFFFF)))``: the low 64 bits, signed."""
+    low = value & 0xFFFF_FFFF_FFFF_FFFF
+    return low - (1 << 64) if low >= 1 << 63 else low
+
+
 def _row(practice: str, month: str, p: dict[str, Any]) -> dict[str, Any]:
     """The view's row from the query's parts, with the view's expressions for the ratios."""
+    answered = p["responses"] > 0
+    quantiles = p["business_minutes_quantiles"]
     row = {
         "practice_id": practice,
         "month": month,
+        "portal_payment_cents": _low_int64(p["portal_payments"]),
+        "total_payment_cents": _low_int64(p["payments"]),
+        # the view's if(responses = 0, NULL, ...), and its minutes / 60
+        "avg_response_business_hours": p["avg_business_minutes"] / 60 if answered else None,
+        "median_response_business_hours": quantiles[0] / 60 if answered else None,
+        "p90_response_business_hours": quantiles[1] / 60 if answered else None,
+        "avg_response_hours": p["avg_wall_minutes"] / 60 if answered else None,
+        "within_internal_target_rate": p["internal_target_share"] if answered else None,
+        "within_external_promise_rate": p["external_promise_share"] if answered else None,
         "enrollment_rate": _ratio(p["enrolled_patients"], p["unique_patients"]),
         "active_user_rate": _ratio(p["active_users"], p["enrolled_total"]),
         "multi_feature_rate": _ratio(p["multi_feature_users"], p["active_users"]),
@@ -226,7 +234,7 @@ def _row(practice: str, month: str, p: dict[str, Any]) -> dict[str, Any]:
         "portal_booking_rate": _ratio(p["portal_bookings"], p["total_bookings"]),
         "same_day_view_rate": _ratio(p["same_day_views"], p["results_viewed"]),
         "viewed_before_staff_contact_rate": _ratio(p["viewed_before_contact"], p["results_posted"]),
-        "portal_payment_share": _ratio(p["portal_payment_cents"], p["total_payment_cents"]),
+        "portal_payment_share": _ratio(_low_int64(p["portal_payments"]), _low_int64(p["payments"])),
         "phone_volume_change": _ratio(
             p["inbound_calls"] - p["previous_inbound_calls"], p["previous_inbound_calls"]
         ),
