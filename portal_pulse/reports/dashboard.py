@@ -1,9 +1,10 @@
 """The monthly portal dashboard (SPEC §1, §4): read ``monthly_portal_performance``, render it.
 
-ClickHouse computes every metric (migration 0002); this module only fetches rows and lays them
-out: the article's text dashboard, a JSON object with exactly the SPEC §4 keys, and one
-self-contained HTML page whose charts are inline SVG drawn here, so it opens offline. Nothing
-here changes a number: presentation only.
+ClickHouse computes every metric (the view, migrations 0002-0007; one practice-month comes from
+``practice_month``, a query for that month over the same rollup, which gives the view's row);
+this module only fetches rows and lays them out: the article's text dashboard, a JSON object
+with exactly the SPEC §4 keys, and one self-contained HTML page whose charts are inline SVG
+drawn here, so it opens offline. Nothing here changes a number: presentation only.
 
 Presentation rules (issue 10 §4):
 
@@ -31,6 +32,7 @@ from clickhouse_connect.driver.client import Client
 
 from portal_pulse.errors import EXIT_NO_DATA, EXIT_USAGE, UserError
 from portal_pulse.reports.local_time import format_local, practice_timezone
+from portal_pulse.reports.practice_month import query_practice_month
 
 __all__ = [
     "METRIC_KEYS",
@@ -184,15 +186,17 @@ def _why_no_row(client: Client, practice: str, month: str) -> str:
 
 
 def fetch_month(client: Client, practice: str, month: str) -> dict[str, Any]:
-    """practice_id, month and every SPEC §4 key (numbers, or None where undefined).
+    """practice_id, month and every SPEC §4 key (numbers, or None where undefined): the view's
+    row, from a query written for one month (``practice_month``), about twice as fast.
 
     ``MonthNotFound`` (a ``UserError``) says whether the practice is unknown or the month empty.
     """
     _check_month(month)
-    rows = _fetch(client, practice, month, month)
-    if not rows:
+    row = query_practice_month(client, practice, month)
+    if row is None:
         raise MonthNotFound(_why_no_row(client, practice, month))
-    return rows[0]
+    columns = ("practice_id", "month", *METRIC_KEYS)
+    return {c: _clean(row[c]) for c in columns}
 
 
 def fetch_trailing(client: Client, practice: str, month: str, n: int = 12) -> list[dict[str, Any]]:

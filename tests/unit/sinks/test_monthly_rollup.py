@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from clickhouse_connect.driver.client import Client
 
 from portal_pulse.domain.practices import Practices
 from portal_pulse.replay import replay_file
+from portal_pulse.reports.practice_month import query_practice_month
 from portal_pulse.reports.practices_sync import sync_practices
 from portal_pulse.settings import Settings
 from portal_pulse.simulate import SimulationSpec, simulate_to_file
@@ -62,20 +63,30 @@ def open_database(chdb_client: Client) -> tuple[Client, str]:
     return clickhouse_connect.get_client(dsn=f"chdb://{chdb_client.path}", database=name), name  # type: ignore[attr-defined]
 
 
+def same_row(columns: Sequence[str], got: Sequence[Any], want: Sequence[Any]) -> None:
+    for column, x, y in zip(columns, got, want, strict=True):
+        where_ = f"{column} of {want[0]} {want[1]}"
+        if column in FLOAT_NOISE and x is not None and y is not None:
+            assert math.isclose(x, y, rel_tol=1e-12), where_
+        else:
+            assert x == y and type(x) is type(y), f"{where_}: {x!r} != {y!r}"
+
+
 def compare(db: Client, where: str = "") -> int:
-    """Assert the view equals the reference; returns the number of rows compared."""
+    """Assert the view equals the reference, and the one-practice-month query (what the
+    dashboard runs) the view, row by row; returns the number of rows compared."""
     reference = create_reference(db)
     new = db.query(f"SELECT * FROM monthly_portal_performance {where} ORDER BY practice_id, month")
     old = db.query(f"SELECT * FROM {reference} {where} ORDER BY practice_id, month")
     assert new.column_names == old.column_names
     assert [(r[0], r[1]) for r in new.result_rows] == [(r[0], r[1]) for r in old.result_rows]
     for got, want in zip(new.result_rows, old.result_rows, strict=True):
-        for column, x, y in zip(new.column_names, got, want, strict=True):
-            where_ = f"{column} of {got[0]} {got[1]}"
-            if column in FLOAT_NOISE and x is not None and y is not None:
-                assert math.isclose(x, y, rel_tol=1e-12), where_
-            else:
-                assert x == y and type(x) is type(y), f"{where_}: {x!r} != {y!r}"
+        same_row(new.column_names, got, want)
+    for row in new.result_rows:
+        one = query_practice_month(db, row[0], row[1])
+        assert one is not None, f"no row for {row[0]} {row[1]}"
+        assert list(one) == list(new.column_names)
+        same_row(new.column_names, list(one.values()), row)
     return len(new.result_rows)
 
 
@@ -260,6 +271,8 @@ def test_a_month_without_events_has_no_row(db: Client) -> None:
         parameters={"p": GAP},
     ).result_rows
     assert [m[0] for m in months] == ["2026-01", "2026-03"]
+    assert query_practice_month(db, GAP, "2026-02") is None
+    assert query_practice_month(db, "P999", "2026-01") is None
 
 
 def test_half_hour_zone_cuts_months_at_local_midnight(db: Client) -> None:
@@ -361,6 +374,14 @@ def test_migrating_a_database_that_has_data(
         source = db.query("SELECT currentDatabase()").result_rows[0][0]
         for table in ("practices", "local_days", "events", "message_responses", "alerts"):
             client.command(f"INSERT INTO {table} SELECT * FROM {source}.{table}")
+        if applied < 6:  # no rollup yet: the one-month query reads migration 0002's view
+            row = db.query(
+                "SELECT * FROM monthly_portal_performance WHERE practice_id = 'P001' "
+                "ORDER BY month LIMIT 1"
+            )
+            one = query_practice_month(client, "P001", row.result_rows[0][1])
+            assert one is not None
+            same_row(row.column_names, list(one.values()), row.result_rows[0])
         monkeypatch.setattr("sinks.migrate.MIGRATIONS_DIR", MIGRATIONS_DIR)
         assert migrate(client) == [v for v in versions if v > applied]
         assert compare(client) == compare(db)
