@@ -103,6 +103,7 @@ class ClickHouseTableSink:
         backoff: float = 0.2,
         max_backoff: float = 10.0,
         after_insert: Callable[[Batch], None] | None = None,
+        on_positions: Callable[[str, dict[int, int]], None] | None = None,
     ) -> None:
         self.client = client
         self.table = table
@@ -115,6 +116,9 @@ class ClickHouseTableSink:
         # Fault hook: raising here simulates a write whose acknowledgement was lost, so the
         # same batch is sent again with the same token.
         self.after_insert = after_insert
+        # Called with (topic, partition → highest offset written) each time positions are read
+        # back: what ``events`` needs to repair its rollup after a crash (streams/sink_agents).
+        self.on_positions = on_positions
         self.rows_written = 0
         self.rows_skipped = 0
         self.errors = 0
@@ -152,9 +156,13 @@ class ClickHouseTableSink:
                 "WHERE table_name = {n:String} AND topic = {t:String} GROUP BY partition"
             )
             params = {"n": self.table, "t": topic}
+        highs: dict[int, int] = {}
         for partition, offset in self.client.query(sql, parameters=params).result_rows:
             key = (topic, int(partition))
             self._written[key] = max(self._written.get(key, -1), int(offset))
+            highs[int(partition)] = self._written[key]
+        if self.on_positions is not None and highs:
+            self.on_positions(topic, highs)
         self._known_topics.add(topic)
 
     def write(self, batch: Batch) -> int:
@@ -207,7 +215,17 @@ class ClickHouseTableSink:
                 for row, src in zip(todo.rows, todo.sources, strict=True)
             ]
         token = todo.token(self.table)
-        settings = {"insert_deduplication_token": token} if token else {}
+        # A batch inserted again after a crash is skipped by the table's deduplication; its
+        # materialized views (the monthly rollup) still get it, in case the crash came between
+        # the table's part and theirs. Every rollup collapses a row seen twice.
+        settings = (
+            {
+                "insert_deduplication_token": token,
+                "deduplicate_blocks_in_dependent_materialized_views": 1,
+            }
+            if token
+            else {}
+        )
         self.client.insert(self.table, rows, column_names=columns, settings=settings)
         if self.after_insert is not None:
             self.after_insert(todo)

@@ -20,6 +20,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from portal_pulse.reports.rollup import refeed_events_tail
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink, SinkStopped, lost_ack_fault
 from sinks.rows import EVENT_SOURCE_COLUMNS, TABLES, event_row
@@ -226,6 +227,10 @@ def events_table_sink(rt: Runtime) -> ClickHouseTableSink:
         position_columns=True,
         max_backoff=settings.sink_retry_max_seconds,
         after_insert=lost_ack_fault(rate) if rate > 0 else None,
+        # Repairs the rollup if a crash came between an insert's events and its rollup rows.
+        on_positions=lambda topic, highs: refeed_events_tail(
+            rt.clickhouse, topic, highs, settings.sink_batch_size
+        ),
     )
     rt.sinks["events"] = sink
     return sink

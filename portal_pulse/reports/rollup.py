@@ -26,6 +26,7 @@ __all__ = [
     "effective_settings",
     "rebuild_rollup",
     "record_builds",
+    "refeed_events_tail",
     "wait_for_inserts_before",
 ]
 
@@ -99,6 +100,41 @@ def rebuild_rollup(client: Client, practice_ids: Iterable[str]) -> None:
     logger.info(
         "monthly rollup rebuilt for %d practice(s) after a time-zone or look-back change", len(ids)
     )
+
+
+def refeed_events_tail(client: Client, topic: str, highs: Mapping[int, int], window: int) -> int:
+    """Feed the rollup again with the last ``window`` events written from each partition of
+    ``topic`` (``highs``: partition → highest offset in ``events``); returns how many.
+
+    An insert into ``events`` writes the table's part first and then the rollup views' parts;
+    a crash in between leaves events the rollup never saw, and the sink, finding their
+    positions in ``events``, never writes them again. A sink's insert holds at most ``window``
+    records, and only its last one can have been cut short, so those rows are enough. Sets
+    collapse what they already hold: nothing is counted twice.
+    """
+    if not highs:
+        return 0
+    columns = ", ".join(
+        row[0] for row in client.query("DESCRIBE TABLE events_rollup_feed").result_rows
+    )
+    since = " OR ".join(
+        f"(kafka_partition = {int(p)} AND kafka_offset > {int(hi) - int(window)})"
+        for p, hi in sorted(highs.items())
+    )
+    where = f"kafka_topic = {{t:String}} AND ({since})"
+    count = client.query(f"SELECT count() FROM events WHERE {where}", parameters={"t": topic})
+    n = int(count.result_rows[0][0])
+    if n:
+        client.command(
+            f"INSERT INTO events_rollup_feed ({columns}) SELECT {columns} FROM events WHERE {where}",
+            parameters={"t": topic},
+        )
+        logger.info(
+            "monthly rollup: fed the last %d events of %s again (%d partitions), in case a "
+            "crash cut their insert short",
+            n, topic, len(highs),
+        )  # fmt: skip
+    return n
 
 
 def built_with(client: Client) -> dict[str, tuple[str, int]]:

@@ -26,11 +26,13 @@ from portal_pulse.domain.practices import Practices
 from portal_pulse.replay import replay_file
 from portal_pulse.reports.practice_month import query_practice_month
 from portal_pulse.reports.practices_sync import sync_practices
+from portal_pulse.reports.rollup import refeed_events_tail
 from portal_pulse.settings import Settings
 from portal_pulse.simulate import SimulationSpec, simulate_to_file
 from schemas.model import CleanEvent
+from sinks.batching import Batch, ClickHouseTableSink
 from sinks.migrate import MIGRATIONS_DIR, migrate
-from sinks.rows import EVENT_COLUMNS, event_row
+from sinks.rows import EVENT_COLUMNS, EVENT_SOURCE_COLUMNS, TABLES, event_row
 from tests.reference_monthly import create_reference
 
 ZONES = {
@@ -410,3 +412,53 @@ def test_a_session_with_join_use_nulls_reads_the_same_numbers(db: Client) -> Non
     plain = db.query(sql)
     nulls = db.query(sql, settings={"join_use_nulls": 1})
     assert nulls.result_rows == plain.result_rows
+
+
+def test_a_crash_between_events_and_their_rollup_is_repaired_when_a_sink_meets_the_partition(
+    chdb_client: Client, recording: tuple[Path, Path]
+) -> None:
+    """kill -9 after an insert's ``events`` part but before its rollup parts: the events are
+    stored (so their positions say "written") but no month counts them. The next sink to read
+    those positions feeds the rollup its partitions' last inserts again (the roles suite's
+    sink-restart scenario lost a whole month this way)."""
+    client, name = open_database(chdb_client)
+    try:
+        events, practices = recording
+        replay_file(settings_for(practices), events, client)
+        columns = (*TABLES["events"].columns, *EVENT_SOURCE_COLUMNS)
+        patient = f"{7:032x}"
+        rows = [
+            clean(
+                "P001", patient, "portal.login", datetime(2027, 6, d, 15, tzinfo=UTC), channel="web"
+            )
+            for d in (3, 4, 5)
+        ]
+        batch = Batch()
+        for offset, row in enumerate(rows):
+            batch.add([*row, "raw.portal|0", offset], "clean", 0, 40 + offset)
+
+        def sink() -> ClickHouseTableSink:
+            return ClickHouseTableSink(
+                client, "events", columns, position_columns=True,
+                on_positions=lambda t, highs: refeed_events_tail(client, t, highs, window=10),
+            )  # fmt: skip
+
+        # The crash: the rows reach events, the rollup's views never see them.
+        client.command("DETACH TABLE events_rollup_feed_mv")
+        try:
+            assert (
+                ClickHouseTableSink(client, "events", columns, position_columns=True).write(batch)
+                == 3
+            )
+        finally:
+            client.command("ATTACH TABLE events_rollup_feed_mv")
+        june = "SELECT count() FROM monthly_portal_performance WHERE practice_id = 'P001' AND month = '2027-06'"
+        assert client.query(june).result_rows[0][0] == 0
+
+        # The replacement sink reads the positions back, skips the batch, and repairs the rollup.
+        assert sink().write(batch) == 0
+        assert client.query(june).result_rows[0][0] == 1
+        compare(client)
+    finally:
+        client.close()
+        chdb_client.command(f"DROP DATABASE IF EXISTS {name} SYNC")
