@@ -30,14 +30,10 @@ from mode.services import WaitResults
 
 from streams.delivery import DeliveringProducer
 from streams.state import ChangelogStore
-from streams.topics import BytesEvent
 
 __all__ = ["Checkpoint", "GatedConsumer", "install_gated_consumer"]
 
 logger = logging.getLogger(__name__)
-
-DELIVERED = object()
-"""What ``GatedConsumer._deliver`` returns for a record it appended to a batch feed itself."""
 
 
 class GatedConsumer(AIOKafkaConsumer):
@@ -113,53 +109,6 @@ class GatedConsumer(AIOKafkaConsumer):
         if self._released:
             self._released = {k for k in self._released if k[0] not in gone}
 
-    # -- delivery straight to a batch feed ---------------------------------------------------------
-    #
-    # Faust's conductor delivers each fetched record through a lock, a coroutine per channel and
-    # the channel's decode (7 % of the worker once streams were gone, streams/feed.py). A topic
-    # read by one batch feed alone gets its records appended directly, as the event the
-    # conductor would have made (``BytesEvent``). Anything else goes the conductor's way: a topic
-    # with other channels (the alerts topic also feeds the notifier's stream), a full queue (the
-    # conductor waits for room), and everything while a rebalance has flow control suspended
-    # (the conductor holds those records until it resumes, rather than have them cleared).
-
-    _feeds: dict[str, Any] | None = None
-    _conductor_callback: Callable[[Any], Any] | None = None
-    _pressure: dict[TP, tuple[Callable[[], None], Callable[[], None]]] | None = None
-
-    def feed(self, topics: Iterable[str], queue: Any) -> None:
-        """Deliver ``topics``' records into ``queue`` (a ``streams.feed.BatchQueue``) while it
-        is their only reader. Called before the first record arrives (an agent's start)."""
-        if self._feeds is None:
-            self._feeds = {}
-            self._pressure = {}
-            self._conductor_callback = self.callback
-            self.callback = self._deliver
-        for topic in topics:
-            self._feeds[topic] = queue
-
-    def _deliver(self, message: Any) -> Any:
-        queue = self._feeds.get(message.topic) if self._feeds else None
-        if queue is None or queue.full() or not self.app.flow_control.is_active():
-            return self._conductor_callback(message)  # type: ignore[misc]
-        readers = self.app.topics._topic_name_index.get(message.topic)  # type: ignore[attr-defined]
-        if readers is None or len(readers) != 1:
-            return self._conductor_callback(message)  # type: ignore[misc]
-        tp = message.tp
-        pressure = self._pressure.get(tp)  # type: ignore[union-attr]
-        if pressure is None:
-            pressure = self._pressure[tp] = (  # type: ignore[index]
-                lambda: self.on_buffer_full(tp),
-                lambda: self.on_buffer_drop(tp),
-            )
-        message.refcount += 1  # the conductor's incref: the event's ack brings it back to 0
-        queue.put_nowait_enhanced(
-            BytesEvent(self.app, message.key, message.value, message.headers, message),
-            on_pressure_high=pressure[0],
-            on_pressure_drop=pressure[1],
-        )
-        return DELIVERED
-
     # -- delivery to the streams ------------------------------------------------------------------
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
@@ -170,11 +119,6 @@ class GatedConsumer(AIOKafkaConsumer):
         flow control) is handed on, half-run, to the general path, which still lets a rebalance
         (``suspend_flow``) or a stop interrupt it. The result is the one Faust would see: the
         delivery finished first."""
-        if coros and coros[0] is DELIVERED:  # appended to a batch feed already (``_deliver``)
-            for other in coros[1:]:
-                if asyncio.iscoroutine(other):
-                    other.close()
-            return WaitResults([DELIVERED], [None], False)
         if (
             len(coros) != 2
             or timeout is not None

@@ -168,9 +168,6 @@ async def batches_of(stream: faust.StreamT, max_: int, within: float) -> AsyncIt
     channel = stream.channel.__aiter__()
     queue = BatchQueue(app, app.conf.stream_buffer_maxsize, wake_at=max_)
     channel._queue = queue  # type: ignore[attr-defined]
-    feed = getattr(app.consumer, "feed", None)  # streams.checkpoint.GatedConsumer
-    if feed is not None:
-        feed(channel.topics, queue)  # its records skip the conductor when we are their only reader
     try:
         async for batch in queue.batches(max_, within):
             yield batch

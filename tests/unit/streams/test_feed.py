@@ -8,7 +8,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from faust.types import TP
-from mode.utils.locks import Event as ModeEvent
 from mode.utils.queues import FlowControlEvent
 
 from streams.feed import BatchQueue
@@ -161,77 +160,3 @@ def test_faust_ending_the_actor_ends_the_batches() -> None:
             raise AssertionError("the batches went on after the actor was told to stop")
 
     asyncio.run(main())
-
-
-# -- GatedConsumer: records of a topic only a batch feed reads skip the conductor ------------------
-
-
-class Conductor:
-    def __init__(self) -> None:
-        self.delivered: list[Any] = []
-
-    async def on_message(self, message: Any) -> None:
-        self.delivered.append(message)
-
-
-def consumer_with_feed(readers: int = 1) -> tuple[Any, BatchQueue, Conductor, FakeApp]:
-    from streams.checkpoint import GatedConsumer
-
-    app = FakeApp()
-    app.topics = SimpleNamespace(_topic_name_index={"raw": set(range(readers))})  # type: ignore[attr-defined]
-    app.in_recovery = True  # type: ignore[attr-defined]  # pausing a partition: a no-op here
-    consumer = object.__new__(GatedConsumer)
-    consumer.app = app  # type: ignore[assignment]
-    conductor = Conductor()
-    consumer.callback = conductor.on_message
-    queue = BatchQueue(app, maxsize=3, wake_at=10)  # type: ignore[arg-type]
-    consumer.feed(["raw"], queue)
-    return consumer, queue, conductor, app
-
-
-def message(offset: int) -> Any:
-    return SimpleNamespace(
-        topic="raw", tp=TP("raw", 0), offset=offset, key=b"k", value=b"v", headers=[],
-        generation_id=1, refcount=0,
-    )  # fmt: skip
-
-
-def deliver(consumer: Any, msg: Any) -> Any:
-    async def main() -> Any:
-        # What the general path of ``wait_first`` reads (tests/unit/streams/test_eager_delivery).
-        consumer.suspend_flow = asyncio.Event()
-        consumer._stopped = ModeEvent()
-        consumer._crashed = ModeEvent()
-        consumer._loop = asyncio.get_running_loop()
-        return await consumer.wait_first(consumer.callback(msg), asyncio.sleep(3600))
-
-    return asyncio.run(main())
-
-
-def test_a_topic_only_the_feed_reads_is_appended_directly() -> None:
-    from streams.checkpoint import DELIVERED
-
-    consumer, queue, conductor, _ = consumer_with_feed()
-    msg = message(5)
-    result = deliver(consumer, msg)
-    assert result.done == [DELIVERED]
-    assert conductor.delivered == []
-    (event,) = queue.take(10)
-    assert event.message is msg and event.value == b"v" and event.headers == []
-    assert msg.refcount == 1  # as the conductor counts it: the event's ack brings it to 0
-
-
-def test_the_conductor_delivers_when_the_feed_is_not_alone_full_or_flow_is_suspended() -> None:
-    consumer, queue, conductor, _ = consumer_with_feed(readers=2)  # e.g. the notifier's stream too
-    deliver(consumer, message(1))
-    assert len(conductor.delivered) == 1 and queue.empty()
-
-    consumer, queue, conductor, app = consumer_with_feed()
-    app.flow_control.suspend()  # a rebalance: the conductor holds the record until it resumes
-    deliver(consumer, message(1))
-    assert len(conductor.delivered) == 1 and queue.empty()
-
-    consumer, queue, conductor, _ = consumer_with_feed()
-    for offset in range(4):  # maxsize 3: the fourth waits for room on the conductor's path
-        deliver(consumer, message(offset))
-    assert queue.qsize() == 3 and [m.offset for m in conductor.delivered] == [3]
