@@ -23,6 +23,7 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from portal_pulse.domain.practices import Practices
+from portal_pulse.domain.records import Alert
 from portal_pulse.replay import replay_file
 from portal_pulse.reports.practice_month import query_practice_month
 from portal_pulse.reports.practices_sync import sync_practices
@@ -30,9 +31,9 @@ from portal_pulse.reports.rollup import refeed_events_tail
 from portal_pulse.settings import Settings
 from portal_pulse.simulate import SimulationSpec, simulate_to_file
 from schemas.model import CleanEvent
-from sinks.batching import Batch, ClickHouseTableSink
+from sinks.batching import Batch, ClickHouseTableSink, SinkWriteError
 from sinks.migrate import MIGRATIONS_DIR, migrate
-from sinks.rows import EVENT_COLUMNS, EVENT_SOURCE_COLUMNS, TABLES, event_row
+from sinks.rows import EVENT_COLUMNS, EVENT_SOURCE_COLUMNS, TABLES, alert_row, event_row
 from tests.reference_monthly import create_reference
 
 ZONES = {
@@ -459,6 +460,43 @@ def test_a_crash_between_events_and_their_rollup_is_repaired_when_a_sink_meets_t
         assert sink().write(batch) == 0
         assert client.query(june).result_rows[0][0] == 1
         compare(client)
+    finally:
+        client.close()
+        chdb_client.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+
+
+def test_an_alert_inserted_again_after_a_crash_reaches_the_rollup(chdb_client: Client) -> None:
+    """The alerts sink's crash between the table's part and the rollup's: its positions were
+    not written, so the batch comes again with the same token; the table keeps one copy and
+    the rollup's views still get the rows."""
+    client, name = open_database(chdb_client)
+    try:
+        migrate(client)
+        sync_practices(client, Practices.from_mapping(practices_mapping(ZONES, LOOKBACKS)))
+        at = datetime(2026, 1, 5, 15, tzinfo=UTC)
+        alert = Alert(
+            "a-1", "sla.breached", "P001", "m-1", "p" * 32, "clinical", "nurses", at, at, at
+        )
+        batch = Batch()
+        batch.add(alert_row(alert), "alerts", 0, 7)
+        columns = TABLES["alerts"].columns
+
+        def lost(_: Batch) -> None:
+            raise RuntimeError("killed before the positions were written")
+
+        client.command("DETACH TABLE alerts_rollup_feed_mv")
+        try:
+            with pytest.raises(SinkWriteError):
+                ClickHouseTableSink(client, "alerts", columns, attempts=1, after_insert=lost).write(
+                    batch
+                )
+        finally:
+            client.command("ATTACH TABLE alerts_rollup_feed_mv")
+        assert client.query("SELECT count() FROM rollup_sla").result_rows[0][0] == 0
+
+        assert ClickHouseTableSink(client, "alerts", columns).write(batch) == 1
+        assert client.query("SELECT count() FROM alerts").result_rows[0][0] == 1  # deduplicated
+        assert client.query("SELECT id FROM rollup_sla FINAL").result_rows == [("a-1",)]
     finally:
         client.close()
         chdb_client.command(f"DROP DATABASE IF EXISTS {name} SYNC")
