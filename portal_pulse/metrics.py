@@ -37,6 +37,7 @@ METRIC_NAMES = (
     "portal_pulse_rebalances_total",
     "portal_pulse_ready",
     "portal_pulse_stall_rereads_total",
+    "portal_pulse_rollup_refed_events_total",
 )
 
 
@@ -123,6 +124,12 @@ class PipelineMetrics:
         self.stall_rereads = Counter(
             "portal_pulse_stall_rereads",
             "Partitions read again from their committed offset after their commits stalled.",
+            registry=registry,
+        )
+        self.rollup_refed = Counter(
+            "portal_pulse_rollup_refed_events",
+            "Events fed to the monthly rollup again when a sink met a partition, in case a "
+            "crash cut their insert short.",
             registry=registry,
         )
         for outcome in ("clean", "dead_letter", "duplicate"):

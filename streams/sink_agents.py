@@ -228,8 +228,8 @@ def events_table_sink(rt: Runtime) -> ClickHouseTableSink:
         max_backoff=settings.sink_retry_max_seconds,
         after_insert=lost_ack_fault(rate) if rate > 0 else None,
         # Repairs the rollup if a crash came between an insert's events and its rollup rows.
-        on_positions=lambda topic, highs: refeed_events_tail(
-            rt.clickhouse, topic, highs, settings.sink_batch_size
+        on_positions=lambda topic, highs: rt.metrics.rollup_refed.inc(
+            refeed_events_tail(rt.clickhouse, topic, highs, settings.sink_batch_size)
         ),
     )
     rt.sinks["events"] = sink
