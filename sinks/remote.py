@@ -9,6 +9,7 @@ reports get the same Python values (datetimes, dates, decimals) as from a direct
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -34,6 +35,16 @@ class RemoteQueryError(RuntimeError):
 
 class WorkerUnreachable(RuntimeError):
     """No worker answered at the address it left."""
+
+
+_READ_ONLY = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
+
+
+def is_single_select(sql: str) -> bool:
+    """What a worker's ``/query`` serves: one SELECT (or WITH … SELECT) statement, so that a
+    read through the worker can never write. A ``;`` anywhere but at the end (comments
+    included) is refused."""
+    return bool(_READ_ONLY.match(sql)) and ";" not in sql.strip().rstrip(";")
 
 
 def _encode(value: Any) -> Any:

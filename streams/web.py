@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,13 @@ import faust
 from faust.web import Request, Response, View
 
 from portal_pulse.metrics import PipelineMetrics
-from sinks.remote import decode_parameters, encode_rows
+from sinks.remote import decode_parameters, encode_rows, is_single_select
 from streams.app import Runtime
 from streams.health import WorkerHealth
 
 __all__ = ["address_file", "register", "web_url", "withdraw_address"]
 
 logger = logging.getLogger(__name__)
-
-_READ_ONLY = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 
 
 def address_file(dsn: str) -> Path | None:
@@ -87,7 +84,7 @@ def register(app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> WorkerHea
                 return self.json({"error": "expected JSON {sql, parameters}"}, status=400)
             if rt.clickhouse is None:
                 return self.json({"error": "a process-role worker has no ClickHouse"}, status=404)
-            if not _READ_ONLY.match(sql) or ";" in sql.strip().rstrip(";"):
+            if not is_single_select(sql):
                 return self.json({"error": "only one SELECT statement is served"}, status=403)
             loop = asyncio.get_running_loop()
             try:

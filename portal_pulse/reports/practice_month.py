@@ -126,7 +126,7 @@ CROSS JOIN
 ) AS pt
 CROSS JOIN
 (
-    -- Results first viewed in the month (and on their posting's local date); results first
+    -- Results first viewed in the month (and on their posting's local date), results first
     -- posted in the month (and first viewed before any staff contact).
     SELECT
         countIf(toStartOfMonth(viewed_date) = %(start)s) AS results_viewed,
@@ -146,7 +146,7 @@ CROSS JOIN
 ) AS rs
 CROSS JOIN
 (
-    -- Answered SLA clocks by the month of the reply; sla.breached alerts by the month due.
+    -- Answered SLA clocks by the month of the reply, sla.breached alerts by the month due.
     SELECT
         countIf(kind = 'response') AS responses,
         avgIf(response_business_minutes, kind = 'response') AS avg_business_minutes,
