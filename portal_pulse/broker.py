@@ -293,12 +293,16 @@ class LocalBroker:
 
 
 def _kraft_id(seed: str) -> str:
-    """A KRaft cluster id: 16 bytes, URL-safe base64 without padding."""
+    """A KRaft cluster id: 16 bytes, URL-safe base64 without padding.
+
+    Never starting with '-': ``kafka-storage format -t -x…`` takes such an id for an option
+    and fails (one broker start in 64 did). Any other first character is still 16 bytes."""
     import base64
 
-    return base64.urlsafe_b64encode(
+    text = base64.urlsafe_b64encode(
         uuid.UUID(hex=uuid.uuid5(uuid.NAMESPACE_URL, seed).hex).bytes
     ).decode()[:22]
+    return "A" + text[1:] if text.startswith("-") else text
 
 
 _container = None
