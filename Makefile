@@ -5,15 +5,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PP := $(VENV)/bin/portal-pulse
 
-.PHONY: help demo test test-faults lint format broker-start broker-stop broker-status kafka-libs browser bench clean
+.PHONY: help demo test test-faults lint format lock broker-start broker-stop broker-status kafka-libs browser bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# Every package comes from requirements/test.lock, pinned with its hashes (pip refuses anything
+# else); the project itself is then installed without resolving dependencies or fetching a
+# build backend (setuptools is in the lock).
+$(VENV)/.installed: pyproject.toml requirements/test.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --require-hashes -r requirements/test.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 demo: $(VENV)/.installed ## simulate practices → Kafka → worker → chDB, then show what landed
@@ -32,6 +35,14 @@ lint: $(VENV)/.installed ## ruff check and format check
 format: $(VENV)/.installed ## apply ruff format and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+lock: ## re-pin requirements/*.lock (with hashes) after a change to pyproject.toml's dependencies
+	$(PYTHON) -m venv $(VENV)-lock && $(VENV)-lock/bin/pip install -q uv
+	for lock in test runtime; do \
+	  extra=$$([ $$lock = test ] && echo --extra test); \
+	  $(VENV)-lock/bin/uv pip compile pyproject.toml requirements/build.in $$extra --generate-hashes \
+	    --python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+	    -q -o requirements/$$lock.lock; done
 
 kafka-libs: $(VENV)/.installed ## assemble the Kafka broker from Maven Central (once)
 	$(PP) broker assemble
