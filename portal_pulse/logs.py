@@ -13,8 +13,13 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+from typing import Any
+
+from portal_pulse.printable import printable
 
 __all__ = ["MAX_MESSAGE", "JsonFormatter", "PipelineLogFilter", "TextFormatter", "install"]
+# Control characters in a message (a forged newline, an ANSI escape) are escaped: TextFormatter
+# and JsonFormatter both pass it through ``printable``.
 
 MAX_MESSAGE = 2000  # characters; no log line is unbounded
 
@@ -53,6 +58,13 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The message may carry outside text (ids, headers): one log line stays one line.
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return printable(super().formatException(ei), keep_newlines=True)
+
     def format(self, record: logging.LogRecord) -> str:
         return _bounded(super().format(record))
 
@@ -63,10 +75,12 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": _bounded(record.getMessage()),
+            "message": _bounded(printable(record.getMessage())),
         }
         if record.exc_info:
-            entry["error"] = _bounded(self.formatException(record.exc_info))
+            entry["error"] = _bounded(
+                printable(self.formatException(record.exc_info), keep_newlines=True)
+            )
         return json.dumps(entry, ensure_ascii=False)
 
 

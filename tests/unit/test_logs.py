@@ -44,3 +44,30 @@ def test_lines_are_bounded_and_json_is_one_object_a_line() -> None:
     entry = json.loads(line)
     assert entry["level"] == "info" and entry["logger"] == "streams.web"
     assert entry["message"] == "caught up: 4 partitions" and "\n" not in line
+
+
+def test_outside_text_cannot_forge_a_line_or_drive_the_terminal() -> None:
+    hostile = "practice P001\nINFO portal_pulse.worker: all good\x1b[2J\u202egnp.exe"
+    record = _record("streams.ingest_agent", logging.WARNING, f"dead letter: {hostile}")
+    text = TextFormatter().format(record)
+    assert "\n" not in text and "\x1b" not in text and "\u202e" not in text
+    assert "\\x0aINFO" in text and "\\x1b[2J" in text and "\\u202e" in text
+    entry = json.loads(JsonFormatter().format(record))
+    assert "\u202e" not in entry["message"] and "\\x1b" in entry["message"]
+    try:
+        raise ValueError("bad\x1b[31m value")
+    except ValueError:
+        import sys
+
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    shown = TextFormatter().format(failed)
+    assert "Traceback" in shown and "\x1b" not in shown and "\\x1b[31m" in shown
+
+
+def test_printable_leaves_ordinary_text_alone() -> None:
+    from portal_pulse.printable import printable
+
+    for text in ("P001", "Clínica São José", "日本語のテキスト", "a b"):
+        assert printable(text) == text
+    assert printable("a\tb") == "a\\x09b"
+    assert printable("one\ntwo", keep_newlines=True) == "one\ntwo"
