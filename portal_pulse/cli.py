@@ -840,11 +840,19 @@ def _settings_error(exc: BaseException) -> UserError | None:
 
 
 def _two_lines(text: str) -> str:
+    """At most two lines, each with its control characters escaped (a message may quote input)."""
+    from portal_pulse.printable import printable
+
     lines = [ln.rstrip() for ln in str(text).strip().splitlines() if ln.strip()] or ["(no detail)"]
-    return "\n".join(lines[:2])
+    return "\n".join(printable(line) for line in lines[:2])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from portal_pulse.private_files import PRIVATE_UMASK
+
+    # Everything portal-pulse creates (data dir, chDB store, state, keys, reports) is private to
+    # its user: pseudonymised data is still PHI (docs/security.md).
+    os.umask(PRIVATE_UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = _debug_requested(args)
@@ -854,6 +862,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if debug else logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from portal_pulse.logs import TextFormatter
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(TextFormatter())  # control characters escaped in every line
     name = f"portal-pulse {args.command}"
     try:
         return int(args.func(args) or 0)

@@ -23,6 +23,7 @@ from faust.types import TP
 
 from portal_pulse.errors import UserError
 from portal_pulse.kafka_admin import ensure_topics
+from portal_pulse.private_files import private_dir
 from portal_pulse.roles import group_id
 from portal_pulse.roles import topics_read as _topics_read
 from portal_pulse.settings import Settings, mask_url
@@ -168,6 +169,7 @@ def run_worker(
     role: str = "all",
 ) -> Runtime:
     settings = with_web_port(settings)
+    private_dir(settings.data_dir)
     ensure_topics(settings, bootstrap)
     app, rt = build_app(settings, bootstrap, role=role)
     lag = None

@@ -19,6 +19,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from portal_pulse.errors import EXIT_NO_DATA, EXIT_UNREACHABLE, EXIT_USAGE, UserError
+from portal_pulse.private_files import private_dir
 from portal_pulse.settings import mask_url
 
 __all__ = [
@@ -119,7 +120,7 @@ def connect(
             if not create and (not directory.is_dir() or not any(directory.iterdir())):
                 raise ClickHouseNoTables(path)
             if create:
-                directory.mkdir(parents=True, exist_ok=True)
+                private_dir(directory)  # the store is PHI: 0700, whoever made it before
         with _lock:
             client = _embedded.get(dsn)
             if client is None:
