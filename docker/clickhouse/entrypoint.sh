@@ -1,21 +1,26 @@
 #!/bin/bash
-# Wraps the image's /entrypoint.sh: hands the BI user's password (a secret file) to ClickHouse.
-#
-# The image itself reads CLICKHOUSE_PASSWORD_FILE for the writer user (CLICKHOUSE_USER). The
-# read-only BI user (bi-readonly-user.xml) takes the SHA-256 of its password from the environment
-# variable CLICKHOUSE_BI_PASSWORD_SHA256, computed here from CLICKHOUSE_BI_PASSWORD_FILE, so the
-# password itself appears in no file or variable of the container.
+# Wraps the image's /entrypoint.sh: hands Portal Pulse's ClickHouse passwords (secret files) to
+# the server. users.xml takes each user's SHA-256 from an environment variable computed here, so
+# no password appears in a file or variable of the container. The image's own user set-up is off
+# (CLICKHOUSE_SKIP_USER_SETUP=1): users.xml defines every user.
 set -euo pipefail
 
-bi_file="${CLICKHOUSE_BI_PASSWORD_FILE:-/run/secrets/bi_password}"
-if [[ ! -s "$bi_file" ]]; then
-    echo "portal-pulse: the BI password file $bi_file is missing or empty (see docs/deployment.md)" >&2
-    exit 1
-fi
-# The password is the file's content without its trailing newline (as Grafana and the worker read it).
-password="$(cat "$bi_file")"
-CLICKHOUSE_BI_PASSWORD_SHA256="$(printf '%s' "$password" | sha256sum | cut -d' ' -f1)"
-unset password
-export CLICKHOUSE_BI_PASSWORD_SHA256
+# user file variable (compose.yaml) -> hash variable (users.xml)
+hash_password() {
+    local user="$1" file="$2" target="$3" password
+    if [[ ! -s "$file" ]]; then
+        echo "portal-pulse: the password file of ClickHouse user $user, $file, is missing or empty (see docs/deployment.md)" >&2
+        exit 1
+    fi
+    # The password is the file's content without its trailing newline (as the clients read it).
+    password="$(cat "$file")"
+    printf -v "$target" '%s' "$(printf '%s' "$password" | sha256sum | cut -d' ' -f1)"
+    unset password
+    export "${target?}"
+}
+
+hash_password pulse_admin "${CLICKHOUSE_ADMIN_PASSWORD_FILE:-/run/secrets/clickhouse_admin_password}" CLICKHOUSE_ADMIN_PASSWORD_SHA256
+hash_password pulse "${CLICKHOUSE_WRITER_PASSWORD_FILE:-/run/secrets/clickhouse_password}" CLICKHOUSE_WRITER_PASSWORD_SHA256
+hash_password bi "${CLICKHOUSE_BI_PASSWORD_FILE:-/run/secrets/bi_password}" CLICKHOUSE_BI_PASSWORD_SHA256
 
 exec /entrypoint.sh "$@"
