@@ -4,7 +4,14 @@ from portal_pulse.notify.webhook import (
     WebhookNotifier,
     WebhookStats,
     alert_payload,
+    check_webhook_url,
     notifier_from_settings,
 )
 
-__all__ = ["WebhookNotifier", "WebhookStats", "alert_payload", "notifier_from_settings"]
+__all__ = [
+    "WebhookNotifier",
+    "WebhookStats",
+    "alert_payload",
+    "check_webhook_url",
+    "notifier_from_settings",
+]

@@ -1,8 +1,16 @@
 """Alert webhook: every raised and every resolved alert POSTed as JSON, off the stream's path.
 
 The stream must never wait on a pager, so ``submit`` only puts the alert on a bounded queue and a
-single background task delivers it; one task working the queue in order keeps a raise ahead of its
-resolution. When the queue is full the *oldest* entry is dropped: the newest alerts are the most
+small pool of senders delivers it. A receiver cannot stall the pool for long, nor the worker's
+memory: each attempt has one overall deadline (connect, upload, status and body together; httpx's
+own timeouts apply per read, so a server trickling a byte a second would never trip them), and at
+most ``max_response_bytes`` of a response body are read before the connection is dropped. One
+slow receiver call holds one sender; the others go on with the next alerts.
+
+Order matters only within an alert: its ``resolved`` must not overtake its ``raised``. A sender
+therefore takes the oldest queued version whose alert has no version in flight, so the versions of
+one alert go out one after the other, in the order submitted, while different alerts overtake each
+other freely. When the queue is full the *oldest* entry is dropped: the newest alerts are the most
 actionable, and a lost raise is harmless once its resolution (which repeats every field) arrives,
 whereas a lost resolution would leave the receiver paging for a problem already over. ClickHouse's
 ``alerts`` table stays the complete record either way.
@@ -10,30 +18,49 @@ whereas a lost resolution would leave the receiver paging for a problem already 
 The body carries exactly the SPEC §8 fields plus ``event``. Patients appear only as pseudonyms
 (SPEC §9); as a second line of defence an alert whose ``patient_pseudonym`` is not a 32-hex-digit
 pseudonym is refused before it is queued. Logs name alerts by ``alert_id`` and kind only, never
-the payload, and never the URL (webhook URLs often embed a token).
+the payload, and never the URL beyond its scheme and host (webhook URLs often embed a token).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import itertools
 import logging
 import random
 import re
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
 from portal_pulse.domain.records import Alert
+from portal_pulse.errors import UserError
 from portal_pulse.reports.alerts import ALERT_FIELDS, iso_z
-from portal_pulse.settings import Settings
+from portal_pulse.settings import Settings, mask_url
 
-__all__ = ["WebhookNotifier", "WebhookStats", "alert_payload", "notifier_from_settings"]
+if TYPE_CHECKING:
+    from portal_pulse.metrics import PipelineMetrics
+
+__all__ = [
+    "Cutoff",
+    "WebhookNotifier",
+    "WebhookStats",
+    "alert_payload",
+    "check_webhook_url",
+    "notifier_from_settings",
+]
 
 logger = logging.getLogger(__name__)
+
+# Why an attempt was cut short: its overall deadline passed, or its response body passed the bound.
+Cutoff = Literal["deadline", "body_limit"]
 
 
 class _HideUrls(logging.Filter):
@@ -59,15 +86,64 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
     return body
 
 
+def _is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address: traffic that never leaves this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_webhook_url(url: str, *, require_tls: bool) -> str | None:
+    """Refuse a URL that cannot work or, with ``require_tls``, plain ``http://`` beyond loopback.
+
+    Returns a warning for plain ``http://`` beyond loopback when TLS is not required, else None.
+    Messages name the URL by scheme and host only: its path and query often hold a token.
+    """
+    shown = mask_url(url, keep_path=False)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise UserError(f"PORTAL_PULSE_WEBHOOK_URL is not a valid URL ({shown})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host:
+        raise UserError(
+            f"PORTAL_PULSE_WEBHOOK_URL must be an https:// (or http://) URL with a host, "
+            f"got {shown}"
+        )
+    if scheme == "https" or _is_loopback(host):
+        return None
+    if require_tls:
+        raise UserError(
+            f"PORTAL_PULSE_WEBHOOK_URL {shown} is plain http:// and "
+            "PORTAL_PULSE_WEBHOOK_REQUIRE_TLS is on: use https:// (alerts carry PHI)"
+        )
+    return (
+        f"webhook URL {shown} is plain http://: alerts (PHI) and the URL's token cross the "
+        "network unencrypted; use https:// (PORTAL_PULSE_WEBHOOK_REQUIRE_TLS=true refuses this)"
+    )
+
+
 @dataclass
 class WebhookStats:
-    """Counters for operators; ``failed_attempts`` counts every failed POST, retried or not."""
+    """Counters for operators; ``failed_attempts`` counts every failed POST, retried or not.
+
+    ``deadline_cutoffs`` and ``body_cutoffs`` count attempts cut short (see ``Cutoff``);
+    ``response_bytes`` is every response body byte read, which the body bound keeps small.
+    """
 
     delivered: int = 0
     failed_attempts: int = 0
     gave_up: int = 0
     dropped: int = 0
     rejected: int = 0
+    deadline_cutoffs: int = 0
+    body_cutoffs: int = 0
+    response_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +181,16 @@ def _retry_after(value: str | None, now: datetime) -> float | None:
 
 
 class WebhookNotifier:
-    """Delivers alerts to ``url`` from a background task; call ``submit`` from the loop's thread.
+    """Delivers alerts to ``url`` from ``concurrency`` background senders; call ``submit`` from
+    the loop's thread.
 
-    Retries connection errors, timeouts, 429 and 5xx with exponential back-off and jitter (a
-    Retry-After header wins, capped at ``backoff_max``), up to ``max_attempts`` POSTs per alert;
-    any other non-2xx status is final at once, since resending the same body cannot fix it.
+    Each attempt must finish within ``timeout`` seconds, response body included, and reads at
+    most ``max_response_bytes`` of that body. Retries connection errors, timeouts, 429 and 5xx
+    with exponential back-off and jitter (a Retry-After header wins, capped at ``backoff_max``),
+    up to ``max_attempts`` POSTs per alert; any other non-2xx status is final at once, since
+    resending the same body cannot fix it. The status decides: a 2xx whose body is cut short is
+    delivered. A sender waits out its alert's back-off, so the other senders carry on meanwhile.
+    ``on_cutoff`` is told the reason of every attempt cut short (the worker counts it as a metric).
     """
 
     def __init__(
@@ -121,26 +202,46 @@ class WebhookNotifier:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         queue_size: int = 10_000,
+        concurrency: int = 4,
+        max_response_bytes: int = 65_536,
+        on_cutoff: Callable[[Cutoff], None] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if max_response_bytes < 0:
+            raise ValueError("max_response_bytes must not be negative")
         self._url = url
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
+        self._queue_size = queue_size
+        self._concurrency = concurrency
+        self._max_response_bytes = max_response_bytes
+        self._on_cutoff = on_cutoff
+        # Queued versions, oldest first, by submission number; ``_busy`` holds the alerts that
+        # have a version with a sender (in flight or waiting out a back-off).
+        self._waiting: OrderedDict[int, _Item] = OrderedDict()
+        self._numbers = itertools.count()
+        self._busy: set[str] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._client: httpx.AsyncClient | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._senders: list[asyncio.Task[None]] = []
         self._closed = False
         self.stats = WebhookStats()
 
     @property
     def pending(self) -> int:
-        """Alerts queued and not yet taken by the delivery task."""
-        return self._queue.qsize()
+        """Alerts queued and not yet taken by a sender."""
+        return len(self._waiting)
 
     def submit(self, alert: Alert) -> None:
         """Queue one alert version; never blocks and never raises (the stream must not stall)."""
@@ -156,26 +257,36 @@ class WebhookNotifier:
                 )  # fmt: skip
                 return
             item = _Item(alert.alert_id, alert.kind, alert_payload(alert))
-            if self._queue.full():
-                old = self._queue.get_nowait()
-                self._queue.task_done()
+            if len(self._waiting) >= self._queue_size:
+                _, old = self._waiting.popitem(last=False)
                 self.stats.dropped += 1
                 logger.warning("webhook queue full: dropped alert %s (%s)", old.alert_id, old.kind)
-            self._queue.put_nowait(item)
+            self._waiting[next(self._numbers)] = item
+            self._idle.clear()
+            self._wake.set()
         except Exception as exc:
             self.stats.dropped += 1
             logger.error("webhook could not queue an alert: %s", type(exc).__name__)
 
     async def start(self) -> None:
-        """Open the HTTP client and start delivering (alerts submitted earlier are kept)."""
-        if self._task is not None:
+        """Open the HTTP client and start the senders (alerts submitted earlier are kept)."""
+        if self._senders:
             return
         self._closed = False
         self._client = httpx.AsyncClient(
             timeout=self._timeout,
-            headers={"User-Agent": "portal-pulse-webhook", "Content-Type": "application/json"},
+            follow_redirects=False,  # a redirect could point the alert (PHI) anywhere
+            headers={
+                "User-Agent": "portal-pulse-webhook",
+                "Content-Type": "application/json",
+                "Accept-Encoding": "identity",  # the bound counts bytes on the wire
+            },
+            limits=httpx.Limits(max_connections=self._concurrency),
         )
-        self._task = asyncio.create_task(self._run(), name="portal-pulse-webhook")
+        self._senders = [
+            asyncio.create_task(self._send_loop(), name=f"portal-pulse-webhook-{i}")
+            for i in range(self._concurrency)
+        ]
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Stop accepting alerts, deliver what is queued for up to ``drain_timeout`` s, then quit.
@@ -183,18 +294,17 @@ class WebhookNotifier:
         Whatever is still undelivered after that is counted as dropped.
         """
         self._closed = True
-        if self._task is not None:
+        if self._senders:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), drain_timeout)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        left = 0
-        while not self._queue.empty():
-            self._queue.get_nowait()
-            self._queue.task_done()
-            left += 1
+                await asyncio.wait_for(self._idle.wait(), drain_timeout)
+            for task in self._senders:
+                task.cancel()
+            await asyncio.gather(*self._senders, return_exceptions=True)
+            self._senders = []
+        left = len(self._waiting)
+        self._waiting.clear()
+        self._busy.clear()
+        self._idle.set()
         if left:
             self.stats.dropped += left
             logger.warning("webhook stopped with %d alerts undelivered", left)
@@ -202,9 +312,22 @@ class WebhookNotifier:
             await self._client.aclose()
             self._client = None
 
-    async def _run(self) -> None:
+    def _take(self) -> _Item | None:
+        """The oldest queued version whose alert has nothing with a sender, marked busy."""
+        for number, item in self._waiting.items():
+            if item.alert_id not in self._busy:
+                del self._waiting[number]  # iteration ends here
+                self._busy.add(item.alert_id)
+                return item
+        return None
+
+    async def _send_loop(self) -> None:
         while True:
-            item = await self._queue.get()
+            item = self._take()
+            if item is None:
+                self._wake.clear()  # nothing takeable now; submit() and finished sends set it
+                await self._wake.wait()
+                continue
             try:
                 await self._deliver(item)
             except asyncio.CancelledError:
@@ -217,7 +340,10 @@ class WebhookNotifier:
                     item.alert_id, item.kind, type(exc).__name__,
                 )  # fmt: skip
             finally:
-                self._queue.task_done()
+                self._busy.discard(item.alert_id)
+                self._wake.set()  # the alert's next version, if queued, may go now
+                if not self._waiting and not self._busy:
+                    self._idle.set()
 
     async def _deliver(self, item: _Item) -> None:
         for attempt in range(1, self._max_attempts + 1):
@@ -242,29 +368,75 @@ class WebhookNotifier:
                 return
 
     async def _post(self, item: _Item) -> None:
-        """One POST: returns on 2xx, raises ``_Retry`` when worth retrying, else gives up."""
+        """One POST within the deadline: returns on 2xx, raises ``_Retry`` when worth retrying,
+        else gives up. The status decides; a body cut short changes nothing but the counts."""
         assert self._client is not None
+        status: int | None = None
+        retry_after: str | None = None
         try:
-            response = await self._client.post(
-                self._url,
-                json=item.body,
-                headers={"Idempotency-Key": f"{item.alert_id}:{item.body['event']}"},
-            )
+            async with asyncio.timeout(self._timeout):
+                async with self._client.stream(
+                    "POST",
+                    self._url,
+                    json=item.body,
+                    headers={"Idempotency-Key": f"{item.alert_id}:{item.body['event']}"},
+                ) as response:
+                    status = response.status_code
+                    retry_after = response.headers.get("Retry-After")
+                    await self._read_bounded(response, item)
+        except TimeoutError:
+            self._cutoff("deadline", item)
+            if status is None:
+                raise _Retry("deadline") from None
         except httpx.TransportError as exc:  # connect errors, timeouts, broken connections
-            raise _Retry(type(exc).__name__) from None
-        status = response.status_code
+            if status is None:
+                raise _Retry(type(exc).__name__) from None
+            # The body broke off after the status line: the status stands.
+        assert status is not None
         if 200 <= status < 300:
             self.stats.delivered += 1
             return
         if status == 429 or status >= 500:
-            wait = _retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
-            raise _Retry(f"HTTP {status}", wait)
+            raise _Retry(f"HTTP {status}", _retry_after(retry_after, datetime.now(UTC)))
         self.stats.failed_attempts += 1
         self.stats.gave_up += 1
         logger.warning(
             "webhook rejected alert %s (%s) with HTTP %d: not retried",
             item.alert_id, item.kind, status,
         )  # fmt: skip
+
+    async def _read_bounded(self, response: httpx.Response, item: _Item) -> None:
+        """Read and discard the body up to the bound (so a small one leaves the connection
+        reusable); past it, stop: leaving the stream closes the connection unread."""
+        read = 0
+        try:
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read > self._max_response_bytes:
+                    self._cutoff("body_limit", item)
+                    return
+        finally:
+            self.stats.response_bytes += read
+
+    def _cutoff(self, reason: Cutoff, item: _Item) -> None:
+        if reason == "deadline":
+            self.stats.deadline_cutoffs += 1
+            logger.warning(
+                "webhook attempt for alert %s (%s) passed its %.3gs deadline: connection closed",
+                item.alert_id, item.kind, self._timeout,
+            )  # fmt: skip
+        else:
+            self.stats.body_cutoffs += 1
+            logger.warning(
+                "webhook response for alert %s (%s) is over %d bytes: "
+                "stopped reading, connection closed",
+                item.alert_id, item.kind, self._max_response_bytes,
+            )  # fmt: skip
+        if self._on_cutoff is not None:
+            try:
+                self._on_cutoff(reason)
+            except Exception as exc:  # counting must never break a delivery
+                logger.error("webhook cutoff counter failed: %s", type(exc).__name__)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Back-off before the next attempt: Retry-After if given, else exponential with jitter."""
@@ -274,12 +446,29 @@ class WebhookNotifier:
         return random.uniform(ceiling / 2, ceiling)
 
 
-def notifier_from_settings(settings: Settings) -> WebhookNotifier | None:
-    """The configured notifier, or None when no ``webhook_url`` is set."""
+def notifier_from_settings(
+    settings: Settings, metrics: PipelineMetrics | None = None
+) -> WebhookNotifier | None:
+    """The configured notifier, or None when no ``webhook_url`` is set.
+
+    Raises ``UserError`` for a URL that cannot work, or plain ``http://`` beyond loopback when
+    ``webhook_require_tls`` is on; otherwise logs a warning for such a URL. With ``metrics``,
+    attempts cut short are counted in ``portal_pulse_webhook_cutoffs_total``.
+    """
     if not settings.webhook_url:
         return None
+    warning = check_webhook_url(settings.webhook_url, require_tls=settings.webhook_require_tls)
+    if warning:
+        logger.warning("%s", warning)
+    on_cutoff = None
+    if metrics is not None:
+        counter = metrics.webhook_cutoffs
+        on_cutoff = lambda reason: counter.labels(reason).inc()  # noqa: E731
     return WebhookNotifier(
         settings.webhook_url,
         timeout=settings.webhook_timeout_seconds,
         max_attempts=settings.webhook_max_attempts,
+        concurrency=settings.webhook_concurrency,
+        max_response_bytes=settings.webhook_max_response_bytes,
+        on_cutoff=on_cutoff,
     )

@@ -1,14 +1,17 @@
-"""WebhookNotifier against a real HTTP server on loopback: delivery, retries, give-up, PHI."""
+"""WebhookNotifier against real HTTP servers on loopback: delivery, retries, give-up, PHI, and
+what a hostile or broken receiver can do (huge bodies, trickled replies, plain http://)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -16,13 +19,21 @@ from typing import Any
 import pytest
 
 from portal_pulse.domain.records import Alert
-from portal_pulse.notify.webhook import WebhookNotifier, alert_payload
+from portal_pulse.errors import UserError
+from portal_pulse.metrics import PipelineMetrics
+from portal_pulse.notify.webhook import (
+    WebhookNotifier,
+    alert_payload,
+    check_webhook_url,
+    notifier_from_settings,
+)
 from portal_pulse.pseudonym import Pseudonymizer
 from portal_pulse.reports.alerts import ALERT_FIELDS
+from portal_pulse.settings import Settings
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 RAW_MRN = "MRN-00012345"
-PSEUDONYM = Pseudonymizer(b"unit-test-key-not-a-secret")("practice-w", RAW_MRN)
+PSEUDONYM = Pseudonymizer(b"unit-test-key-not-a-secret-32-bytes")("practice-w", RAW_MRN)
 
 
 class Recorder:
@@ -199,7 +210,8 @@ def test_400_is_not_retried_and_the_next_alert_still_goes(
     caplog.set_level(logging.DEBUG, logger="portal_pulse.notify")
     n = notifier(server.url)
     asyncio.run(deliver(n, sla_alert(1), sla_alert(2)))
-    assert [b["alert_id"] for b in server.bodies] == ["alert-0001", "alert-0002"]
+    # Different alerts go out side by side, in either order.
+    assert sorted(b["alert_id"] for b in server.bodies) == ["alert-0001", "alert-0002"]
     assert n.stats.gave_up == 1
     assert n.stats.failed_attempts == 1
     assert n.stats.delivered == 1
@@ -246,7 +258,7 @@ def test_queue_overflow_drops_the_oldest_and_counts_it(server: Recorder) -> None
     asyncio.run(scenario())
     assert n.stats.dropped == 3
     assert n.stats.delivered == 2
-    assert [b["alert_id"] for b in server.bodies] == ["alert-0003", "alert-0004"]
+    assert sorted(b["alert_id"] for b in server.bodies) == ["alert-0003", "alert-0004"]
 
 
 def test_connection_refused_is_retried_then_given_up() -> None:
@@ -309,3 +321,346 @@ def test_an_alert_carrying_a_raw_patient_id_is_refused(
     assert [b["alert_id"] for b in server.bodies] == ["alert-0002"]
     assert all(RAW_MRN.encode() not in raw for raw in server.raw)
     assert RAW_MRN not in caplog.text
+
+
+# --- hostile or broken receivers ------------------------------------------------------------------
+
+HUGE = 400 * 2**20  # what the receiver offers; generated block by block, never held
+BLOCK = 64 * 1024
+# One socket read of httpcore's: the most the client can hold beyond the body bound.
+SOCKET_READ = 64 * 1024
+
+Behaviour = Callable[["Hooks", str, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
+
+
+class Hooks:
+    """An HTTP/1.1 receiver on loopback (asyncio streams, in the test's own loop).
+
+    ``behave(alert_id, event, attempt)`` picks how each request is answered; ``log`` records what
+    happened in order as (what, "alert_id:event"), so tests assert on order, not on durations.
+    """
+
+    def __init__(self, behave: Callable[[str, str, int], Behaviour]) -> None:
+        self.behave = behave
+        self.log: list[tuple[str, str]] = []
+        self.attempts: Counter[str] = Counter()
+        self.body_bytes_sent = 0
+        self.settled = asyncio.Event()  # a connection the server meant to end has ended
+        self.url = ""
+
+    async def __aenter__(self) -> Hooks:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/hook?token=hook-secret-token"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    def index(self, what: str, key: str) -> int:
+        return self.log.index((what, key))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:  # keep-alive: one request after another on this connection
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    match = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                    assert match is not None
+                    body = json.loads(await reader.readexactly(int(match.group(1))))
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                key = f"{body['alert_id']}:{body['event']}"
+                self.attempts[key] += 1
+                self.log.append(("request", key))
+                behaviour = self.behave(body["alert_id"], body["event"], self.attempts[key])
+                if not await behaviour(self, key, reader, writer):
+                    return
+        finally:
+            writer.close()
+
+
+async def answer_ok(
+    hooks: Hooks, key: str, _r: asyncio.StreamReader, w: asyncio.StreamWriter
+) -> bool:
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    await w.drain()
+    hooks.log.append(("answered", key))
+    return True
+
+
+def answer_huge(*, chunked: bool) -> Behaviour:
+    """200 with a 400 MB body, written block by block for as long as the client reads."""
+
+    async def behaviour(
+        hooks: Hooks, key: str, _r: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> bool:
+        framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % HUGE
+        w.write(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\n\r\n")
+        block = b"x" * BLOCK
+        if chunked:
+            block = b"%x\r\n" % BLOCK + block + b"\r\n"
+        sent = 0
+        try:
+            while sent < HUGE:
+                w.write(block)
+                await w.drain()
+                sent += BLOCK
+            if chunked:
+                w.write(b"0\r\n\r\n")
+                await w.drain()
+            hooks.log.append(("body sent in full", key))
+        except ConnectionError:
+            hooks.log.append(("client hung up", key))
+        hooks.body_bytes_sent += sent
+        hooks.settled.set()
+        return False
+
+    return behaviour
+
+
+async def _trickle(
+    hooks: Hooks, key: str, data: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter
+) -> None:
+    """``data`` one byte a second (the pace, not a guard), until sent or the client hangs up."""
+    try:
+        for byte in data:
+            w.write(bytes([byte]))
+            await w.drain()
+            try:
+                if await asyncio.wait_for(r.read(1), 1.0) == b"":
+                    hooks.log.append(("client hung up", key))
+                    break
+            except TimeoutError:
+                continue
+        else:
+            hooks.log.append(("trickle finished", key))
+    except ConnectionError:
+        hooks.log.append(("client hung up", key))
+    hooks.settled.set()
+
+
+async def trickle_head(
+    hooks: Hooks, key: str, r: asyncio.StreamReader, w: asyncio.StreamWriter
+) -> bool:
+    """The status line and headers, one byte a second: no per-read timeout ever trips."""
+    await _trickle(hooks, key, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", r, w)
+    return False
+
+
+async def trickle_body(
+    hooks: Hooks, key: str, r: asyncio.StreamReader, w: asyncio.StreamWriter
+) -> bool:
+    """A prompt 200, then its 40-byte body one byte a second."""
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
+    await w.drain()
+    await _trickle(hooks, key, b"y" * 40, r, w)
+    return False
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_huge_response_body_is_read_only_up_to_the_bound(
+    chunked: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    metrics = PipelineMetrics()
+
+    async def scenario() -> tuple[WebhookNotifier, Hooks]:
+        async with Hooks(lambda *_: answer_huge(chunked=chunked)) as hooks:
+            settings = Settings(webhook_url=hooks.url, webhook_timeout_seconds=60)
+            n = notifier_from_settings(settings, metrics)
+            assert n is not None
+            await deliver(n, sla_alert(), drain=120)
+            await asyncio.wait_for(hooks.settled.wait(), 60)  # liveness bound only
+            return n, hooks
+
+    n, hooks = asyncio.run(scenario())
+    key = "alert-0000:raised"
+    # The receiver answered 200: delivered, once, and the body cut at the bound.
+    assert hooks.log == [("request", key), ("client hung up", key)]
+    assert n.stats.delivered == 1
+    assert n.stats.failed_attempts == n.stats.gave_up == n.stats.deadline_cutoffs == 0
+    assert n.stats.body_cutoffs == 1
+    # What the client read of the 400 MB: the bound (64 KiB) and at most one socket read more.
+    assert 65_536 < n.stats.response_bytes <= 65_536 + SOCKET_READ
+    # The server got rid of no more than the socket buffers hold before the client hung up.
+    assert hooks.body_bytes_sent < HUGE // 8
+    sample = metrics.registry.get_sample_value
+    assert sample("portal_pulse_webhook_cutoffs_total", {"reason": "body_limit"}) == 1
+    assert sample("portal_pulse_webhook_cutoffs_total", {"reason": "deadline"}) == 0
+    lines = [r.getMessage() for r in caplog.records if "over 65536 bytes" in r.getMessage()]
+    assert lines == ["webhook response for alert alert-0000 (sla.breached) is over 65536 bytes: "
+                     "stopped reading, connection closed"]  # fmt: skip
+    assert PSEUDONYM not in caplog.text and "hook-secret-token" not in caplog.text
+
+
+def test_a_trickling_receiver_is_cut_at_the_deadline_and_holds_back_no_other_alert(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    slow, fast = "alert-0001:raised", "alert-0002:raised"
+    cutoffs: list[str] = []
+
+    def behave(alert_id: str, event: str, attempt: int) -> Behaviour:
+        return trickle_head if alert_id == "alert-0001" and attempt == 1 else answer_ok
+
+    async def scenario() -> tuple[WebhookNotifier, Hooks]:
+        async with Hooks(behave) as hooks:
+            # httpx's per-read timeout is the same 3 s: a byte a second never trips it.
+            n = notifier(hooks.url, timeout=3.0, on_cutoff=cutoffs.append)
+            await n.start()
+            n.submit(sla_alert(1))
+            n.submit(sla_alert(2))
+            await n.stop(drain_timeout=60)  # a liveness bound only
+            await asyncio.wait_for(hooks.settled.wait(), 60)  # the trickle has ended
+            return n, hooks
+
+    n, hooks = asyncio.run(scenario())
+    first, retry = [i for i, entry in enumerate(hooks.log) if entry == ("request", slow)]
+    # The second alert went out while the first one's receiver was still trickling...
+    assert first < hooks.index("answered", fast) < retry
+    # ...which the client abandoned at the deadline (hung up: the reply was never finished),
+    # then retried and delivered.
+    assert hooks.attempts == {slow: 2, fast: 1}
+    assert ("client hung up", slow) in hooks.log and ("trickle finished", slow) not in hooks.log
+    assert ("answered", slow) in hooks.log[retry:]
+    assert n.stats.delivered == 2
+    assert n.stats.failed_attempts == 1 and n.stats.gave_up == 0
+    assert n.stats.deadline_cutoffs == 1 and n.stats.body_cutoffs == 0
+    assert cutoffs == ["deadline"]
+    cut = [r for r in caplog.records if "deadline" in r.getMessage()]
+    assert cut[0].levelno == logging.WARNING
+    assert cut[0].getMessage() == (
+        "webhook attempt for alert alert-0001 (sla.breached) passed its 3s deadline: "
+        "connection closed"
+    )
+    assert PSEUDONYM not in caplog.text and "hook-secret-token" not in caplog.text
+
+
+def test_a_2xx_whose_body_trickles_is_delivered_once_and_cut_at_the_deadline() -> None:
+    async def scenario() -> tuple[WebhookNotifier, Hooks]:
+        async with Hooks(lambda *_: trickle_body) as hooks:
+            n = notifier(hooks.url, timeout=2.0)
+            await deliver(n, sla_alert(), drain=60)
+            await asyncio.wait_for(hooks.settled.wait(), 60)
+            return n, hooks
+
+    n, hooks = asyncio.run(scenario())
+    key = "alert-0000:raised"
+    # The status decides: the receiver has the alert, so it is not sent again.
+    assert hooks.log == [("request", key), ("client hung up", key)]
+    assert n.stats.delivered == 1 and n.stats.failed_attempts == 0
+    assert n.stats.deadline_cutoffs == 1
+
+
+def test_a_resolution_waits_for_its_raise_while_other_alerts_overtake() -> None:
+    a_raised, a_resolved, b_raised = "alert-0001:raised", "alert-0001:resolved", "alert-0002:raised"
+
+    async def scenario() -> tuple[WebhookNotifier, Hooks]:
+        b_seen = asyncio.Event()
+
+        async def held_until_b(
+            hooks: Hooks, key: str, r: asyncio.StreamReader, w: asyncio.StreamWriter
+        ) -> bool:
+            await asyncio.wait_for(b_seen.wait(), 30)  # liveness bound only
+            return await answer_ok(hooks, key, r, w)
+
+        async def b_answer(
+            hooks: Hooks, key: str, r: asyncio.StreamReader, w: asyncio.StreamWriter
+        ) -> bool:
+            b_seen.set()
+            return await answer_ok(hooks, key, r, w)
+
+        def behave(alert_id: str, event: str, attempt: int) -> Behaviour:
+            if alert_id == "alert-0002":
+                return b_answer
+            return held_until_b if event == "raised" else answer_ok
+
+        async with Hooks(behave) as hooks:
+            n = notifier(hooks.url)
+            raised = sla_alert(1)
+            await n.start()
+            n.submit(raised)
+            n.submit(raised.resolve(T0 + timedelta(hours=1), 60.0))
+            n.submit(sla_alert(2))
+            await n.stop(drain_timeout=60)
+            return n, hooks
+
+    n, hooks = asyncio.run(scenario())
+    assert n.stats.delivered == 3 and n.stats.failed_attempts == 0
+    # B went out while A's raise was held; A's resolution only after A's raise was answered.
+    assert hooks.index("request", b_raised) < hooks.index("answered", a_raised)
+    assert hooks.index("answered", a_raised) < hooks.index("request", a_resolved)
+
+
+# --- plain http:// --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://pager.example.org/hook?token=s3cret",
+        "http://127.0.0.1:8080/hook",
+        "http://[::1]:8080/hook",
+        "http://localhost/hook",
+    ],
+)
+@pytest.mark.parametrize("require_tls", [False, True])
+def test_https_and_loopback_http_pass_silently(url: str, require_tls: bool) -> None:
+    assert check_webhook_url(url, require_tls=require_tls) is None
+
+
+def test_plain_http_beyond_loopback_warns_at_start_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    url = "http://pager.example.org:8080/hooks/s3cret-path?token=s3cret-query"
+    n = notifier_from_settings(Settings(webhook_url=url))
+    assert isinstance(n, WebhookNotifier)
+    warnings = [r for r in caplog.records if r.name == "portal_pulse.notify.webhook"]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    message = warnings[0].getMessage()
+    assert "plain http://" in message and "http://pager.example.org:8080" in message
+    assert "s3cret" not in caplog.text
+
+
+def test_plain_http_beyond_loopback_is_refused_when_tls_is_required() -> None:
+    url = "http://10.1.2.3/hooks/s3cret-path?token=s3cret-query"
+    with pytest.raises(UserError) as refused:
+        notifier_from_settings(Settings(webhook_url=url, webhook_require_tls=True))
+    message = str(refused.value)
+    assert refused.value.exit_code == 2
+    assert len(message.splitlines()) <= 2
+    assert "PORTAL_PULSE_WEBHOOK_REQUIRE_TLS" in message and "http://10.1.2.3" in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://pager.example.org/hook", "pager.example.org/hook", "https:///nohost", "http://h:x/"],
+)
+def test_a_webhook_url_that_cannot_work_is_refused(url: str) -> None:
+    with pytest.raises(UserError) as refused:
+        check_webhook_url(url, require_tls=False)
+    assert refused.value.exit_code == 2 and "PORTAL_PULSE_WEBHOOK_URL" in str(refused.value)
+
+
+def test_webhook_settings_defaults_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    defaults = Settings()
+    assert defaults.webhook_require_tls is False
+    assert defaults.webhook_max_response_bytes == 65_536
+    assert defaults.webhook_concurrency == 4
+    monkeypatch.setenv("PORTAL_PULSE_WEBHOOK_REQUIRE_TLS", "true")
+    monkeypatch.setenv("PORTAL_PULSE_WEBHOOK_CONCURRENCY", "2")
+    from_env = Settings()
+    assert from_env.webhook_require_tls is True and from_env.webhook_concurrency == 2
+    for bad in (
+        {"webhook_concurrency": 0},
+        {"webhook_timeout_seconds": 0},
+        {"webhook_max_attempts": 0},
+    ):
+        with pytest.raises(ValidationError):
+            Settings(**bad)
