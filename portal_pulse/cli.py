@@ -83,22 +83,37 @@ def _clickhouse(url: str | None, *, create: bool = False):  # type: ignore[no-un
 
 
 def _worker_holding(dsn: str):  # type: ignore[no-untyped-def]
-    """A client that reads through the worker holding this embedded database, if one runs."""
-    from portal_pulse.errors import EXIT_UNREACHABLE, UserError
-    from sinks.remote import worker_for
-    from streams.web import address_file
+    """The read model through the worker holding this embedded database, if one runs.
 
-    where = address_file(dsn)
-    if where is None or not where.exists():
-        return None
-    client, pid = worker_for(where)
-    if client is None and pid is not None:
+    Its address and token are trusted only from its private directory (this user's, mode
+    0700, files 0600); anything else is a one-line error saying what is wrong.
+    """
+    from portal_pulse.errors import EXIT_UNREACHABLE, UserError
+    from sinks.remote import runtime_dir, worker_for
+
+    settings = _settings()
+    directory = runtime_dir(dsn, settings.data_dir)
+    token = settings.web_token.get_secret_value() if settings.web_token else None
+    reads, pid = worker_for(directory, token)
+    if reads is None and pid is not None:
         raise UserError(
             f"{dsn.removeprefix('chdb://')} is held by worker pid {pid}, which does not answer "
-            f"on its HTTP endpoint ({where}); wait for it to start or stop it",
+            f"on its HTTP endpoint ({directory}); wait for it to start or stop it",
             EXIT_UNREACHABLE,
         )
-    return client
+    return reads
+
+
+def _practice_id(practice: str | None) -> str | None:
+    """A --practice value that can be a practice id (SPEC §2), checked before any read."""
+    from portal_pulse.reports.reads import BadParameter, check_practice_id
+
+    if practice is None:
+        return None
+    try:
+        return check_practice_id(practice)
+    except BadParameter as exc:
+        raise UserError(f"--practice: {exc}") from None
 
 
 def _held_elsewhere(path: str) -> Exception:
@@ -313,6 +328,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Configuration first: a bad practices file or a missing key needs no broker to report.
     _practices(settings.practices_file)
     Pseudonymizer(load_key(settings))
+    if settings.webhook_url:
+        from portal_pulse.notify.webhook import check_webhook_url
+
+        check_webhook_url(settings.webhook_url, require_tls=settings.webhook_require_tls)
     bootstrap = _kafka(settings, args.bootstrap_servers)
     run_worker(
         settings,
@@ -353,6 +372,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from portal_pulse.reports.alerts import fetch_alerts, format_alerts, practice_ids
 
+    _practice_id(args.practice)
     client = _clickhouse(args.clickhouse)
     if args.practice:
         known = practice_ids(client)
@@ -376,6 +396,7 @@ def cmd_followups(args: argparse.Namespace) -> int:
 
     settings = _settings()
     kinds = parse_kinds(args.kind)  # user mistakes first, before any database work
+    _practice_id(args.practice)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
     roster = None
@@ -406,6 +427,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     settings = _settings()
     check_month(args.month)  # a UserError before any database work
+    _practice_id(args.practice)
     out = dashboard_command(
         _clickhouse(args.clickhouse),
         args.practice,
@@ -428,12 +450,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from portal_pulse.reports.status import fetch_status, render_status, worker_url
-    from streams.web import address_file, web_url
+    from portal_pulse.reports.status import fetch_status, render_status, status_token, worker_url
+    from sinks.remote import runtime_dir
+    from streams.web import web_url
 
     settings = _settings()
-    url = worker_url(args.worker, address_file(settings.clickhouse_dsn), web_url(settings))
-    status = fetch_status(url)
+    directory = runtime_dir(settings.clickhouse_dsn, settings.data_dir)
+    url = worker_url(args.worker, directory, web_url(settings))
+    configured = settings.web_token.get_secret_value() if settings.web_token else None
+    status = fetch_status(url, status_token(configured, directory, url))
     if args.format == "json":
         print(json.dumps(status, indent=2))
     else:
@@ -641,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The worker's ingest and processors on a recording, in event-time order, "
         "without Kafka; writes the same ClickHouse tables (docs/time.md).",
         epilog="example: portal-pulse replay events.jsonl --config config/practices.yaml "
-        "--clickhouse chdb:///tmp/pulse",
+        "--clickhouse chdb://$PWD/var/replay",
     )
     p.add_argument("file", type=Path, help="a JSON Lines recording")
     p.add_argument(

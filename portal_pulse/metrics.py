@@ -33,6 +33,7 @@ METRIC_NAMES = (
     "portal_pulse_sink_errors_total",
     "portal_pulse_sink_batch_seconds",
     "portal_pulse_webhook_deliveries_total",
+    "portal_pulse_webhook_cutoffs_total",
     "portal_pulse_state_keys",
     "portal_pulse_rebalances_total",
     "portal_pulse_ready",
@@ -105,6 +106,13 @@ class PipelineMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.webhook_cutoffs = Counter(
+            "portal_pulse_webhook_cutoffs",
+            "Webhook attempts cut short, by reason (deadline: the attempt's overall deadline "
+            "passed; body_limit: the response body passed the bound and was not read on).",
+            ["reason"],
+            registry=registry,
+        )
         self.state_keys = Gauge(
             "portal_pulse_state_keys",
             "Keys held in each state table by this worker.",
@@ -134,6 +142,8 @@ class PipelineMetrics:
         )
         for outcome in ("clean", "dead_letter", "duplicate"):
             self.events.labels(outcome)
+        for reason in ("deadline", "body_limit"):
+            self.webhook_cutoffs.labels(reason)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    # A file holding the SASL password (a Docker/Kubernetes secret); used when no password is set.
+    kafka_sasl_password_file: Path | None = None
     kafka_ssl_cafile: Path | None = None
     schema_registry_url: str | None = Field(
         default=None,
@@ -53,6 +55,11 @@ class Settings(BaseSettings):
     topic_prefix: str = "portal"
     raw_partitions: int = 4
     clean_partitions: int = 4
+    # Retention (retention.ms) of the raw topics, which hold raw patient ids: long enough to ride
+    # out a week's outage and re-ingest after a fix, no longer (docs/operations.md#retention).
+    raw_retention_hours: int = Field(default=168, ge=1)
+    # Dead letters also hold raw ids, and wait for a person to read, fix and resend them.
+    deadletter_retention_hours: int = Field(default=336, ge=1)
     app_id: str = "portal-pulse"
     # Failover: a dead worker's partitions move after this many seconds without a heartbeat.
     session_timeout_seconds: float = 10.0
@@ -87,7 +94,7 @@ class Settings(BaseSettings):
 
     # Ingest
     dedup_capacity: int = 1_000_000
-    max_future_skew_seconds: float = 86_400.0
+    max_future_skew_seconds: float = 300.0  # SPEC §7: a small skew ahead of the wall clock
     max_past_days: int = 3650
 
     # Sinks and the event-time clock
@@ -106,10 +113,15 @@ class Settings(BaseSettings):
     stall_reread_seconds: float = 2.5
     idle_grace_seconds: float = 0.5
 
-    # Observability: the worker's HTTP endpoint (/healthz, /readyz, /metrics, /status, /query).
-    # Port 0 picks a free port (written to the address file beside an embedded database).
+    # Observability: the worker's HTTP endpoint (/healthz, /readyz, /metrics open; /status and
+    # /reads/* with the bearer token). Port 0 picks a free port (written to the address file in
+    # the worker's private directory beside an embedded database).
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # The bearer token of /status and /reads/* (at least 32 characters). Unset: the worker makes
+    # one and keeps it in its private directory, where the commands of the same user read it.
+    web_token: SecretStr | None = None
+    web_token_file: Path | None = None
     # /readyz says "not ready" while any assigned partition is more messages behind than this.
     ready_max_lag: int = 1000
     # "text" (default) or "json": one JSON object per log line.
@@ -117,10 +129,17 @@ class Settings(BaseSettings):
 
     # Alert delivery
     webhook_url: str | None = None
-    webhook_timeout_seconds: float = 5.0
-    webhook_max_attempts: int = 5
+    # Overall deadline of one delivery attempt: connect, upload, status and response body.
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=5, ge=1)
+    # Plain http:// beyond loopback: a warning at start, or with this on, a refusal to start.
+    webhook_require_tls: bool = False
+    # At most this much of a response body is read; past it the connection is dropped.
+    webhook_max_response_bytes: int = Field(default=65_536, ge=0)
+    # Alerts delivered at once: a receiver slow on one alert holds one sender, not the rest.
+    webhook_concurrency: int = Field(default=4, ge=1, le=64)
 
-    @field_validator("clickhouse_password_file")
+    @field_validator("clickhouse_password_file", "kafka_sasl_password_file", "web_token_file")
     @classmethod
     def _password_file_readable(cls, path: Path | None) -> Path | None:
         if path is not None and not Path(path).is_file():
@@ -133,6 +152,11 @@ class Settings(BaseSettings):
         if self.clickhouse_password is None and self.clickhouse_password_file is not None:
             text = Path(self.clickhouse_password_file).read_text().rstrip("\r\n")
             self.clickhouse_password = SecretStr(text)
+        if self.kafka_sasl_password is None and self.kafka_sasl_password_file is not None:
+            text = Path(self.kafka_sasl_password_file).read_text().rstrip("\r\n")
+            self.kafka_sasl_password = SecretStr(text)
+        if self.web_token is None and self.web_token_file is not None:
+            self.web_token = SecretStr(Path(self.web_token_file).read_text().strip())
         return self
 
     @cached_property

@@ -167,7 +167,7 @@ def build_app(
         store="memory://",
         topic_partitions=settings.clean_partitions,
         topic_replication_factor=1,
-        # /healthz, /readyz, /metrics, /status, /query (streams/web.py); Faust's own table and
+        # /healthz, /readyz, /metrics, /status, /reads/* (streams/web.py); Faust's own table and
         # router pages stay off: they would serve state (pseudonyms) to anyone who asks.
         # (run_worker turns port 0 into a free port; -1, or 0 left unresolved, means no endpoint.)
         web_enabled=settings.web_port > 0,

@@ -1,15 +1,25 @@
 """The worker's HTTP endpoint (Faust's own web server): probes, metrics, status, and reads.
 
+Open to anyone who can reach the port (they hold no patient data):
+
 - ``GET /healthz``: 200 while the event loop answers (liveness);
 - ``GET /readyz``: 200 when state is recovered, the consumer is caught up (within
   ``PORTAL_PULSE_READY_MAX_LAG`` messages) and ClickHouse answers; 503 with the reasons otherwise;
-- ``GET /metrics``: Prometheus text format (``portal_pulse.metrics``);
-- ``GET /status``: the one-screen summary ``portal-pulse status`` prints;
-- ``POST /query``: one read-only ``SELECT`` against the worker's ClickHouse, so ``alerts``,
-  ``followups`` and ``dashboard`` work on the embedded database while the worker holds it.
+- ``GET /metrics``: Prometheus text format (``portal_pulse.metrics``).
 
-The worker writes its address beside an embedded database (``<path>.worker.json``), so those
-commands find it by themselves. Faust's table and router pages stay off: they would expose state.
+With the bearer token only (``Authorization: Bearer <token>``, else 401):
+
+- ``GET /status``: the one-screen summary ``portal-pulse status`` prints;
+- ``GET /reads/<name>?…``: one method of the reports' read model
+  (``portal_pulse.reports.reads``), with typed parameters, so ``alerts``, ``followups`` and
+  ``dashboard`` work on the embedded database while the worker holds it. The worker runs its
+  own SQL with ``readonly=1``; no endpoint takes SQL, a path or a URL, and none reads a request
+  body.
+
+The token is ``PORTAL_PULSE_WEB_TOKEN`` (or ``_FILE``); without one the worker makes one and
+keeps it in its private directory (``sinks.remote.runtime_dir``: ``<chdb path>.worker/``), where
+it also writes its address (``address.json``), so the commands of the same user find both.
+Faust's table and router pages stay off: they would expose state.
 """
 
 from __future__ import annotations
@@ -24,27 +34,53 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from portal_pulse.errors import UserError
 from portal_pulse.metrics import PipelineMetrics
-from sinks.remote import decode_parameters, encode_rows, is_single_select
+from portal_pulse.reports.reads import ENDPOINTS, READ_ONLY, LocalReads, path_of
+from sinks.remote import (
+    ADDRESS_FILE,
+    answer,
+    bearer_ok,
+    make_private_dir,
+    read_address,
+    runtime_dir,
+    worker_token,
+    write_private,
+)
 from streams.app import Runtime
 from streams.health import WorkerHealth
 
-__all__ = ["address_file", "register", "web_url", "withdraw_address"]
+__all__ = ["address_dir", "register", "web_url", "withdraw_address"]
 
 logger = logging.getLogger(__name__)
 
+_JSON = "application/json"
 
-def address_file(dsn: str) -> Path | None:
-    """Where a worker holding the embedded database ``dsn`` writes its address."""
-    if not dsn.startswith("chdb://"):
-        return None
-    path = Path(dsn.removeprefix("chdb://"))
-    return path.with_name(path.name + ".worker.json")
+
+def address_dir(settings: Any) -> Path:
+    """The worker's private directory for these settings (its token and address)."""
+    return runtime_dir(settings.clickhouse_dsn, settings.data_dir)
 
 
 def register(app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> WorkerHealth:
     health = WorkerHealth(app, rt, metrics)
     settings = rt.settings
+    directory = address_dir(settings)
+    configured = settings.web_token.get_secret_value() if settings.web_token else None
+    token = worker_token(configured, directory)  # a UserError stops the start, in one line
+    reads = LocalReads(rt.clickhouse, READ_ONLY) if rt.clickhouse is not None else None
+
+    def refused(view: View, request: Request) -> Response | None:
+        """401 unless the request carries the token."""
+        if bearer_ok(request.headers.get("Authorization"), token):
+            return None
+        response = view.bytes(
+            b'{"error":"this endpoint needs the worker\'s bearer token"}',
+            content_type=_JSON,
+            status=401,
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="portal-pulse"'
+        return response
 
     @app.page("/healthz")
     class Healthz(View):
@@ -68,34 +104,38 @@ def register(app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> WorkerHea
     @app.page("/status")
     class Status(View):
         async def get(self, request: Request) -> Response:
+            denied = refused(self, request)
+            if denied is not None:
+                return denied
             await health.check_clickhouse()
             body = health.status()
-            body["open_alerts_by_kind"] = await _open_alerts(rt)
+            body["open_alerts_by_kind"] = await _open_alerts(rt, reads)
             return self.json(body)
 
-    @app.page("/query")
-    class Query(View):
-        async def post(self, request: Request) -> Response:
-            try:
-                spec = json.loads(await self.read_request_content(request))
-                sql = str(spec["sql"])
-                params = decode_parameters(dict(spec.get("parameters") or {}))
-            except (ValueError, KeyError, TypeError):
-                return self.json({"error": "expected JSON {sql, parameters}"}, status=400)
-            if rt.clickhouse is None:
-                return self.json({"error": "a process-role worker has no ClickHouse"}, status=404)
-            if not is_single_select(sql):
-                return self.json({"error": "only one SELECT statement is served"}, status=403)
-            loop = asyncio.get_running_loop()
-            try:
-                result = await loop.run_in_executor(
-                    rt.db_executor, lambda: rt.clickhouse.query(sql, parameters=params)
+    def read_view(name: str) -> type[View]:
+        class Read(View):
+            async def get(self, request: Request) -> Response:
+                denied = refused(self, request)
+                if denied is not None:
+                    return denied
+                if reads is None:
+                    return self.bytes(
+                        b'{"error":"a process-role worker has no ClickHouse"}',
+                        content_type=_JSON,
+                        status=404,
+                    )
+                query = list(request.query.items())
+                loop = asyncio.get_running_loop()
+                status, body = await loop.run_in_executor(
+                    rt.db_executor, answer, reads, name, query
                 )
-            except Exception as exc:  # the caller shows it as one line
-                return self.json({"error": f"{type(exc).__name__}: {exc}"[:500]}, status=422)
-            return self.json(
-                {"columns": list(result.column_names), "rows": encode_rows(result.result_rows)}
-            )
+                return self.bytes(body, content_type=_JSON, status=status)
+
+        Read.__name__ = Read.__qualname__ = "Read_" + name
+        return Read
+
+    for name in ENDPOINTS:
+        app.page(path_of(name), name=f"reads-{name}")(read_view(name))
 
     @app.timer(1.0, name="health")
     async def refresh() -> None:
@@ -107,28 +147,32 @@ def register(app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> WorkerHea
         elif any(v > settings.ready_max_lag for v in lag.values()):
             health.caught_up_logged = False
 
-    # Only a worker that holds the database says so (the process role never opens it).
-    where = address_file(settings.clickhouse_dsn) if rt.clickhouse is not None else None
+    # Only a worker that holds the database says where it is (the process role never opens it).
+    holds = rt.clickhouse is not None and settings.clickhouse_dsn.startswith("chdb://")
+    logger.info(
+        "HTTP /status and /reads need the bearer token %s",
+        "PORTAL_PULSE_WEB_TOKEN(_FILE)" if configured else f"in {directory / 'token'}",
+    )
 
     @app.task
     async def _announce() -> None:
         """Say where this worker answers (the web server is up when tasks start)."""
-        if where is not None:
-            where.parent.mkdir(parents=True, exist_ok=True)
-            tmp = where.with_name(where.name + ".tmp")
-            tmp.write_text(json.dumps({"url": web_url(settings), "pid": os.getpid()}))
-            tmp.replace(where)
+        if holds:
+            make_private_dir(directory)
+            address = {"url": web_url(settings), "pid": os.getpid()}
+            write_private(directory / ADDRESS_FILE, json.dumps(address))
 
     return health
 
 
 def withdraw_address(settings: Any) -> None:
-    """Remove this process's address file (at shutdown)."""
-    where = address_file(settings.clickhouse_dsn)
+    """Remove this process's address file (at shutdown); the token stays for the next start."""
+    directory = address_dir(settings)
     try:
-        if where is not None and json.loads(where.read_text()).get("pid") == os.getpid():
-            where.unlink()
-    except (OSError, ValueError):
+        address = read_address(directory)
+        if address is not None and address[1] == os.getpid():
+            (directory / ADDRESS_FILE).unlink()
+    except (OSError, UserError):  # shutting down: a foreign or vanished file is left alone
         pass
 
 
@@ -139,13 +183,11 @@ def web_url(settings: Any) -> str:
     return f"http://{host}:{settings.web_port}"
 
 
-async def _open_alerts(rt: Runtime) -> dict[str, int]:
-    if rt.clickhouse is None:
+async def _open_alerts(rt: Runtime, reads: LocalReads | None) -> dict[str, int]:
+    if reads is None:
         return {}
-    sql = "SELECT kind, count() FROM alerts FINAL WHERE resolved_at IS NULL GROUP BY kind"
     loop = asyncio.get_running_loop()
     try:
-        result = await loop.run_in_executor(rt.db_executor, rt.clickhouse.query, sql)
+        return await loop.run_in_executor(rt.db_executor, reads.open_alerts_by_kind)
     except Exception:
         return {}
-    return {kind: int(n) for kind, n in sorted(result.result_rows)}

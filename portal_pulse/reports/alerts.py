@@ -5,14 +5,24 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from portal_pulse.domain.records import ALERT_FIELDS
+from portal_pulse.reports.reads import ReadModel, reads_of
 
-__all__ = ["ALERT_FIELDS", "fetch_alerts", "format_alerts", "iso_z", "practice_ids"]
+__all__ = [
+    "ALERT_FIELDS",
+    "csv_safe",
+    "fetch_alerts",
+    "format_alerts",
+    "iso_z",
+    "practice_ids",
+    "to_csv",
+]
 
 
 def iso_z(at: datetime | None) -> str | None:
@@ -24,47 +34,38 @@ def iso_z(at: datetime | None) -> str | None:
 
 
 def fetch_alerts(
-    client: Client,
+    source: ReadModel | Client,
     *,
     practice: str | None = None,
     open_only: bool = False,
     kind: str | None = None,
     kind_prefix: str | None = None,
 ) -> list[dict[str, Any]]:
-    where, params = [], {}
-    if practice:
-        where.append("practice_id = {practice:String}")
-        params["practice"] = practice
-    if kind:
-        where.append("kind = {kind:String}")
-        params["kind"] = kind
-    if kind_prefix:
-        where.append("startsWith(kind, {prefix:String})")
-        params["prefix"] = kind_prefix
-    if open_only:
-        where.append("resolved_at IS NULL")
-    sql = (
-        f"SELECT {', '.join(ALERT_FIELDS)} FROM alerts FINAL"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + " ORDER BY due_at, alert_id"
+    """The alerts as users read them: instants as ISO-8601 UTC with ``Z``."""
+    rows = reads_of(source).alerts(
+        practice=practice, kind=kind, kind_prefix=kind_prefix, open_only=open_only
     )
-    result = client.query(sql, parameters=params)
-    rows = []
-    for values in result.result_rows:
-        row = dict(zip(ALERT_FIELDS, values, strict=True))
+    for row in rows:
         row["due_at"] = iso_z(row["due_at"])
         row["resolved_at"] = iso_z(row["resolved_at"])
-        rows.append(row)
     return rows
 
 
-def practice_ids(client: Client) -> list[str]:
+def practice_ids(source: ReadModel | Client) -> list[str]:
     """Practices the database knows: configured (``practices``) or seen in ``events``."""
-    result = client.query(
-        "SELECT practice_id FROM (SELECT practice_id FROM practices WHERE practice_id != 'default' "
-        "UNION DISTINCT SELECT DISTINCT practice_id FROM events) ORDER BY practice_id"
-    )
-    return [row[0] for row in result.result_rows]
+    return reads_of(source).practice_ids()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: one starting ``= + - @`` (or a tab or carriage
+    return) gets a leading ``'``, so Excel or LibreOffice never evaluates it as a formula.
+    Numbers are left alone (a negative number is a number, not a formula)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _cell(value: Any) -> str:
@@ -76,16 +77,26 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def to_csv(fields: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """CSV with a header, ``\n`` line ends, blanks for nulls and ``csv_safe`` cells. A cell with
+    a carriage return is quoted too (Python 3.11's writer quotes only the line terminator's
+    characters), so a stray CR cannot start a new row in a spreadsheet."""
+
+    def line(cells: Iterable[Any]) -> str:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\r\n").writerow(list(cells))
+        return out.getvalue()[:-2] + "\n"
+
+    body = [line(fields)]
+    body += [line("" if r.get(c) is None else csv_safe(r[c]) for c in fields) for r in rows]
+    return "".join(body)
+
+
 def format_alerts(rows: list[dict[str, Any]], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2) + "\n"
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(ALERT_FIELDS)
-        for row in rows:
-            writer.writerow(["" if row[c] is None else row[c] for c in ALERT_FIELDS])
-        return out.getvalue()
+        return to_csv(ALERT_FIELDS, rows)
     if not rows:
         return "no alerts\n"
     cols = (

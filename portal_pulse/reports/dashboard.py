@@ -32,7 +32,7 @@ from clickhouse_connect.driver.client import Client
 
 from portal_pulse.errors import EXIT_NO_DATA, EXIT_USAGE, UserError
 from portal_pulse.reports.local_time import format_local, practice_timezone
-from portal_pulse.reports.practice_month import query_practice_month
+from portal_pulse.reports.reads import ReadModel, reads_of
 
 __all__ = [
     "METRIC_KEYS",
@@ -70,7 +70,6 @@ RATE_KEYS = frozenset(
 )
 """Fractions 0..1 (phone_volume_change may go past either end); month-over-month in points."""
 
-VIEW = "monthly_portal_performance"
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _MONTH_NAMES = (
     "January", "February", "March", "April", "May", "June", "July", "August", "September",
@@ -136,33 +135,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _fetch(client: Client, practice: str, first: str, last: str) -> list[dict[str, Any]]:
+def _fetch(reads: ReadModel, practice: str, first: str, last: str) -> list[dict[str, Any]]:
     columns = ("practice_id", "month", *METRIC_KEYS)
-    result = client.query(
-        f"SELECT {', '.join(columns)} FROM {VIEW} "
-        "WHERE practice_id = {practice:String} "
-        "AND month >= {first:String} AND month <= {last:String} ORDER BY month",
-        parameters={"practice": practice, "first": first, "last": last},
-    )
-    return [{c: _clean(v) for c, v in zip(columns, row, strict=True)} for row in result.result_rows]
+    return [{c: _clean(row[c]) for c in columns} for row in reads.months(practice, first, last)]
 
 
 _KNOWN_PRACTICES_SHOWN = 10
 
 
-def _why_no_row(client: Client, practice: str, month: str) -> str:
+def _why_no_row(reads: ReadModel, practice: str, month: str) -> str:
     """Why the view has no row: the practice is unknown, or that month has no events."""
-    seen = client.query(
-        "SELECT count() FROM events WHERE practice_id = {p:String}", parameters={"p": practice}
-    ).result_rows[0][0]
-    if not seen:
-        known = [
-            row[0]
-            for row in client.query(
-                "SELECT DISTINCT practice_id FROM events ORDER BY practice_id"
-                f" LIMIT {_KNOWN_PRACTICES_SHOWN + 1}"
-            ).result_rows
-        ]
+    span = reads.month_span(practice)
+    if not span.events:
+        known = reads.practices_with_events(_KNOWN_PRACTICES_SHOWN + 1)
         if not known:
             return f"no data for practice {practice!r}: the database holds no events yet"
         more = ", …" if len(known) > _KNOWN_PRACTICES_SHOWN else ""
@@ -172,38 +157,38 @@ def _why_no_row(client: Client, practice: str, month: str) -> str:
             + more
             + ")"
         )
-    first, last = client.query(
-        f"SELECT min(month), max(month) FROM {VIEW} WHERE practice_id = {{p:String}}",
-        parameters={"p": practice},
-    ).result_rows[0]
+    first, last = span.first, span.last
     if not first or not last:
-        span = "no month yet"
+        months = "no month yet"
     elif first == last:
-        span = f"{month_label(first)} only"
+        months = f"{month_label(first)} only"
     else:
-        span = f"{month_label(first)} to {month_label(last)}"
-    return f"practice {practice} has no data for {month_label(month)} (it has data for {span})"
+        months = f"{month_label(first)} to {month_label(last)}"
+    return f"practice {practice} has no data for {month_label(month)} (it has data for {months})"
 
 
-def fetch_month(client: Client, practice: str, month: str) -> dict[str, Any]:
+def fetch_month(source: ReadModel | Client, practice: str, month: str) -> dict[str, Any]:
     """practice_id, month and every SPEC §4 key (numbers, or None where undefined): the view's
     row, from a query written for one month (``practice_month``), about twice as fast.
 
     ``MonthNotFound`` (a ``UserError``) says whether the practice is unknown or the month empty.
     """
     _check_month(month)
-    row = query_practice_month(client, practice, month)
+    reads = reads_of(source)
+    row = reads.practice_month(practice, month)
     if row is None:
-        raise MonthNotFound(_why_no_row(client, practice, month))
+        raise MonthNotFound(_why_no_row(reads, practice, month))
     columns = ("practice_id", "month", *METRIC_KEYS)
     return {c: _clean(row[c]) for c in columns}
 
 
-def fetch_trailing(client: Client, practice: str, month: str, n: int = 12) -> list[dict[str, Any]]:
+def fetch_trailing(
+    source: ReadModel | Client, practice: str, month: str, n: int = 12
+) -> list[dict[str, Any]]:
     """The months (oldest first) among the ``n`` ending at ``month`` that have data."""
     if n < 1:
         raise ValueError("n must be >= 1")
-    return _fetch(client, practice, previous_month(month, n - 1), month)
+    return _fetch(reads_of(source), practice, previous_month(month, n - 1), month)
 
 
 # -- formatting ------------------------------------------------------------------------------------
@@ -939,7 +924,7 @@ def render_html(
 
 
 def text_report(
-    client: Client,
+    source: ReadModel | Client,
     practice: str,
     month: str,
     *,
@@ -951,19 +936,20 @@ def text_report(
     The footer names ``generated_at`` (default: now) and the practice's zone (``timezone`` if a
     zone name, else looked up, a callable ``timezone`` being the fallback).
     """
-    current = fetch_month(client, practice, month)
+    reads = reads_of(source)
+    current = fetch_month(reads, practice, month)
     try:
-        previous = fetch_month(client, practice, previous_month(month))
+        previous = fetch_month(reads, practice, previous_month(month))
     except MonthNotFound:
         previous = None
-    zone = timezone if isinstance(timezone, str) else practice_timezone(client, practice, timezone)
+    zone = timezone if isinstance(timezone, str) else practice_timezone(reads, practice, timezone)
     return render_text(
         current, previous, timezone=zone, generated_at=generated_at or datetime.now(UTC)
     )
 
 
 def dashboard_command(
-    client: Client,
+    source: ReadModel | Client,
     practice: str,
     month: str,
     fmt: str,
@@ -974,18 +960,19 @@ def dashboard_command(
 ) -> str:
     """What ``portal-pulse dashboard`` prints; ``UserError`` for a bad month or one without data."""
     check_month(month)
-    current = fetch_month(client, practice, month)
+    reads = reads_of(source)
+    current = fetch_month(reads, practice, month)
     if fmt == "json":
         return render_json(current)
     if fmt == "html":
         zone = (
-            timezone if isinstance(timezone, str) else practice_timezone(client, practice, timezone)
+            timezone if isinstance(timezone, str) else practice_timezone(reads, practice, timezone)
         )
         return render_html(
-            fetch_trailing(client, practice, month, months),
+            fetch_trailing(reads, practice, month, months),
             timezone=zone,
             generated_at=generated_at,
         )
     if fmt == "text":
-        return text_report(client, practice, month, timezone=timezone, generated_at=generated_at)
+        return text_report(reads, practice, month, timezone=timezone, generated_at=generated_at)
     raise UserError(f"unknown format {fmt!r}: use text, json or html")

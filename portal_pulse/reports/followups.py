@@ -33,8 +33,9 @@ from clickhouse_connect.driver.client import Client
 
 from portal_pulse.domain.followups import FOLLOWUP_KINDS
 from portal_pulse.errors import EXIT_NO_DATA, UserError
-from portal_pulse.reports.alerts import ALERT_FIELDS, fetch_alerts, iso_z
+from portal_pulse.reports.alerts import ALERT_FIELDS, fetch_alerts, iso_z, to_csv
 from portal_pulse.reports.local_time import format_local, practice_timezone, to_local
+from portal_pulse.reports.reads import ReadModel, reads_of
 
 __all__ = [
     "FOLLOWUP_FIELDS",
@@ -65,35 +66,18 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def _last_seen(client: Client, practice: str) -> datetime | None:
-    """The later of the practice's newest event and newest alert update; None without data."""
-    result = client.query(
-        "SELECT (SELECT maxOrNull(occurred_at) FROM events WHERE practice_id = {p:String}),"
-        " (SELECT maxOrNull(updated_at) FROM alerts WHERE practice_id = {p:String})",
-        parameters={"p": practice},
-    )
-    seen = [_utc(v) for v in result.result_rows[0] if v is not None]
-    return max(seen) if seen else None
-
-
-def data_clock(client: Client, practice: str) -> datetime:
+def data_clock(source: ReadModel | Client, practice: str) -> datetime:
     """The practice's data clock (see the module docstring), else the wall clock."""
-    return _last_seen(client, practice) or datetime.now(UTC)
+    return reads_of(source).last_seen(practice) or datetime.now(UTC)
 
 
-def check_practice(client: Client, practice: str) -> datetime:
+def check_practice(source: ReadModel | Client, practice: str) -> datetime:
     """The practice's data clock; a ``UserError`` naming the known practices if it has no data."""
-    seen = _last_seen(client, practice)
+    reads = reads_of(source)
+    seen = reads.last_seen(practice)
     if seen is not None:
         return seen
-    known = [
-        row[0]
-        for row in client.query(
-            "SELECT practice_id FROM (SELECT DISTINCT practice_id FROM events"
-            " UNION DISTINCT SELECT DISTINCT practice_id FROM alerts)"
-            f" ORDER BY practice_id LIMIT {_KNOWN_PRACTICES_SHOWN + 1}"
-        ).result_rows
-    ]
+    known = reads.practices_with_data(_KNOWN_PRACTICES_SHOWN + 1)
     if not known:
         hint = "the database holds no events or alerts yet"
     else:
@@ -139,7 +123,7 @@ def _kind_rank(kind: str) -> tuple[int, str]:
 
 
 def fetch_followups(
-    client: Client,
+    source: ReadModel | Client,
     practice: str,
     now: datetime | None = None,
     *,
@@ -153,8 +137,9 @@ def fetch_followups(
     """
     if now is not None and now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    clock = _utc(now) if now is not None else data_clock(client, practice)
-    rows = fetch_alerts(client, practice=practice, open_only=True, kind_prefix=KIND_PREFIX)
+    reads = reads_of(source)
+    clock = _utc(now) if now is not None else data_clock(reads, practice)
+    rows = fetch_alerts(reads, practice=practice, open_only=True, kind_prefix=KIND_PREFIX)
     if kinds:
         rows = [r for r in rows if r["kind"] in kinds]
     for row in rows:
@@ -357,12 +342,7 @@ def _table(rows: list[dict[str, Any]], ctx: _Context) -> str:
 
 
 def _csv(rows: list[dict[str, Any]], fields: Sequence[str]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in fields})
-    return out.getvalue()
+    return to_csv(fields, rows)
 
 
 def format_followups(
@@ -390,7 +370,7 @@ def format_followups(
 
 
 def followups_command(
-    client: Client,
+    source: ReadModel | Client,
     practice: str,
     fmt: str,
     now: datetime | None = None,
@@ -408,10 +388,11 @@ def followups_command(
     """
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
-    seen = check_practice(client, practice)
+    reads = reads_of(source)
+    seen = check_practice(reads, practice)
     clock = _utc(now) if now is not None else seen
-    zone = timezone if isinstance(timezone, str) else practice_timezone(client, practice, timezone)
-    rows = fetch_followups(client, practice, clock, kinds=kinds, timezone=zone)
+    zone = timezone if isinstance(timezone, str) else practice_timezone(reads, practice, timezone)
+    rows = fetch_followups(reads, practice, clock, kinds=kinds, timezone=zone)
     counts = dict(Counter(r["kind"] for r in rows))
     total = len(rows)
     matched = attach_roster(rows, roster) if roster is not None else 0

@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from clickhouse_connect.driver.client import Client
 
 from portal_pulse.domain.practices import BUILTIN_DEFAULTS
+
+if TYPE_CHECKING:
+    from portal_pulse.reports.reads import ReadModel
 
 __all__ = [
     "LOCAL_DAYS_FIRST",
@@ -58,7 +62,7 @@ def local_midnights(
 
 
 def practice_timezone(
-    client: Client, practice_id: str, fallback: str | Callable[[], str] | None = None
+    source: ReadModel | Client, practice_id: str, fallback: str | Callable[[], str] | None = None
 ) -> str:
     """The practice's IANA zone as the metrics views see it: its ``practices`` row, else the
     ``default`` row, else ``fallback`` (the configured practices file; a callable is only called
@@ -67,13 +71,9 @@ def practice_timezone(
     The worker writes these rows when it starts and ``replay`` when it finishes
     (``practices_sync``), so reports show times in the same zone the monthly figures are cut in.
     """
-    rows = client.query(
-        "SELECT practice_id, timezone FROM practices FINAL"
-        " WHERE practice_id IN ({p:String}, 'default')",
-        parameters={"p": practice_id},
-    ).result_rows
-    zones = {pid: zone for pid, zone in rows if zone}
-    zone = zones.get(practice_id) or zones.get("default")
+    from portal_pulse.reports.reads import reads_of
+
+    zone = reads_of(source).practice_zone(practice_id)
     if not zone and fallback is not None:
         zone = fallback() if callable(fallback) else fallback
     return zone or str(BUILTIN_DEFAULTS["timezone"])

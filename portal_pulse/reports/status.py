@@ -2,32 +2,49 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from portal_pulse.errors import EXIT_UNREACHABLE, UserError
 
-__all__ = ["fetch_status", "render_status", "worker_url"]
+__all__ = ["fetch_status", "render_status", "status_token", "worker_url"]
 
 
-def worker_url(explicit: str | None, address: Path | None, default: str) -> str:
-    """--worker, else the address a worker left beside the embedded database, else settings."""
+def worker_url(explicit: str | None, directory: Path | None, default: str) -> str:
+    """--worker, else the address a worker left in its private directory, else settings."""
+    from sinks.remote import read_address
+
     if explicit:
         return explicit.rstrip("/")
-    if address is not None and address.exists():
-        try:
-            return str(json.loads(address.read_text())["url"])
-        except (OSError, ValueError, KeyError):
-            pass
-    return default
+    address = read_address(directory) if directory is not None else None
+    return address[0] if address is not None else default
 
 
-def fetch_status(url: str, timeout: float = 10.0) -> dict[str, Any]:
+def status_token(configured: str | None, directory: Path | None, url: str) -> str | None:
+    """The token to send: the configured one, else the worker's own from its private
+    directory, but only to a worker on this host (loopback), never to a URL elsewhere."""
+    from sinks.remote import local_token
+
+    if configured:
+        return configured
+    host = urlparse(url).hostname or ""
+    if directory is None or host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return local_token(None, directory)
+
+
+def fetch_status(url: str, token: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
     import httpx
 
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(f"{url}/status", timeout=timeout)
+        response = httpx.get(f"{url}/status", headers=headers, timeout=timeout)
+        if response.status_code == 401:
+            raise UserError(
+                f"the worker at {url} wants its token: set PORTAL_PULSE_WEB_TOKEN or "
+                "PORTAL_PULSE_WEB_TOKEN_FILE to the worker's token"
+            )
         response.raise_for_status()
         return dict(response.json())
     except (httpx.HTTPError, ValueError) as exc:

@@ -1,4 +1,5 @@
-"""``alerts`` output: rounded numbers in the table, the same rows in json and csv."""
+"""``alerts`` output: rounded numbers in the table, the same rows in json and csv, and CSV cells
+that a spreadsheet would run as a formula neutralised with a leading quote."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import csv
 import io
 import json
 
-from portal_pulse.reports.alerts import ALERT_FIELDS, format_alerts
+import pytest
+
+from portal_pulse.reports.alerts import ALERT_FIELDS, csv_safe, format_alerts
+from portal_pulse.reports.followups import Roster
 
 ROWS = [
     dict(zip(ALERT_FIELDS, values, strict=True))
@@ -33,3 +37,34 @@ def test_csv_and_json_carry_the_same_rows() -> None:
     assert float(parsed[0]["response_business_minutes"]) == ROWS[0]["response_business_minutes"]
     assert json.loads(format_alerts(ROWS, "json")) == ROWS
     assert format_alerts([], "csv") == ",".join(ALERT_FIELDS) + "\n"
+
+
+@pytest.mark.parametrize(
+    "cell", ["=1+1", "+1", "-1+cmd", "@SUM(A1)", "\t=1", "\r=1", '=HYPERLINK("http://x")']
+)
+def test_csv_cells_a_spreadsheet_would_evaluate_are_quoted_as_text(cell: str) -> None:
+    assert csv_safe(cell) == "'" + cell
+    rows = [{**ROWS[1], "subject_id": cell, "staff_pool": cell}]
+    parsed = list(csv.DictReader(io.StringIO(format_alerts(rows, "csv"), newline="")))
+    assert parsed[0]["subject_id"] == parsed[0]["staff_pool"] == "'" + cell
+    assert json.loads(format_alerts(rows, "json"))[0]["subject_id"] == cell  # JSON as it is
+
+
+@pytest.mark.parametrize("value", ["P001", "a=b", "", "'quoted", 720.43, -5, None])
+def test_other_csv_cells_stay_as_they_are(value: object) -> None:
+    assert csv_safe(value) == value
+
+
+def test_followups_csv_quotes_roster_cells_too() -> None:
+    from portal_pulse.reports.followups import FOLLOWUP_FIELDS, format_followups
+
+    row = dict.fromkeys(FOLLOWUP_FIELDS)
+    row.update(kind="enrollment.dormant", patient_pseudonym="ab", days_overdue=1.5)
+    row.update(
+        due_at="2026-01-09T10:00:00.000Z", patient_id="=cmd|' /C calc'!A0", phone="+15551234"
+    )
+    roster = Roster(("phone",), {}, 0)
+    parsed = list(csv.DictReader(io.StringIO(format_followups([row], "csv", roster=roster))))
+    assert parsed[0]["patient_id"] == "'=cmd|' /C calc'!A0"
+    assert parsed[0]["phone"] == "'+15551234"
+    assert parsed[0]["days_overdue"] == "1.5"

@@ -260,7 +260,7 @@ def test_unknown_format_is_an_error() -> None:
 
 # -- the roster ------------------------------------------------------------------------------------
 
-KEY = b"unit-test-key-not-a-secret"
+KEY = b"unit-test-key-not-a-secret-32-bytes"
 PSEUDONYMIZE = Pseudonymizer(KEY)
 
 

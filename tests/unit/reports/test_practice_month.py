@@ -14,13 +14,11 @@ from clickhouse_connect.driver.client import Client
 
 from portal_pulse.reports.dashboard import MonthNotFound, fetch_month
 from portal_pulse.reports.practice_month import (
-    PRACTICE_MONTH_SQL,
     _low_int64,
     _ratio,
     practice_month_parameters,
     query_practice_month,
 )
-from sinks.remote import is_single_select
 
 
 def test_parameters_of_a_month() -> None:
@@ -60,9 +58,3 @@ def test_practice_ids_are_quoted(chdb_client: Client, practice: str) -> None:
     assert query_practice_month(chdb_client, practice, "2026-01") is None
     with pytest.raises(MonthNotFound):
         fetch_month(chdb_client, practice, "2026-01")
-
-
-def test_the_query_is_one_statement_a_worker_serves() -> None:
-    """While a worker holds the embedded database, `portal-pulse dashboard` reads through its
-    /query endpoint, which refuses anything but one SELECT (a ';' in a comment included)."""
-    assert is_single_select(PRACTICE_MONTH_SQL)

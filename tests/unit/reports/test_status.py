@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from portal_pulse.reports.status import render_status, worker_url
+import pytest
+
+from portal_pulse.errors import UserError
+from portal_pulse.reports.status import render_status, status_token, worker_url
+from sinks.remote import ADDRESS_FILE, make_private_dir, worker_token, write_private
 
 STATUS = {
     "ready": False,
@@ -34,10 +38,26 @@ def test_the_screen_says_why_not_ready_and_what_is_behind() -> None:
     assert "open alerts: sla.breached 2" in text and "last error: none" in text
 
 
-def test_the_worker_is_found_by_option_then_address_file_then_settings(tmp_path: Path) -> None:
-    address = tmp_path / "chdb.worker.json"
+def test_the_worker_is_found_by_option_then_its_private_directory_then_settings(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "chdb.worker"
     default = "http://127.0.0.1:6066"
-    assert worker_url(None, address, default) == default
-    address.write_text(json.dumps({"url": "http://127.0.0.1:40001", "pid": 1}))
-    assert worker_url(None, address, default) == "http://127.0.0.1:40001"
-    assert worker_url("http://w:6066/", address, default) == "http://w:6066"
+    assert worker_url(None, directory, default) == default
+    make_private_dir(directory)
+    write_private(directory / ADDRESS_FILE, json.dumps({"url": "http://127.0.0.1:40001", "pid": 1}))
+    assert worker_url(None, directory, default) == "http://127.0.0.1:40001"
+    assert worker_url("http://w:6066/", directory, default) == "http://w:6066"
+    (directory / ADDRESS_FILE).chmod(0o644)
+    with pytest.raises(UserError, match="has mode 0644, not 0600"):
+        worker_url(None, directory, default)
+
+
+def test_the_workers_own_token_goes_to_a_worker_on_this_host_only(tmp_path: Path) -> None:
+    directory = tmp_path / "chdb.worker"
+    token = worker_token(None, directory)
+    assert status_token(None, directory, "http://127.0.0.1:6066") == token
+    assert status_token(None, directory, "http://[::1]:6066") == token
+    assert status_token(None, directory, "http://elsewhere.example:6066") is None
+    assert status_token("x" * 32, directory, "http://elsewhere.example:6066") == "x" * 32
+    assert status_token(None, tmp_path / "absent", "http://127.0.0.1:6066") is None
