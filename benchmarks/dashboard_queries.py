@@ -84,7 +84,7 @@ def dashboard_view(name: str) -> Iterator[None]:
 
 
 def load(client: Client, path: Path, args: argparse.Namespace) -> None:
-    os.environ.setdefault("PORTAL_PULSE_PSEUDONYM_KEY", "benchmark-key")
+    os.environ.setdefault("PORTAL_PULSE_PSEUDONYM_KEY", "benchmark-key-not-a-secret-32-bytes")
     # A simulated year may run past today: accept it for this data set.
     os.environ.setdefault("PORTAL_PULSE_MAX_FUTURE_SKEW_SECONDS", str(400 * 86400))
     recording = path.parent / f"dashboard-{args.practices}x{args.patients}x{args.months}.jsonl"

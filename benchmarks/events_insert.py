@@ -46,7 +46,7 @@ from sinks.rows import EVENT_SOURCE_COLUMNS, TABLES, event_row  # noqa: E402
 def clean_rows(path: Path, limit: int) -> list[list]:
     ingestor = Ingestor(
         get_codec("RawEvent"),
-        Pseudonymizer(b"benchmark-key"),
+        Pseudonymizer(b"benchmark-key-not-a-secret-32-bytes"),
         dedup_capacity=limit * 2,
         bounds=bounds_from(365 * 86400, 36500),  # a recording: no event is too old or early
     )

@@ -384,7 +384,7 @@ def main() -> None:
                     "PORTAL_PULSE_APP_ID": f"benchroles-{tag}",
                     "PORTAL_PULSE_CLICKHOUSE_URL": f"chdb://{work / 'chdb'}",
                     "PORTAL_PULSE_PSEUDONYM_KEY": base_env.get(
-                        "PORTAL_PULSE_PSEUDONYM_KEY", "benchmark-key"
+                        "PORTAL_PULSE_PSEUDONYM_KEY", "benchmark-key-not-a-secret-32-bytes"
                     ),
                     "PORTAL_PULSE_DEDUP_CAPACITY": "2000000",
                 }

@@ -139,7 +139,9 @@ def main() -> None:
         "PORTAL_PULSE_TOPIC_PREFIX": f"bench{run}",
         "PORTAL_PULSE_APP_ID": f"bench-{run}",
         "PORTAL_PULSE_CLICKHOUSE_URL": f"chdb://{work / ('chdb-' + run)}",
-        "PORTAL_PULSE_PSEUDONYM_KEY": os.environ.get("PORTAL_PULSE_PSEUDONYM_KEY", "benchmark-key"),
+        "PORTAL_PULSE_PSEUDONYM_KEY": os.environ.get(
+            "PORTAL_PULSE_PSEUDONYM_KEY", "benchmark-key-not-a-secret-32-bytes"
+        ),
         "PORTAL_PULSE_DEDUP_CAPACITY": "2000000",
     }
     os.environ.update(env)

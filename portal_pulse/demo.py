@@ -10,23 +10,40 @@ import time
 from datetime import date
 from pathlib import Path
 
-__all__ = ["run_demo"]
+from portal_pulse.errors import UserError
+
+__all__ = ["ensure_demo_key", "run_demo"]
 
 
-def _ensure_demo_key(data_dir: Path) -> None:
+def ensure_demo_key(data_dir: Path) -> Path | None:
+    """A throw-away pseudonym key for the demo, unless a key is configured; its path.
+
+    The file is created owner-only (0600) in the same call that creates it, never chmod-ed
+    afterwards, so no other user can read it in between; a symlink in its place is refused.
+    """
     if os.environ.get("PORTAL_PULSE_PSEUDONYM_KEY") or os.environ.get(
         "PORTAL_PULSE_PSEUDONYM_KEY_FILE"
     ):
-        return
+        return None
     key_file = data_dir / "demo-pseudonym.key"
-    if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(secrets.token_hex(32))
-        key_file.chmod(0o600)
+    key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(key_file, flags, 0o600)
+    except FileExistsError:  # a key from an earlier demo: its pseudonyms stay comparable
+        if key_file.is_symlink() or not key_file.is_file():
+            raise UserError(
+                f"{key_file} is not a regular file: remove it, or set "
+                "PORTAL_PULSE_PSEUDONYM_KEY_FILE to a key of your own"
+            ) from None
+    else:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(secrets.token_hex(32))  # 64 bytes: SPEC §9 asks for at least 32
     os.environ["PORTAL_PULSE_PSEUDONYM_KEY_FILE"] = str(key_file.resolve())
     print(
         f"[demo] no pseudonym key configured: using a demo key in {key_file} (set PORTAL_PULSE_PSEUDONYM_KEY for real data)"
     )
+    return key_file
 
 
 def _write_practices(spec: object, path: Path) -> Path:
@@ -53,7 +70,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if demo_dir.exists():
         shutil.rmtree(demo_dir)
     demo_dir.mkdir(parents=True)
-    _ensure_demo_key(base.data_dir)
+    ensure_demo_key(base.data_dir)
     run_id = time.strftime("%Y%m%d%H%M%S")
     spec = SimulationSpec(
         practices=args.practices,

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from itertools import accumulate
 from typing import Any
 
@@ -34,7 +35,13 @@ from schemas.serializer import (
     SerializationError,
     record_to_flat,
 )
-from schemas.validation import InvalidEvent, TimeBounds, bounded, validate_event
+from schemas.validation import (
+    InvalidEvent,
+    TimeBounds,
+    bounded,
+    is_practice_id,
+    validate_event,
+)
 
 __all__ = [
     "MAX_CARRIED_ID_LENGTH",
@@ -43,6 +50,9 @@ __all__ = [
     "Deduplicator",
     "Ingestor",
     "Rejected",
+    "Remembered",
+    "Verdict",
+    "fingerprint",
     "pseudonymize",
 ]
 
@@ -82,7 +92,9 @@ class Rejected:
     def __post_init__(self) -> None:
         object.__setattr__(self, "detail", bounded(self.detail))
         object.__setattr__(self, "event_id", _carried_id(self.event_id))
-        object.__setattr__(self, "practice_id", _carried_id(self.practice_id))
+        # Only a valid one: it is a ClickHouse column a dashboard may list.
+        practice_id = self.practice_id if is_practice_id(self.practice_id) else None
+        object.__setattr__(self, "practice_id", practice_id)
 
     def dead_letter(
         self, raw: bytes, topic: str, partition: int, offset: int, received_at: datetime
@@ -106,47 +118,129 @@ class Rejected:
         }
 
 
-class Deduplicator:
-    """Bounded memory of recent event ids (LRU): a duplicate within ``capacity`` ids is dropped.
+class Verdict(StrEnum):
+    """What the de-duplication memory says of an event."""
 
-    The worker persists it: ``on_add``/``on_evict`` write each id (with the input partition it
-    came from) to a compacted changelog, and ``restore`` seeds it again after a restart. Anything
-    older that comes again is caught downstream: ClickHouse tables replace on their keys and the
+    NEW = "new"
+    DUPLICATE = "duplicate"  # the same (practice_id, event_id) with the same content
+    CONFLICT = "conflict"  # the same (practice_id, event_id) with other content
+
+
+_SEP = ":"  # between practice_id and event_id in a memory key; a practice id never holds it
+_PARTITION_BITS = 32  # a Kafka partition is an int32: the low bits of a packed value
+_PARTITION_MASK = (1 << _PARTITION_BITS) - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def fingerprint(event: CleanEvent) -> int:
+    """64 bits of BLAKE2b over what an event says, beyond its ids: equal for the same event
+    however it was encoded (JSON or Avro, any UTC offset; stored to the millisecond).
+
+    It is taken of the pseudonymized event, so the memory and its changelog hold no unkeyed
+    hash of a patient id (one could be reversed by hashing candidate MRNs).
+    """
+    millis = (event.occurred_at - _EPOCH) // _MILLISECOND
+    canonical = json.dumps(
+        [event.event_type, millis, event.patient_pseudonym, event.details],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    digest = hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Deduplicator:
+    """Bounded memory (LRU) of recent (practice_id, event_id) pairs and a fingerprint of each.
+
+    SPEC §2: an id is unique within its practice, so one practice reusing another's ids changes
+    nothing for it. A repeat within ``capacity`` pairs is a duplicate when its fingerprint
+    matches, a conflict otherwise (the caller dead-letters it; the first event stands).
+
+    An entry is one string key and one int (fingerprint and input partition packed), so the
+    memory costs about what it did when it held bare event ids.
+
+    The worker persists it: ``on_add``/``on_evict`` report each entry (with the input partition
+    it came from) for a compacted changelog, and ``restore`` seeds it again after a restart.
+    Entries restored from a changelog written before practices were part of the key carry no
+    practice and no fingerprint: a repeat of such an id is a duplicate whatever its practice,
+    as it was then, until the entry leaves the memory (they are evicted first). Anything older
+    that comes again is caught downstream: ClickHouse tables replace on their keys and the
     state machines ignore messages and replies they have already counted.
     """
 
     def __init__(
         self,
         capacity: int,
-        on_add: Callable[[str, int], None] | None = None,
-        on_evict: Callable[[str, int], None] | None = None,
+        on_add: Callable[[str, str, int, int], None] | None = None,
+        on_evict: Callable[[str | None, str, int], None] | None = None,
     ) -> None:
         self.capacity = capacity
         self.on_add = on_add
         self.on_evict = on_evict
         self._seen: OrderedDict[str, int] = OrderedDict()
+        self._legacy: OrderedDict[str, int] = OrderedDict()  # event_id → partition
 
-    def seen(self, event_id: str, partition: int = 0) -> bool:
-        if event_id in self._seen:
-            self._seen.move_to_end(event_id)
-            return True
-        self._seen[event_id] = partition
+    def check(self, practice_id: str, event_id: str, print_: int, partition: int = 0) -> Verdict:
+        """Remember the event if new; ``print_`` is its ``fingerprint``."""
+        key = practice_id + _SEP + event_id
+        packed = self._seen.get(key)
+        if packed is not None:
+            self._seen.move_to_end(key)
+            return Verdict.DUPLICATE if packed >> _PARTITION_BITS == print_ else Verdict.CONFLICT
+        if self._legacy and event_id in self._legacy:
+            self._legacy.move_to_end(event_id)
+            return Verdict.DUPLICATE
+        self._seen[key] = _pack(print_, partition)
         if self.on_add is not None:
-            self.on_add(event_id, partition)
-        if len(self._seen) > self.capacity:
-            evicted, where = self._seen.popitem(last=False)
-            if self.on_evict is not None:
-                self.on_evict(evicted, where)
-        return False
+            self.on_add(practice_id, event_id, partition, print_)
+        if len(self._seen) + len(self._legacy) > self.capacity:
+            self._evict_oldest()
+        return Verdict.NEW
 
-    def restore(self, items: Iterable[tuple[str, int]]) -> None:
-        """Seed remembered ids (order unknown after a restart; capacity still holds)."""
-        for event_id, partition in items:
-            if event_id not in self._seen and len(self._seen) < self.capacity:
-                self._seen[event_id] = partition
+    def _evict_oldest(self) -> None:
+        if self._legacy:
+            event_id, partition = self._legacy.popitem(last=False)
+            if self.on_evict is not None:
+                self.on_evict(None, event_id, partition)
+            return
+        key, packed = self._seen.popitem(last=False)
+        practice_id, _, event_id = key.partition(_SEP)
+        if self.on_evict is not None:
+            self.on_evict(practice_id, event_id, packed & _PARTITION_MASK)
+
+    def restore(self, entries: Iterable[Remembered]) -> None:
+        """Seed remembered entries (order unknown after a restart; capacity still holds)."""
+        for entry in entries:
+            if len(self) >= self.capacity:
+                return
+            if entry.practice_id is None or entry.fingerprint is None:
+                self._legacy.setdefault(entry.event_id, entry.partition)
+            else:
+                key = entry.practice_id + _SEP + entry.event_id
+                self._seen.setdefault(key, _pack(entry.fingerprint, entry.partition))
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._seen) + len(self._legacy)
+
+
+def _pack(print_: int, partition: int) -> int:
+    if not 0 <= partition <= _PARTITION_MASK:
+        raise ValueError(f"partition {partition} is not a Kafka partition number")
+    return print_ << _PARTITION_BITS | partition
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """One entry of the de-duplication memory as a changelog restores it; ``practice_id`` and
+    ``fingerprint`` are None for an entry written before they were part of it."""
+
+    practice_id: str | None
+    event_id: str
+    partition: int
+    fingerprint: int | None
 
 
 def pseudonymize(event: RawEvent, pseudonym: Pseudonymizer) -> CleanEvent:
@@ -327,12 +421,22 @@ class Ingestor:
                 return Rejected(exc.reason, exc.detail, exc.field, raw.event_id, raw.practice_id)
         return self._admit(raw, partition)
 
-    def _admit(self, raw: RawEvent, partition: int) -> CleanEvent | None:
-        if self.dedup.seen(raw.event_id, partition):
+    def _admit(self, raw: RawEvent, partition: int) -> CleanEvent | Rejected | None:
+        clean = pseudonymize(raw, self.pseudonym)
+        verdict = self.dedup.check(raw.practice_id, raw.event_id, fingerprint(clean), partition)
+        if verdict is Verdict.NEW:
+            return clean
+        if verdict is Verdict.DUPLICATE:
             self.duplicates += 1
             self.last_duplicate_at = raw.occurred_at
             return None
-        return pseudonymize(raw, self.pseudonym)
+        return Rejected(
+            "conflicting_duplicate",
+            "event_id was already used in this practice by an event with other content",
+            "event_id",
+            raw.event_id,
+            raw.practice_id,
+        )
 
     def ingest(
         self, data: bytes, now: datetime | None = None, partition: int = 0

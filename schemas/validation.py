@@ -21,10 +21,13 @@ from schemas.model import RawEvent
 __all__ = [
     "MAX_DETAIL_LENGTH",
     "MAX_IDENTIFIER_LENGTH",
+    "MAX_PRACTICE_ID_LENGTH",
+    "PRACTICE_ID_RULE",
     "InvalidEvent",
     "TimeBounds",
     "bounded",
     "is_identifier_field",
+    "is_practice_id",
     "parse_instant",
     "validate_event",
 ]
@@ -32,7 +35,17 @@ __all__ = [
 ENVELOPE = ("event_id", "event_type", "occurred_at", "practice_id", "patient_id")
 MAX_IDENTIFIER_LENGTH = 256  # ids become Kafka keys and ClickHouse keys: no room for a payload
 MAX_DETAIL_LENGTH = 300
+MAX_PRACTICE_ID_LENGTH = 64
+PRACTICE_ID_RULE = f"1 to {MAX_PRACTICE_ID_LENGTH} letters, digits, '.', '_' or '-'"
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+# SPEC §2. ASCII only: no look-alike letters, and never ':' (the pseudonym's separator, SPEC §9),
+# '|' (the clean key's), a quote or a space (a practice id ends up in SQL, YAML and log lines).
+_PRACTICE_ID = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_PRACTICE_ID_LENGTH}}}")
+
+
+def is_practice_id(value: object) -> bool:
+    """Whether ``value`` is a practice id SPEC §2 allows: events and the practices file alike."""
+    return isinstance(value, str) and _PRACTICE_ID.fullmatch(value) is not None
 
 
 def bounded(text: str, limit: int = MAX_DETAIL_LENGTH) -> str:
@@ -60,7 +73,7 @@ class InvalidEvent(ValueError):
 class TimeBounds:
     """How far from the wall clock an ``occurred_at`` may be before it is absurd."""
 
-    max_future: timedelta = timedelta(days=1)
+    max_future: timedelta = timedelta(minutes=5)  # SPEC §7's small skew
     max_past: timedelta = timedelta(days=3650)
 
     def check(self, at: datetime, now: datetime) -> None:
@@ -203,6 +216,10 @@ def validate_event(
     if now is not None:
         (bounds or TimeBounds()).check(occurred_at, now)
     practice_id = _required_string(obj, "practice_id")
+    if not is_practice_id(practice_id):
+        raise InvalidEvent(
+            "bad_practice_id", f"practice_id must be {PRACTICE_ID_RULE}", "practice_id"
+        )
     patient_id = _required_string(obj, "patient_id")
     details = {f.name: _check_field(f, obj) for f in spec.fields}
     _check_rules(event_type, details)

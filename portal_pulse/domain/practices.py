@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from portal_pulse.domain.calendar import BusinessCalendar, Interval
+from schemas.validation import PRACTICE_ID_RULE, is_practice_id
 
 __all__ = [
     "END_OF_BUSINESS_DAY",
@@ -395,6 +396,10 @@ class Practices:
             practice_id = str(raw_id)
             if practice_id == _DEFAULT_ID:
                 continue
+            if not is_practice_id(practice_id):  # the message shows it escaped (repr)
+                raise PracticeConfigError(
+                    practice_id, "<id>", f"not a practice id: use {PRACTICE_ID_RULE}"
+                )
             if practice_id in listed:
                 raise PracticeConfigError(practice_id, "<entry>", "practice listed twice")
             parser = _Parser(practice_id)

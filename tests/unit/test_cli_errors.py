@@ -25,7 +25,7 @@ from portal_pulse.cli import ALERT_KINDS, build_parser, main
 from portal_pulse.errors import EXIT_NO_DATA, EXIT_UNREACHABLE, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY = "unit-test-key-not-a-secret"
+KEY = "unit-test-key-not-a-secret-32-bytes"
 
 
 def free_port() -> int:
@@ -458,12 +458,12 @@ def test_config_masks_every_secret_and_shows_effective_defaults(tmp_path: Path) 
         PORTAL_PULSE_CLICKHOUSE_PASSWORD="ch-pw-789",
         PORTAL_PULSE_WEBHOOK_URL="https://hooks.example/services/T0/B0/tok-abc?key=qs-def",
         SCHEMA_REGISTRY_URL="https://reg:reg-pw-000@registry.example",
-        PORTAL_PULSE_PSEUDONYM_KEY="key-value-111",
+        PORTAL_PULSE_PSEUDONYM_KEY="key-value-111-not-a-secret-32-bytes",
     )
     result = run(tmp_path, "config", env=env)
     assert result.returncode == 0, result.stderr
     for secret in ("sasl-pw-123", "ch-pw-456", "ch-pw-789", "tok-abc", "qs-def", "reg-pw-000",
-                   "key-value-111", "T0/B0"):  # fmt: skip
+                   "key-value-111-not-a-secret-32-bytes", "T0/B0"):  # fmt: skip
         assert secret not in result.stdout, secret
     shown = json.loads(result.stdout)
     assert shown["clickhouse_url"] == "https://bi:***@clickhouse.example:8443/default"

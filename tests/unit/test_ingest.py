@@ -9,7 +9,19 @@ from typing import Any
 
 import pytest
 
-from portal_pulse.ingest import Deduplicator, Ingestor, Rejected, bounds_from, pseudonymize
+from portal_pulse.domain.practices import Practices
+from portal_pulse.engine import DictStore, Engine
+from portal_pulse.ingest import (
+    Deduplicator,
+    Ingestor,
+    Rejected,
+    Remembered,
+    Verdict,
+    bounds_from,
+    fingerprint,
+    pseudonymize,
+)
+from portal_pulse.pipeline import build_machines
 from portal_pulse.pseudonym import Pseudonymizer
 from schemas.model import CleanEvent
 from schemas.serializer import (
@@ -21,7 +33,7 @@ from schemas.serializer import (
 from schemas.validation import TimeBounds, validate_event
 
 NOW = datetime(2026, 1, 6, 12, 0, tzinfo=UTC)
-KEY = b"unit-test-key"
+KEY = b"unit-test-key-not-a-secret-32-bytes"
 PATIENT = "MRN-98765-XYZ"
 PSEUDONYM = Pseudonymizer(KEY)("practice-a", PATIENT)
 
@@ -47,6 +59,14 @@ def as_json(obj: Any) -> bytes:
 
 def as_avro(obj: dict[str, Any]) -> bytes:
     return get_codec("RawEvent").encode_record(raw_event_to_record(validate_event(obj)))
+
+
+def as_avro_unchecked(obj: dict[str, Any]) -> bytes:
+    """Avro of an event whose practice_id ``validate_event`` would refuse (a hostile source)."""
+    valid = validate_event({**obj, "practice_id": "placeholder"})
+    record = raw_event_to_record(valid)
+    record["practice_id"] = obj["practice_id"]
+    return get_codec("RawEvent").encode_record(record)
 
 
 @pytest.fixture
@@ -182,13 +202,23 @@ def test_a_json_details_mismatch_marker_is_not_echoed(ingestor: Ingestor) -> Non
 @pytest.mark.parametrize("encode", [as_json, as_avro], ids=["json", "avro"])
 @pytest.mark.parametrize(
     "at",
-    ["1999-12-31T23:59:59Z", "2199-01-01T00:00:00Z", "2026-01-07T12:00:01Z"],
-    ids=["ancient", "far-future", "just-over-a-day-ahead"],
+    [
+        "1999-12-31T23:59:59Z",
+        "2199-01-01T00:00:00Z",
+        "2026-01-07T12:00:01Z",
+        "2026-01-06T12:05:00.001Z",
+    ],
+    ids=["ancient", "far-future", "a-day-ahead", "just-over-five-minutes-ahead"],
 )
 def test_absurd_timestamps_rejected(ingestor: Ingestor, encode: Any, at: str) -> None:
     out = ingestor.ingest(encode(flat(occurred_at=at)), NOW)
     assert isinstance(out, Rejected)
     assert (out.reason, out.field) == ("timestamp_out_of_range", "occurred_at")
+
+
+def test_five_minutes_ahead_is_still_accepted(ingestor: Ingestor) -> None:
+    ahead = (NOW + timedelta(minutes=5)).isoformat()
+    assert isinstance(ingestor.ingest(as_json(flat(occurred_at=ahead)), NOW), CleanEvent)
 
 
 def test_timestamp_check_uses_the_wall_clock_by_default(ingestor: Ingestor) -> None:
@@ -281,44 +311,248 @@ def test_ingestor_dedup_capacity_is_bounded() -> None:
 
 def test_deduplicator_is_an_lru() -> None:
     dedup = Deduplicator(3)
-    assert [dedup.seen(x) for x in "abc"] == [False, False, False]
-    assert dedup.seen("a") is True  # refreshes "a": "b" is now the oldest
-    assert dedup.seen("d") is False  # evicts "b"
+    seen = lambda x: dedup.check("P1", x, 7) is Verdict.DUPLICATE  # noqa: E731
+    assert [seen(x) for x in "abc"] == [False, False, False]
+    assert seen("a") is True  # refreshes "a": "b" is now the oldest
+    assert seen("d") is False  # evicts "b"
     assert len(dedup) == 3
-    assert dedup.seen("a") is True
-    assert dedup.seen("c") is True
-    assert dedup.seen("d") is True
-    assert dedup.seen("b") is False  # was evicted; now remembered again, evicting "a"
-    assert dedup.seen("a") is False
+    assert seen("a") is True
+    assert seen("c") is True
+    assert seen("d") is True
+    assert seen("b") is False  # was evicted; now remembered again, evicting "a"
+    assert seen("a") is False
 
 
 def test_deduplicator_never_exceeds_capacity() -> None:
     dedup = Deduplicator(10)
     for i in range(1000):
-        dedup.seen(str(i))
+        dedup.check("P1", str(i), i)
         assert len(dedup) <= 10
-    assert all(dedup.seen(str(i)) for i in range(990, 1000))
+    assert all(dedup.check("P1", str(i), i) is Verdict.DUPLICATE for i in range(990, 1000))
+
+
+def test_deduplicator_keys_on_practice_and_event_id_and_compares_content() -> None:
+    dedup = Deduplicator(10)
+    assert dedup.check("P002", "r1", 1) is Verdict.NEW
+    assert dedup.check("ATTACKER", "r1", 2) is Verdict.NEW, "another practice's id is its own"
+    assert dedup.check("P002", "r1", 1) is Verdict.DUPLICATE
+    assert dedup.check("P002", "r1", 3) is Verdict.CONFLICT
+    assert dedup.check("P002", "r1", 1) is Verdict.DUPLICATE, "the first event stands"
+    assert dedup.check("ATTACKER", "r1", 2) is Verdict.DUPLICATE
+    assert len(dedup) == 2
 
 
 def test_deduplicator_reports_adds_and_evictions_and_can_be_restored() -> None:
-    from portal_pulse.ingest import Deduplicator
-
-    added: list[tuple[str, int]] = []
-    evicted: list[tuple[str, int]] = []
+    added: list[tuple[str, str, int, int]] = []
+    evicted: list[tuple[str | None, str, int]] = []
     dedup = Deduplicator(
-        2, on_add=lambda e, p: added.append((e, p)), on_evict=lambda e, p: evicted.append((e, p))
+        2,
+        on_add=lambda *entry: added.append(entry),
+        on_evict=lambda *entry: evicted.append(entry),
     )
-    assert not dedup.seen("a", 1)
-    assert not dedup.seen("b", 2)
-    assert dedup.seen("a", 1)  # a is now the most recent
-    assert not dedup.seen("c", 3)  # evicts b, the least recently seen
-    assert added == [("a", 1), ("b", 2), ("c", 3)]
-    assert evicted == [("b", 2)]
+    assert dedup.check("P1", "a", 10, 1) is Verdict.NEW
+    assert dedup.check("P2", "a", 20, 2) is Verdict.NEW
+    assert dedup.check("P1", "a", 10, 1) is Verdict.DUPLICATE  # P1/a is now the most recent
+    assert dedup.check("P1", "a", 11, 1) is Verdict.CONFLICT  # nothing remembered or reported
+    assert dedup.check("P3", "c", 2**64 - 1, 3) is Verdict.NEW  # evicts P2/a
+    assert added == [("P1", "a", 1, 10), ("P2", "a", 2, 20), ("P3", "c", 3, 2**64 - 1)]
+    assert evicted == [("P2", "a", 2)]
 
     restarted = Deduplicator(2)
-    restarted.restore([("a", 1), ("c", 3), ("x", 0)])  # capacity still holds
-    assert len(restarted) == 2
-    assert restarted.seen("a") and restarted.seen("c")
+    restarted.restore(
+        [
+            Remembered("P1", "a", 1, 10),
+            Remembered("P3", "c", 3, 2**64 - 1),
+            Remembered("P", "x", 0, 0),
+        ]
+    )
+    assert len(restarted) == 2, "capacity still holds"
+    assert restarted.check("P1", "a", 10) is Verdict.DUPLICATE
+    assert restarted.check("P1", "a", 11) is Verdict.CONFLICT
+    assert restarted.check("P3", "c", 2**64 - 1) is Verdict.DUPLICATE
+
+
+def test_entries_from_an_older_version_still_catch_their_duplicates() -> None:
+    """A changelog from before practices were part of the key has ids without practice or
+    content: a repeat of one is a duplicate, as it was when it was written. Those entries are
+    evicted first, and their evictions name no practice (the old changelog key)."""
+    evicted: list[tuple[str | None, str, int]] = []
+    dedup = Deduplicator(3, on_evict=lambda *entry: evicted.append(entry))
+    dedup.restore([Remembered(None, "old-1", 4, None), Remembered(None, "old-2", 5, None)])
+    assert len(dedup) == 2
+    assert dedup.check("P1", "old-1", 99) is Verdict.DUPLICATE
+    assert dedup.check("P1", "new-1", 1) is Verdict.NEW
+    assert dedup.check("P1", "new-2", 2) is Verdict.NEW  # over capacity: the oldest old entry
+    assert evicted == [(None, "old-2", 5)], "old-1 was refreshed by its repeat"
+    assert dedup.check("P1", "new-3", 3) is Verdict.NEW
+    assert evicted[-1] == (None, "old-1", 4)
+    assert dedup.check("P1", "new-4", 4) is Verdict.NEW  # now the new entries take turns
+    assert evicted[-1] == ("P1", "new-1", 0)
+    assert dedup.check("P1", "old-1", 99) is Verdict.NEW, "forgotten like any other id"
+
+
+def test_fingerprint_is_the_same_for_the_same_event_however_encoded() -> None:
+    pseudonym = Pseudonymizer(KEY)
+    base = pseudonymize(validate_event(flat()), pseudonym)
+    same = [
+        flat(occurred_at="2026-01-05T14:30:00Z"),
+        flat(occurred_at="2026-01-05T14:30:00.000400+00:00"),  # stored to the millisecond
+        dict(reversed(list(flat().items()))),
+        flat(extra_field="ignored"),
+    ]
+    for obj in same:
+        assert fingerprint(pseudonymize(validate_event(obj), pseudonym)) == fingerprint(base)
+    other = [
+        flat(occurred_at="2026-01-05T14:30:00.001Z"),
+        flat(category="clinical"),
+        flat(patient_id="MRN-OTHER"),
+        flat(event_type="message.replied", staff_pool="nurse", category=None),
+    ]
+    prints = {fingerprint(pseudonymize(validate_event(obj), pseudonym)) for obj in other}
+    assert len(prints) == len(other) and fingerprint(base) not in prints
+    assert 0 <= fingerprint(base) < 2**64
+
+
+def test_fingerprint_holds_no_unkeyed_hash_of_the_patient_id() -> None:
+    """Taken of the pseudonymized event: another key gives another fingerprint, so it cannot be
+    matched against hashes of candidate MRNs without the key."""
+    raw = validate_event(flat())
+    one = fingerprint(pseudonymize(raw, Pseudonymizer(KEY)))
+    other = fingerprint(pseudonymize(raw, Pseudonymizer(KEY + b"-other")))
+    assert one != other
+
+
+def test_a_repeat_with_other_content_is_a_conflicting_duplicate(ingestor: Ingestor) -> None:
+    assert isinstance(ingestor.ingest(as_json(flat()), NOW), CleanEvent)
+    out = ingestor.ingest(as_json(flat(category="billing")), NOW)
+    assert isinstance(out, Rejected)
+    assert (out.reason, out.field, out.event_id, out.practice_id) == (
+        "conflicting_duplicate", "event_id", "ev-1", "practice-a",
+    )  # fmt: skip
+    assert PATIENT not in out.detail and "billing" not in out.detail
+    record = out.dead_letter(as_json(flat(category="billing")), "portal.raw.portal", 0, 9, NOW)
+    codec = get_codec("DeadLetter")
+    assert codec.decode_record(codec.encode_record(record))["reason"] == "conflicting_duplicate"
+    assert ingestor.duplicates == 0, "a conflict is a dead letter, not a duplicate"
+    # The first event stands: its own repeat is still a duplicate, in either encoding.
+    assert ingestor.ingest(as_avro(flat()), NOW) is None
+    assert ingestor.duplicates == 1
+    # Another patient under the same ids is other content too.
+    out = ingestor.ingest(as_json(flat(patient_id="MRN-OTHER")), NOW)
+    assert isinstance(out, Rejected) and out.reason == "conflicting_duplicate"
+
+
+def test_another_practice_may_use_the_same_event_id(ingestor: Ingestor) -> None:
+    assert isinstance(ingestor.ingest(as_json(flat()), NOW), CleanEvent)
+    other = ingestor.ingest(as_json(flat(practice_id="practice-b")), NOW)
+    assert isinstance(other, CleanEvent) and other.practice_id == "practice-b"
+    assert ingestor.duplicates == 0
+
+
+@pytest.mark.parametrize(
+    "practice", ["P9' OR '1'='1", "P001:MRN", "P001|x", "P 001", "x" * 65, "Ρ001"]
+)
+@pytest.mark.parametrize("encode", [as_json, as_avro_unchecked], ids=["json", "avro"])
+def test_hostile_practice_ids_are_dead_lettered(
+    ingestor: Ingestor, encode: Any, practice: str
+) -> None:
+    data = encode(flat(practice_id=practice))
+    out = ingestor.ingest(data, NOW)
+    assert isinstance(out, Rejected)
+    assert (out.reason, out.field) == ("bad_practice_id", "practice_id")
+    assert out.practice_id is None, "never carried to the dead letter's practice_id column"
+    assert out.dead_letter(data, "portal.raw.portal", 0, 1, NOW)["practice_id"] is None
+    assert len(ingestor.dedup) == 0
+
+
+def test_the_pseudonym_input_cannot_be_made_ambiguous(ingestor: Ingestor) -> None:
+    """("P001", "MRN:1") and ("P001:MRN", "1") once gave one pseudonym; the second is refused."""
+    first = ingestor.ingest(as_json(flat(practice_id="P001", patient_id="MRN:1")), NOW)
+    assert isinstance(first, CleanEvent)
+    second = ingestor.ingest(as_json(flat("ev-2", practice_id="P001:MRN", patient_id="1")), NOW)
+    assert isinstance(second, Rejected) and second.reason == "bad_practice_id"
+
+
+# -- one practice reusing another's ids (issue #21) -----------------------------------------------
+
+MONDAY = datetime(2026, 1, 5, 14, 0, tzinfo=UTC)  # 09:00 in New York, the default zone
+
+
+def _p002_threads() -> list[dict[str, Any]]:
+    """Four patient messages at P002, each answered by staff an hour later (reply ids r1..r4)."""
+    events = []
+    for n in range(1, 5):
+        common = {"practice_id": "P002", "patient_id": f"MRN-{n}", "thread_id": f"th-{n}"}
+        sent = MONDAY + timedelta(minutes=n)
+        events.append(
+            {"event_id": f"m{n}", "event_type": "message.sent", "occurred_at": sent.isoformat(),
+             "message_id": f"msg-{n}", "category": "clinical", **common}
+        )  # fmt: skip
+        events.append(
+            {"event_id": f"r{n}", "event_type": "message.replied",
+             "occurred_at": (sent + timedelta(hours=1)).isoformat(),
+             "message_id": f"reply-{n}", "staff_pool": "nurse", **common}
+        )  # fmt: skip
+    return events
+
+
+def _attacker() -> list[dict[str, Any]]:
+    """Practice "ATTACKER" sends events under P002's reply ids, before P002's replies arrive."""
+    return [
+        {"event_id": f"r{n}", "event_type": "message.replied",
+         "occurred_at": (MONDAY + timedelta(minutes=n + 1)).isoformat(), "practice_id": "ATTACKER",
+         "patient_id": f"X-{n}", "thread_id": f"th-{n}", "message_id": f"fake-{n}",
+         "staff_pool": "nurse"}
+        for n in range(1, 5)
+    ]  # fmt: skip
+
+
+def _alerts_and_facts(arrivals: list[dict[str, Any]], practice: str) -> tuple[list, list]:
+    """What the engine emits for ``practice``, fed as ``replay`` feeds it: ingest in arrival
+    order, then every accepted event in event-time order, then the clock on two days."""
+    ingestor = Ingestor(get_codec("RawEvent"), Pseudonymizer(KEY), check_clock=False)
+    accepted = []
+    for n, obj in enumerate(arrivals):
+        out = ingestor.ingest(as_json(obj))
+        assert not isinstance(out, Rejected), out
+        if isinstance(out, CleanEvent):
+            accepted.append((out.occurred_at, n, out))
+    machines = build_machines(Practices.load(None))
+    outputs = _Collected()
+    engine = Engine(machines, {m.name: DictStore() for m in machines}, outputs)
+    for _, _, event in sorted(accepted, key=lambda item: item[:2]):
+        engine.advance(event.occurred_at)
+        engine.on_event(event)
+    engine.advance(MONDAY + timedelta(days=2))
+    return (
+        [a for a in outputs.alerts if a.practice_id == practice],
+        [f for f in outputs.responses if f.practice_id == practice],
+    )
+
+
+class _Collected:
+    def __init__(self) -> None:
+        self.alerts: list[Any] = []
+        self.responses: list[Any] = []
+
+    def alert(self, alert: Any) -> None:
+        self.alerts.append(alert)
+
+    def response(self, fact: Any) -> None:
+        self.responses.append(fact)
+
+
+def test_another_practice_reusing_ids_has_no_effect_on_p002() -> None:
+    alone_alerts, alone_facts = _alerts_and_facts(_p002_threads(), "P002")
+    assert len(alone_facts) == 4 and alone_alerts == [], "every message answered in an hour"
+    # The attacker's events arrive first, interleaved and all before P002's replies.
+    attacked = _attacker() + _p002_threads()
+    alerts, facts = _alerts_and_facts(attacked, "P002")
+    assert alerts == alone_alerts
+    assert facts == alone_facts
+    # The attacker's events were its own (accepted under its practice), not P002's.
+    _, attacker_facts = _alerts_and_facts(attacked, "ATTACKER")
+    assert attacker_facts == []
 
 
 def test_admit_takes_an_already_validated_event_through_clock_dedup_and_pseudonym() -> None:
@@ -329,7 +563,7 @@ def test_admit_takes_an_already_validated_event_through_clock_dedup_and_pseudony
     from schemas.model import CleanEvent, RawEvent
     from schemas.serializer import get_codec
 
-    ingestor = Ingestor(get_codec("RawEvent"), Pseudonymizer(b"k"))
+    ingestor = Ingestor(get_codec("RawEvent"), Pseudonymizer(KEY))
     now = datetime(2026, 3, 1, tzinfo=UTC)
     ok = RawEvent("a1", "record.viewed", datetime(2026, 2, 1, tzinfo=UTC), "P1", "MRN-1", {})
     clean = ingestor.admit(ok, now)

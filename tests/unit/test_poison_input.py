@@ -30,6 +30,7 @@ from schemas.model import CleanEvent
 from schemas.serializer import AvroCodec, clean_event_to_record, get_codec, raw_event_to_record
 from schemas.validation import MAX_DETAIL_LENGTH, validate_event
 
+KEY = b"unit-test-key-not-a-secret-32-bytes"
 NOW = datetime(2026, 1, 6, 12, 0, tzinfo=UTC)
 KAFKA_MAX_MESSAGE = 1_000_000
 SECRET = "MRN-SECRET-123"
@@ -63,7 +64,7 @@ def avro_unchecked(**overrides: Any) -> bytes:
 
 
 def make_ingestor() -> Ingestor:
-    return Ingestor(get_codec("RawEvent"), Pseudonymizer(b"k"), dedup_capacity=100)
+    return Ingestor(get_codec("RawEvent"), Pseudonymizer(KEY), dedup_capacity=100)
 
 
 @pytest.fixture
@@ -253,7 +254,7 @@ def registry_ingestor() -> Ingestor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         codec = AvroCodec("RawEvent", registry_url="mock://poison")
-    return Ingestor(codec, Pseudonymizer(b"k"))
+    return Ingestor(codec, Pseudonymizer(KEY))
 
 
 @pytest.mark.parametrize("extra", [b"\x00", b"MRN-SECRET-123", b"\xff" * 70_000])
@@ -268,7 +269,7 @@ def test_avro_with_trailing_bytes_is_refused(ingestor: Ingestor, extra: bytes) -
 def test_confluent_avro_with_trailing_bytes_is_refused(registry_ingestor: Ingestor) -> None:
     record = raw_event_to_record(validate_event(flat()))
     data = registry_ingestor.codec.encode_record(record)
-    fresh = Ingestor(registry_ingestor.codec, Pseudonymizer(b"k"))
+    fresh = Ingestor(registry_ingestor.codec, Pseudonymizer(KEY))
     assert isinstance(fresh.ingest(data, NOW), CleanEvent)
     out = refused(registry_ingestor, data + SECRET.encode(), "undecodable")
     assert "trailing" in out.detail

@@ -224,6 +224,41 @@ def test_validation_names_practice_and_field(
         assert field in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    ["P9' OR '1'='1", "P001:MRN", "P 1", "x" * 65, "P1\x1b[2J", "P1\nP2", "Ρ001", "P1|x", ""],
+)
+def test_a_practice_id_spec_refuses_is_a_config_error_shown_escaped(bad: str) -> None:
+    with pytest.raises(PracticeConfigError) as caught:
+        Practices.from_mapping({"practices": {"default": {}, bad: {}}})
+    message = str(caught.value)
+    assert repr(bad) in message, "named, escaped"
+    assert "not a practice id" in message
+    assert "1 to 64 letters, digits, '.', '_' or '-'" in message
+    assert message.isprintable(), "no control character reaches the terminal"
+
+
+def test_a_bad_practice_id_in_a_yaml_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "practices.yaml"
+    path.write_text(
+        "practices:\n  P001: {}\n  \"P9' OR '1'='1\": {timezone: UTC}\n", encoding="utf-8"
+    )
+    with pytest.raises(PracticeConfigError, match="not a practice id") as caught:
+        Practices.load(path)
+    assert caught.value.practice == "P9' OR '1'='1"
+
+
+@pytest.mark.parametrize("good", ["P001", "north.clinic_2", "A-1", "x" * 64])
+def test_practice_ids_spec_allows_are_listed(good: str) -> None:
+    assert Practices.from_mapping({"practices": {good: {}}}).listed_ids == (good,)
+
+
+def test_numeric_yaml_keys_are_practice_ids_too(tmp_path: Path) -> None:
+    path = tmp_path / "practices.yaml"
+    path.write_text("practices:\n  101: {timezone: UTC}\n", encoding="utf-8")
+    assert Practices.load(path).for_practice("101").timezone == "UTC"
+
+
 def test_bad_document_shapes() -> None:
     with pytest.raises(PracticeConfigError, match="unknown top-level key"):
         Practices.from_mapping({"practice": {}})

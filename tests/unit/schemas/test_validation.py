@@ -13,9 +13,11 @@ from schemas.validation import (
     ENVELOPE,
     MAX_DETAIL_LENGTH,
     MAX_IDENTIFIER_LENGTH,
+    MAX_PRACTICE_ID_LENGTH,
     InvalidEvent,
     TimeBounds,
     bounded,
+    is_practice_id,
     parse_instant,
     to_flat_json,
     validate_event,
@@ -234,12 +236,16 @@ def test_not_an_object(obj: Any) -> None:
 
 def test_timestamp_out_of_range() -> None:
     now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-    future = (now + timedelta(days=1, seconds=1)).isoformat()
     past = (now - timedelta(days=3651)).isoformat()
-    assert reason_of(flat(occurred_at=future), now=now) == ("timestamp_out_of_range", "occurred_at")
+    # SPEC §7: a small skew ahead of the wall clock, 5 minutes by default.
+    for ahead in (timedelta(minutes=5, milliseconds=1), timedelta(hours=23, minutes=50)):
+        future = (now + ahead).isoformat()
+        assert reason_of(flat(occurred_at=future), now=now) == (
+            "timestamp_out_of_range", "occurred_at",
+        )  # fmt: skip
     assert reason_of(flat(occurred_at=past), now=now) == ("timestamp_out_of_range", "occurred_at")
     # Within the bounds, and with no ``now`` no check at all.
-    assert validate_event(flat(occurred_at=(now + timedelta(hours=23)).isoformat()), now=now)
+    assert validate_event(flat(occurred_at=(now + timedelta(minutes=5)).isoformat()), now=now)
     assert validate_event(flat(occurred_at="1990-01-01T00:00:00Z"))
 
 
@@ -371,7 +377,9 @@ def test_control_characters_in_identifiers_are_refused(
     assert name in info.value.detail
 
 
-@pytest.mark.parametrize(("event_type", "name"), ID_FIELDS)
+@pytest.mark.parametrize(
+    ("event_type", "name"), [(t, n) for t, n in ID_FIELDS if n != "practice_id"]
+)
 def test_identifier_length_is_bounded(event_type: str, name: str) -> None:
     ok = "x" * MAX_IDENTIFIER_LENGTH
     assert validate_event(flat(event_type, **{name: ok}))
@@ -385,6 +393,45 @@ def test_identifier_length_is_bounded(event_type: str, name: str) -> None:
 def test_printable_identifiers_are_accepted(good: str) -> None:
     event = validate_event(flat(event_id=good, patient_id=good, payment_id=good))
     assert (event.event_id, event.patient_id, event.details["payment_id"]) == (good, good, good)
+
+
+@pytest.mark.parametrize(
+    "good", ["P001", "practice-a", "north.clinic_2", "x" * MAX_PRACTICE_ID_LENGTH, "7", "A.B-c_d"]
+)
+def test_practice_ids_spec_allows(good: str) -> None:
+    assert validate_event(flat(practice_id=good)).practice_id == good
+    assert is_practice_id(good)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "P9' OR '1'='1",  # SQL in a dashboard variable
+        "P001:MRN",  # the pseudonym's separator: ("P001:MRN", "1") would be ("P001", "MRN:1")
+        "P001|x",  # the clean topic key's separator
+        "P 001",
+        "P001/../x",
+        "P001;DROP",
+        '"P001"',
+        "x" * (MAX_PRACTICE_ID_LENGTH + 1),
+        "Ρ001",  # Greek capital rho: looks like P001
+        "P001+1",
+        "ｐ001",  # fullwidth
+        "{{practice}}",
+        "${practice}",
+    ],
+)
+def test_hostile_practice_ids_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(flat(practice_id=bad))
+    assert (info.value.reason, info.value.field) == ("bad_practice_id", "practice_id")
+    assert info.value.detail == "practice_id must be 1 to 64 letters, digits, '.', '_' or '-'"
+    assert not is_practice_id(bad)
+
+
+@pytest.mark.parametrize("value", [None, 7, b"P001", ["P001"], "", "P001\n"])
+def test_is_practice_id_takes_only_strings_of_the_rule(value: object) -> None:
+    assert not is_practice_id(value)
 
 
 # -- details never carry values (PHI) ------------------------------------------------------------
@@ -436,7 +483,7 @@ def test_out_of_range_detail_states_the_bound_not_the_time(at: str) -> None:
     assert info.value.reason == "timestamp_out_of_range"
     assert at[:4] not in info.value.detail
     assert info.value.detail in (
-        "occurred_at is more than 1 day in the future",
+        "occurred_at is more than 5 minutes in the future",
         "occurred_at is more than 3650 days in the past",
     )
 

@@ -229,7 +229,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def settings_for(practices: Path) -> Settings:
-    return Settings(pseudonym_key="rollup-test-key", practices_file=practices)  # type: ignore[arg-type]
+    return Settings(pseudonym_key="rollup-test-key-not-a-secret-32-bytes", practices_file=practices)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
