@@ -22,11 +22,12 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from portal_pulse.errors import EXIT_UNREACHABLE, UserError
+from portal_pulse.private_files import private_dir, write_private
 
 __all__ = [
     "BrokerError",
@@ -42,6 +43,12 @@ logger = logging.getLogger(__name__)
 
 DATA = Path(__file__).with_name("data")
 KAFKA_VERSION = "4.4.0"
+# The broker's own principal (SASL/PLAIN): inter-broker and controller traffic, and the one
+# super user when ACLs are on.
+SUPER_USER = "admin"
+# The broker runs, and its files are written, under this umask: its data holds raw events (patient
+# ids) and server.properties holds passwords, so both are the user's alone (0700 / 0600).
+BROKER_UMASK = 0o077
 
 
 class BrokerError(RuntimeError):
@@ -77,12 +84,19 @@ class LocalBroker:
     port: int = 19092
     controller_port: int = 19093
     heap: str = "512m"
-    # username → password: clients must authenticate with SASL/PLAIN (the controller stays
-    # on a loopback-only plaintext listener).
+    # username → password: clients must authenticate with SASL/PLAIN (without ``acls`` the
+    # controller stays on a loopback-only plaintext listener).
     sasl_users: dict[str, str] | None = None
     # (PEM file with the encrypted private key and certificate chain, its password, CA PEM):
     # clients must connect with TLS.
     tls: tuple[Path, str, Path] | None = None
+    # SASL with KRaft's StandardAuthorizer: nothing is allowed without an ACL, the broker's own
+    # principal SUPER_USER (PLAIN, also on the controller listener) is the one super user, and
+    # clients may also log in with SCRAM-SHA-512 users made through the admin API
+    # (portal_pulse.kafka_acls makes them and their ACLs).
+    acls: bool = False
+    # SUPER_USER's password; random per broker object, written only to the 0600 server.properties.
+    admin_password: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)
 
     @property
     def bootstrap(self) -> str:
@@ -131,10 +145,14 @@ class LocalBroker:
         ]  # fmt: skip
 
     @property
+    def _sasl(self) -> bool:
+        return bool(self.sasl_users) or self.acls
+
+    @property
     def _client_listener(self) -> str:
         if self.tls:
-            return "SASL_SSL" if self.sasl_users else "SSL"
-        return "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
+            return "SASL_SSL" if self._sasl else "SSL"
+        return "SASL_PLAINTEXT" if self._sasl else "PLAINTEXT"
 
     def _tls_lines(self) -> list[str]:
         if not self.tls:
@@ -148,36 +166,64 @@ class LocalBroker:
             f"ssl.truststore.location={ca}",
         ]
 
-    def client_config(self) -> dict[str, str]:
-        """librdkafka settings a client needs for this broker's listener."""
+    def admin_config(self) -> dict[str, str]:
+        """librdkafka settings of the broker's own principal (the super user under ``acls``)."""
         conf: dict[str, str] = {"bootstrap.servers": self.bootstrap}
         conf["security.protocol"] = self._client_listener
-        if self.sasl_users:
-            user, password = next(iter(self.sasl_users.items()))
+        if self._sasl:
             conf.update(
-                {"sasl.mechanism": "PLAIN", "sasl.username": user, "sasl.password": password}
+                {
+                    "sasl.mechanism": "PLAIN",
+                    "sasl.username": SUPER_USER,
+                    "sasl.password": self.admin_password,
+                }
             )
         if self.tls:
             conf["ssl.ca.location"] = str(self.tls[2])
         return conf
 
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings a client needs for this broker's listener (the first of
+        ``sasl_users``, else the broker's own principal)."""
+        conf = self.admin_config()
+        if self.sasl_users:
+            user, password = next(iter(self.sasl_users.items()))
+            conf.update({"sasl.username": user, "sasl.password": password})
+        return conf
+
     def _sasl_lines(self) -> list[str]:
-        if not self.sasl_users:
+        if not self._sasl:
             return []
-        admin_password = uuid.uuid4().hex
-        users = " ".join(f'user_{u}="{pw}"' for u, pw in self.sasl_users.items())
-        return [
-            "sasl.enabled.mechanisms=PLAIN",
+        pw = self.admin_password
+        module = "org.apache.kafka.common.security.plain.PlainLoginModule required"
+        admin = f'username="{SUPER_USER}" password="{pw}" user_{SUPER_USER}="{pw}"'
+        users = "".join(f' user_{u}="{p}"' for u, p in (self.sasl_users or {}).items())
+        listener = self._client_listener.lower()
+        lines = [
+            "sasl.enabled.mechanisms=PLAIN" + (",SCRAM-SHA-512" if self.acls else ""),
             "sasl.mechanism.inter.broker.protocol=PLAIN",
-            f"listener.name.{self._client_listener.lower()}.plain.sasl.jaas.config="
-            "org.apache.kafka.common.security.plain.PlainLoginModule required "
-            f'username="broker" password="{admin_password}" user_broker="{admin_password}" {users};',
+            f"listener.name.{listener}.plain.sasl.jaas.config={module} {admin}{users};",
         ]
+        if self.acls:
+            lines += [
+                f"listener.name.{listener}.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                # The controller listener too: the authorizer would refuse an anonymous broker.
+                "sasl.mechanism.controller.protocol=PLAIN",
+                "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+                f"listener.name.controller.plain.sasl.jaas.config={module} {admin};",
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                f"super.users=User:{SUPER_USER}",
+                "allow.everyone.if.no.acl.found=false",
+            ]
+        return lines
 
     def _write_config(self) -> Path:
         data = self.home / "data"
         cfg = self.home / "server.properties"
-        cfg.write_text(
+        controller = "SASL_PLAINTEXT" if self.acls else "PLAINTEXT"
+        write_private(
+            cfg,
             "\n".join(
                 [
                     "process.roles=broker,controller",
@@ -188,7 +234,7 @@ class LocalBroker:
                     f"advertised.listeners={self._client_listener}://127.0.0.1:{self.port}",
                     "controller.listener.names=CONTROLLER",
                     f"listener.security.protocol.map={self._client_listener}:"
-                    f"{self._client_listener},CONTROLLER:PLAINTEXT",
+                    f"{self._client_listener},CONTROLLER:{controller}",
                     f"inter.broker.listener.name={self._client_listener}",
                     *self._sasl_lines(),
                     *self._tls_lines(),
@@ -199,15 +245,16 @@ class LocalBroker:
                     "transaction.state.log.replication.factor=1",
                     "transaction.state.log.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
-                    "auto.create.topics.enable=true",
+                    # Under ACLs, as in the compose stack: every topic is made on purpose.
+                    f"auto.create.topics.enable={'false' if self.acls else 'true'}",
                     "log.retention.hours=-1",
                     "log.segment.bytes=67108864",
                     "",
                 ]
-            )
+            ),
         )
         if not (data / "meta.properties").exists():
-            data.mkdir(parents=True, exist_ok=True)
+            data.mkdir(mode=0o700, exist_ok=True)
             cluster_id = uuid.uuid4().hex[:22]
             result = subprocess.run(
                 self._java(
@@ -216,6 +263,7 @@ class LocalBroker:
                 capture_output=True,
                 text=True,
                 check=False,
+                umask=BROKER_UMASK,
             )
             if result.returncode != 0:
                 raise BrokerError(
@@ -241,16 +289,20 @@ class LocalBroker:
         if _port_open("127.0.0.1", self.port):
             raise BrokerError(f"port {self.port} is taken by another process")
         self.assemble()
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         cfg = self._write_config()
-        with open(self.log_file, "ab") as log:
+        log_fd = os.open(
+            self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600
+        )
+        with os.fdopen(log_fd, "ab") as log:
             proc = subprocess.Popen(
                 self._java("kafka.Kafka", str(cfg)),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=BROKER_UMASK,
             )
-        self.pid_file.write_text(str(proc.pid))
+        write_private(self.pid_file, str(proc.pid))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -268,7 +320,7 @@ class LocalBroker:
         from confluent_kafka.admin import AdminClient
 
         try:
-            md = AdminClient({**self.client_config(), "logger": librdkafka_logger()}).list_topics(
+            md = AdminClient({**self.admin_config(), "logger": librdkafka_logger()}).list_topics(
                 timeout=3
             )
         except Exception:

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import secrets
-import stat
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -32,6 +31,14 @@ from typing import Any
 from uuid import UUID
 
 from portal_pulse.errors import EXIT_UNREACHABLE, EXIT_USAGE, UserError
+from portal_pulse.private_files import (
+    UntrustedFile,
+    check_private_dir,
+    make_private_dir,
+    read_private,
+    untrusted,
+    write_private,
+)
 from portal_pulse.reports.reads import (
     BadParameter,
     MonthSpan,
@@ -78,10 +85,6 @@ class WorkerUnreachable(UserError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, EXIT_UNREACHABLE)
-
-
-class UntrustedFile(UserError):
-    """A worker file or directory that someone else could have written or read."""
 
 
 # -- values with their types -----------------------------------------------------------------------
@@ -176,81 +179,6 @@ def runtime_dir(dsn: str, data_dir: Path) -> Path:
     return Path(data_dir).resolve() / "worker"
 
 
-def _untrusted(path: Path, problem: str) -> UntrustedFile:
-    return UntrustedFile(
-        f"{path} {problem}: not trusting it (it must be yours and private); remove it, "
-        "then restart the worker, which recreates it"
-    )
-
-
-def _check(path: Path, st: os.stat_result, *, directory: bool) -> None:
-    kind = "directory" if directory else "regular file"
-    if stat.S_ISLNK(st.st_mode):
-        raise _untrusted(path, "is a symbolic link")
-    if (stat.S_ISDIR if directory else stat.S_ISREG)(st.st_mode) is False:
-        raise _untrusted(path, f"is not a {kind}")
-    if st.st_uid != os.getuid():
-        raise _untrusted(path, f"belongs to uid {st.st_uid}, not to you (uid {os.getuid()})")
-    want = 0o700 if directory else 0o600
-    mode = stat.S_IMODE(st.st_mode)
-    if mode != want:
-        raise _untrusted(path, f"has mode {mode:04o}, not {want:04o}")
-
-
-def check_private_dir(path: Path) -> None:
-    """``UntrustedFile`` unless ``path`` is a real directory of this user with mode 0700."""
-    _check(path, os.lstat(path), directory=True)
-
-
-def make_private_dir(path: Path) -> None:
-    """Create ``path`` (and its parents) with mode 0700 if missing, then check it."""
-    old = os.umask(0o077)
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    finally:
-        os.umask(old)
-    check_private_dir(path)
-
-
-def write_private(path: Path, text: str, *, replace: bool = True) -> bool:
-    """Write ``text`` to ``path`` as a 0600 file: created exclusively, never through a link,
-    under a temporary name, then moved into place. Without ``replace`` an existing file is kept
-    (returns False): two workers starting together agree on the first one's file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    old = os.umask(0o077)
-    try:
-        fd = os.open(tmp, flags, 0o600)
-    finally:
-        os.umask(old)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        if replace:
-            os.replace(tmp, path)  # rename replaces a link itself, never its target
-            return True
-        try:
-            os.link(tmp, path)  # fails if the name exists: no overwrite, no race
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def read_private(path: Path, limit: int = 4096) -> str:
-    """The text of a worker file, opened without following links and checked once open."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if os.path.islink(path):
-            raise _untrusted(path, "is a symbolic link") from None
-        raise UntrustedFile(f"{path} cannot be read: {exc.strerror}") from None
-    with os.fdopen(fd, "r", encoding="utf-8") as handle:
-        _check(path, os.fstat(handle.fileno()), directory=False)
-        return handle.read(limit)
-
-
 def worker_token(configured: str | None, directory: Path) -> str:
     """The token a worker asks for: the configured one, else the one in its private directory
     (created at the first start with 256 random bits, kept across restarts)."""
@@ -267,7 +195,7 @@ def worker_token(configured: str | None, directory: Path) -> str:
         write_private(path, secrets.token_urlsafe(32) + "\n", replace=False)
     token = read_private(path).strip()
     if len(token) < MIN_TOKEN_LENGTH:
-        raise _untrusted(path, "holds no token")
+        raise untrusted(path, "holds no token")
     return token
 
 

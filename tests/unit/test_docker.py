@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -22,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 PROVISIONING = DOCKER / "grafana" / "provisioning"
 DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
-SERVICES = {"kafka", "clickhouse", "worker", "process", "sink", "prometheus", "grafana"}
+SERVICES = {
+    "kafka", "kafka-setup", "clickhouse", "migrate", "worker", "process", "sink", "prometheus",
+    "grafana",
+}  # fmt: skip
 # The Portal Pulse worker's services: `worker` (role all, the default) and, in profile `roles`, the
 # scale-out form's `process` and `sink`.
 WORKERS = ("worker", "process", "sink")
@@ -78,6 +80,12 @@ def _settings_env_names() -> set[str]:
     return names
 
 
+def _one_shot(service: dict) -> bool:
+    """A set-up job (``kafka-setup``): runs once, exits, and is never restarted; the services
+    that need it wait for it to complete, not to be healthy."""
+    return service.get("restart") == "no"
+
+
 def _healthcheck_command(service: dict) -> list[str]:
     test = service["healthcheck"]["test"]
     return [test] if isinstance(test, str) else list(test)
@@ -96,6 +104,8 @@ def test_compose_has_the_production_like_stack(compose: dict) -> None:
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_every_service_has_a_healthcheck(compose: dict, name: str) -> None:
     service = compose["services"][name]
+    if _one_shot(service):
+        return  # it exits within seconds: nothing to probe
     check = service.get("healthcheck")
     assert check, f"{name} has no healthcheck"
     assert not check.get("disable", False)
@@ -107,7 +117,12 @@ def test_dependencies_wait_for_healthy_services(compose: dict) -> None:
     for name, service in compose["services"].items():
         for dep, cond in (service.get("depends_on") or {}).items():
             assert dep in compose["services"], (name, dep)
-            assert cond["condition"] == "service_healthy", (name, dep)
+            wanted = (
+                "service_completed_successfully"
+                if _one_shot(compose["services"][dep])
+                else "service_healthy"
+            )
+            assert cond["condition"] == wanted, (name, dep)
 
 
 # --- Secrets ----------------------------------------------------------------------------------
@@ -168,7 +183,7 @@ def test_worker_environment_is_understood_by_the_settings(
     assert not unknown, f"the {name} service's settings read no {sorted(unknown)}"
     # Secret files: the same paths, with test content, so the settings read them as in the image.
     for secret in _secrets(worker):
-        (tmp_path / secret).write_text(f"test-{secret}\n")
+        (tmp_path / secret).write_text(f"test-{secret}-not-a-secret-32-bytes\n")
     for var, value in env.items():
         if value.startswith("/run/secrets/"):
             value = str(tmp_path / value.removeprefix("/run/secrets/"))
@@ -176,7 +191,7 @@ def test_worker_environment_is_understood_by_the_settings(
     settings = Settings()
     assert settings.kafka_bootstrap_servers == "kafka:9092"
     assert settings.pseudonym_key_file == tmp_path / "pseudonym_key"
-    assert load_key(settings) == b"test-pseudonym_key"
+    assert load_key(settings) == b"test-pseudonym_key-not-a-secret-32-bytes"
     assert str(settings.data_dir) == DATA_DIR
     # Secrets are files, never values in the compose file.
     assert "PORTAL_PULSE_PSEUDONYM_KEY" not in env
@@ -185,7 +200,10 @@ def test_worker_environment_is_understood_by_the_settings(
     if name in CLICKHOUSE_WRITERS:
         assert settings.clickhouse_dsn.startswith("http://clickhouse:8123")
         assert settings.clickhouse_password is not None
-        assert settings.clickhouse_password.get_secret_value() == "test-clickhouse_password"
+        assert (
+            settings.clickhouse_password.get_secret_value()
+            == "test-clickhouse_password-not-a-secret-32-bytes"
+        )
         assert env["PORTAL_PULSE_CLICKHOUSE_PASSWORD_FILE"] == "/run/secrets/clickhouse_password"
     else:
         assert not [var for var in env if "CLICKHOUSE" in var], f"{name} never opens ClickHouse"
@@ -195,11 +213,15 @@ def test_worker_environment_is_understood_by_the_settings(
 
 @pytest.mark.parametrize("name", CLICKHOUSE_WRITERS)
 def test_worker_and_clickhouse_share_the_writer_user_and_password(compose: dict, name: str) -> None:
+    """The worker logs in as the runtime user of docker/clickhouse/users.xml, whose password
+    hash the ClickHouse service computes from the same secret file."""
     worker, clickhouse = (_env(compose["services"][n]) for n in (name, "clickhouse"))
-    assert worker["PORTAL_PULSE_CLICKHOUSE_USER"] == clickhouse["CLICKHOUSE_USER"]
+    user = worker["PORTAL_PULSE_CLICKHOUSE_USER"]
+    assert user == "pulse"
+    assert f"<{user}>" in (DOCKER / "clickhouse" / "users.xml").read_text()
     assert (
         worker["PORTAL_PULSE_CLICKHOUSE_PASSWORD_FILE"]
-        == clickhouse["CLICKHOUSE_PASSWORD_FILE"]
+        == clickhouse["CLICKHOUSE_WRITER_PASSWORD_FILE"]
         == "/run/secrets/clickhouse_password"
     )
 
@@ -246,7 +268,7 @@ def test_worker_data_dir_is_a_volume_the_worker_user_owns(compose: dict) -> None
     text = (DOCKER / "Dockerfile").read_text()
     user = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)[-1]
     assert user != "root"
-    assert f"mkdir -p {data_dir}" in text
+    assert f"mkdir -p -m 0700 {data_dir}" in text, "created private: it holds PHI and state"
     assert re.search(rf"chown {user}(:{user})? {re.escape(data_dir)}\b", text)
     assert f"PORTAL_PULSE_DATA_DIR={data_dir}" in text
     # The VOLUME (and so the copy of its ownership) comes after the chown.
@@ -423,8 +445,9 @@ def test_roles_profile_runs_process_replicas_and_a_sink_beside_the_default_worke
     for key in ("image", "build", "restart", "stop_grace_period", "healthcheck", "env_file"):
         assert process.get(key) == sink.get(key) == services["worker"].get(key), key
     # Dependencies: the process role never waits for ClickHouse; the sink does.
-    assert set(process["depends_on"]) == {"kafka"}
-    assert set(sink["depends_on"]) == {"kafka", "clickhouse"}
+    assert {"kafka", "kafka-setup"} <= set(process["depends_on"])
+    assert "clickhouse" not in process["depends_on"]
+    assert {"kafka", "kafka-setup", "clickhouse"} <= set(sink["depends_on"])
 
 
 def _node(mapping: yaml.MappingNode, key: str) -> yaml.Node:
@@ -473,16 +496,16 @@ def _datasources() -> list[dict]:
 
 
 def test_grafana_provisioning_points_at_clickhouse_with_the_read_only_user(compose: dict) -> None:
+    """Grafana reads as `bi`; what `bi` may do is tested in test_docker_clickhouse_users.py."""
     source = next(s for s in _datasources() if s["type"] == "grafana-clickhouse-datasource")
     assert source["jsonData"]["username"] == "bi"
     assert source["jsonData"]["host"] == "clickhouse"
     assert source["secureJsonData"]["password"] == "$__file{/run/secrets/bi_password}"
     assert "bi_password" in _secrets(compose["services"]["grafana"])
-    users = (DOCKER / "clickhouse/bi-readonly-user.xml").read_text()
+    users = (DOCKER / "clickhouse" / "users.xml").read_text()
     # 2, not 1: Grafana's ClickHouse client sets max_execution_time on every query.
     assert "<readonly>2</readonly>" in users
-    assert "GRANT SELECT ON default.*" in users
-    assert re.search(r"GRANT (INSERT|ALTER|CREATE|DROP|ALL)", users) is None
+    assert "GRANT SELECT ON default.*" not in users
 
 
 def test_clickhouse_gets_the_bi_password_from_the_same_secret(compose: dict) -> None:
@@ -490,41 +513,15 @@ def test_clickhouse_gets_the_bi_password_from_the_same_secret(compose: dict) -> 
     env = _env(clickhouse)
     assert env["CLICKHOUSE_BI_PASSWORD_FILE"] == "/run/secrets/bi_password"
     assert "bi_password" in _secrets(clickhouse)
-    users = (DOCKER / "clickhouse/bi-readonly-user.xml").read_text()
-    var = re.search(r'<password_sha256_hex from_env="(\w+)"', users)
+    users = (DOCKER / "clickhouse" / "users.xml").read_text()
+    bi = users[users.index("<bi>") :]
+    var = re.search(r'<password_sha256_hex from_env="(\w+)"', bi)
     assert var, "the bi user's password hash comes from the environment"
     script = (DOCKER / "clickhouse" / "entrypoint.sh").read_text()
-    assert f"export {var.group(1)}" in script
+    assert var.group(1) in script
     # The wrapper is mounted where the service's entrypoint runs it.
     target = clickhouse["entrypoint"][-1]
     assert f"./clickhouse/entrypoint.sh:{target}:ro" in clickhouse["volumes"]
-
-
-@pytest.mark.parametrize("content", ["s3cret-hex\n", "s3cret-hex"])
-def test_clickhouse_entrypoint_hashes_the_bi_password(tmp_path: Path, content: str) -> None:
-    """The wrapper exports the SHA-256 of the secret file without its trailing newline (the
-    password Grafana sends), then hands over to the image's entrypoint with the same arguments."""
-    stub = tmp_path / "entrypoint.sh"
-    stub.write_text('#!/bin/bash\necho "$CLICKHOUSE_BI_PASSWORD_SHA256 $*"\n')
-    stub.chmod(0o755)
-    script = (DOCKER / "clickhouse" / "entrypoint.sh").read_text()
-    assert "exec /entrypoint.sh " in script
-    wrapper = tmp_path / "wrapper.sh"
-    wrapper.write_text(script.replace("exec /entrypoint.sh ", f"exec {stub} "))
-    secret = tmp_path / "bi_password"
-    secret.write_text(content)
-    env = {"PATH": "/usr/bin:/bin", "CLICKHOUSE_BI_PASSWORD_FILE": str(secret)}
-    out = subprocess.run(
-        ["bash", str(wrapper), "--", "--x"], env=env, capture_output=True, text=True, timeout=30
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [hashlib.sha256(b"s3cret-hex").hexdigest(), "--", "--x"]
-    assert "s3cret" not in out.stdout + out.stderr
-
-    env["CLICKHOUSE_BI_PASSWORD_FILE"] = str(tmp_path / "missing")
-    out = subprocess.run(["bash", str(wrapper)], env=env, capture_output=True, text=True)
-    assert out.returncode != 0 and "bi_password" not in out.stdout
-    assert "missing or empty" in out.stderr
 
 
 def test_grafana_has_a_prometheus_data_source_on_the_prometheus_service(compose: dict) -> None:
@@ -552,14 +549,7 @@ def test_dashboards_use_provisioned_data_sources() -> None:
     assert len(uids) == len(set(uids))
 
 
-def test_grafana_dashboard_queries_run_on_the_real_schema(chdb_client) -> None:  # type: ignore[no-untyped-def]
-    """Every panel's SQL (with the practice variable filled in) runs against the migrated schema."""
-    dash = _dashboards()["portal-pulse.json"]
-    queries = [t["rawSql"] for p in dash["panels"] for t in p["targets"]]
-    queries += [v["query"] for v in dash["templating"]["list"]]
-    assert len(queries) >= 8
-    for sql in queries:
-        chdb_client.query(sql.replace("${practice}", "P001"))
+# The ClickHouse dashboard's SQL, run on chDB with hostile practice ids: test_grafana_sql.py.
 
 
 # PromQL words that are not metric names.
@@ -728,3 +718,145 @@ def test_deployment_doc_says_how_to_run_the_roles(compose: dict) -> None:
         assert f"`{name}`" in doc, name
     published = compose["services"]["sink"]["ports"][0].split(":")[-2]
     assert f"portal-pulse status --worker http://localhost:{published}" in doc
+
+
+# --- Kafka: logins and ACLs -------------------------------------------------------------------
+
+
+def _kafka_env(compose: dict) -> dict[str, str]:
+    return _env(compose["services"]["kafka"])
+
+
+def test_kafka_wants_a_login_on_every_listener_and_an_acl_for_everything(compose: dict) -> None:
+    from portal_pulse.broker import SUPER_USER
+
+    env = _kafka_env(compose)
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert all(p.startswith("SASL_") for p in protocols.values()), protocols
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == (
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    )
+    assert env["KAFKA_SUPER_USERS"] == f"User:{SUPER_USER}"
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    # The controller answers on the container's loopback only; the host port on 127.0.0.1 only.
+    listeners = dict(item.split("://", 1) for item in env["KAFKA_LISTENERS"].split(","))
+    assert listeners["CONTROLLER"].startswith("127.0.0.1:")
+    assert all(str(p).startswith("127.0.0.1:") for p in compose["services"]["kafka"]["ports"])
+    # The admin password reaches the broker through the entrypoint, from a mounted secret.
+    assert env["PORTAL_PULSE_KAFKA_ADMIN_PASSWORD_FILE"] == "/run/secrets/kafka_admin_password"
+    target = compose["services"]["kafka"]["entrypoint"][-1]
+    assert f"./kafka/entrypoint.sh:{target}:ro" in compose["services"]["kafka"]["volumes"]
+    assert "--command-config" in " ".join(_healthcheck_command(compose["services"]["kafka"]))
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_workers_log_in_to_kafka_as_the_pipeline(
+    compose: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    from portal_pulse.kafka_acls import PIPELINE, SCRAM_MECHANISM
+
+    for var in _settings_env_names():
+        monkeypatch.delenv(var, raising=False)
+    env = _env(compose["services"][name])
+    secret = env["PORTAL_PULSE_KAFKA_SASL_PASSWORD_FILE"]
+    assert secret.removeprefix("/run/secrets/") in _secrets(compose["services"][name])
+    (tmp_path / "pw").write_text("pipeline-pw\n")
+    env["PORTAL_PULSE_KAFKA_SASL_PASSWORD_FILE"] = str(tmp_path / "pw")
+    for var, value in env.items():
+        if not value.startswith("/run/secrets/"):
+            monkeypatch.setenv(var, value)
+    conf = Settings().kafka_client_config()
+    assert conf == {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": SCRAM_MECHANISM,
+        "sasl.username": PIPELINE,
+        "sasl.password": "pipeline-pw",
+    }
+    assert (compose["services"][name]["depends_on"]["kafka-setup"]["condition"]) == (
+        "service_completed_successfully"
+    )
+
+
+def test_kafka_setup_applies_the_rules_as_the_super_user_with_every_login(compose: dict) -> None:
+    from portal_pulse.broker import SUPER_USER
+    from portal_pulse.kafka_acls import PRINCIPALS, password_file
+
+    setup = compose["services"]["kafka-setup"]
+    assert setup["entrypoint"][:3] == ["python", "-m", "portal_pulse.kafka_acls"]
+    directory = Path(setup["entrypoint"][setup["entrypoint"].index("--passwords-dir") + 1])
+    env = _env(setup)
+    assert env["PORTAL_PULSE_KAFKA_SASL_USERNAME"] == SUPER_USER
+    assert env["PORTAL_PULSE_KAFKA_SASL_MECHANISM"] == "PLAIN"
+    assert (
+        env["KAFKA_BOOTSTRAP_SERVERS"]
+        == _env(compose["services"]["worker"])["KAFKA_BOOTSTRAP_SERVERS"]
+    )
+    wanted = {password_file(directory, u).name for u in PRINCIPALS} | {"kafka_admin_password"}
+    assert set(_secrets(setup)) == wanted
+    assert {f"/run/secrets/{s}" for s in wanted} == {
+        str(directory / s) for s in _secret_targets(setup)
+    }
+    assert _one_shot(setup) and setup["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def _run_kafka_entrypoint(tmp_path: Path, password: str | None) -> subprocess.CompletedProcess:
+    """The wrapper with the image's start script replaced by a stub that prints KAFKA_OPTS and
+    its arguments, and the config directory in ``tmp_path``."""
+    stub = tmp_path / "run"
+    stub.write_text('#!/bin/bash\necho "$KAFKA_OPTS $*"\n')
+    stub.chmod(0o755)
+    script = (DOCKER / "kafka" / "entrypoint.sh").read_text()
+    assert "exec /etc/kafka/docker/run " in script
+    wrapper = tmp_path / "wrapper.sh"
+    wrapper.write_text(script.replace("exec /etc/kafka/docker/run ", f"exec {stub} "))
+    secret = tmp_path / "kafka_admin_password"
+    if password is not None:
+        secret.write_text(password)
+    (tmp_path / "config").mkdir(exist_ok=True)
+    (tmp_path / "data").mkdir(mode=0o755, exist_ok=True)
+    (tmp_path / "data").chmod(0o755)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PORTAL_PULSE_KAFKA_ADMIN_PASSWORD_FILE": str(secret),
+        "PORTAL_PULSE_KAFKA_CONFIG_DIR": str(tmp_path / "config"),
+        "KAFKA_LOG_DIRS": str(tmp_path / "data"),
+    }
+    return subprocess.run(
+        ["bash", str(wrapper), "--x"], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_kafka_entrypoint_writes_private_logins_and_hands_over(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    config = tmp_path / "config"
+    config.mkdir()
+    planted = tmp_path / "elsewhere"
+    planted.write_text("untouched")
+    (config / "portal-pulse-jaas.conf").symlink_to(planted)
+    out = _run_kafka_entrypoint(tmp_path, "0123abcd\n")
+    assert out.returncode == 0, out.stderr
+    jaas = config / "portal-pulse-jaas.conf"
+    assert out.stdout.split() == [f"-Djava.security.auth.login.config={jaas}", "--x"]
+    assert planted.read_text() == "untouched", "the wrapper wrote through a planted link"
+    for name in ("portal-pulse-jaas.conf", "portal-pulse-admin.properties"):
+        info = os.lstat(config / name)
+        assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600, name
+        assert 'password="0123abcd"' in (config / name).read_text(), name
+    assert 'user_admin="0123abcd"' in jaas.read_text()
+    assert "ScramLoginModule" in jaas.read_text()
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    assert "0123abcd" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("password", [None, "", 'pw" user_evil="x'])
+def test_kafka_entrypoint_refuses_a_missing_or_unquotable_password(
+    tmp_path: Path, password: str | None
+) -> None:
+    out = _run_kafka_entrypoint(tmp_path, password)
+    assert out.returncode != 0
+    assert "kafka_admin_password" in out.stderr
+    assert not (tmp_path / "config" / "portal-pulse-jaas.conf").exists()
