@@ -443,7 +443,7 @@ class WebhookNotifier:
         if retry_after is not None:
             return min(retry_after, self._backoff_max)
         ceiling = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 -- back-off jitter, not a secret
 
 
 def notifier_from_settings(
