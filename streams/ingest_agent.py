@@ -16,15 +16,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 from faust.types import TP
 
-from portal_pulse.ingest import Rejected
+from portal_pulse.ingest import Rejected, Remembered
 from schemas.model import CleanEvent
 from schemas.serializer import clean_event_to_record
+from schemas.validation import is_practice_id
 from streams.app import Runtime
 from streams.checkpoint import Checkpoint
 from streams.delivery import DeliveringProducer
@@ -42,7 +44,7 @@ from streams.watermark import (
     source_value,
 )
 
-__all__ = ["Ingest", "clean_key", "register"]
+__all__ = ["DedupChangelog", "Ingest", "clean_key", "entries", "record", "record_key", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,28 +55,81 @@ def clean_key(event: CleanEvent) -> bytes:
 
 
 class DedupChangelog:
-    """The de-duplication memory's changelog records, held until the batch's outputs are out."""
+    """The de-duplication memory's changelog records, held until the batch's outputs are out.
+
+    A record's key is ``["<practice_id>", "<event_id>"]`` and its value
+    ``[<input partition>, "<16 hex digits of fingerprint>"]``; an eviction is a tombstone. A
+    changelog written before practices were part of the key holds ``"<event_id>"`` →
+    ``<partition>``: ``entries`` restores those too, and their tombstones keep that key, so
+    compaction removes them.
+    """
 
     def __init__(self, topic: str, delivery: DeliveringProducer) -> None:
         self.topic = topic
         self.delivery = delivery
-        self._pending: list[tuple[str, int, bool]] = []
+        self._pending: list[tuple[bytes, bytes | None, int]] = []
 
-    def added(self, event_id: str, partition: int) -> None:
-        self._pending.append((event_id, partition, True))
+    def added(self, practice_id: str, event_id: str, partition: int, fingerprint: int) -> None:
+        self._pending.append((*record(practice_id, event_id, partition, fingerprint), partition))
 
-    def evicted(self, event_id: str, partition: int) -> None:
-        self._pending.append((event_id, partition, False))
+    def evicted(self, practice_id: str | None, event_id: str, partition: int) -> None:
+        self._pending.append((record_key(practice_id, event_id), None, partition))
 
     def write_changes(self) -> int:
         pending, self._pending = self._pending, []
-        for event_id, partition, present in pending:
-            key = json.dumps(event_id).encode()
-            if present:
-                self.delivery.send(self.topic, str(partition).encode(), key, partition=partition)
+        for key, value, partition in pending:
+            if value is not None:
+                self.delivery.send(self.topic, value, key, partition=partition)
             else:
                 self.delivery.send_tombstone(self.topic, key, partition)
         return len(pending)
+
+
+def record_key(practice_id: str | None, event_id: str) -> bytes:
+    """A memory entry's changelog key (``practice_id`` None: an entry from an older version)."""
+    ids: Any = event_id if practice_id is None else [practice_id, event_id]
+    return json.dumps(ids, separators=(",", ":")).encode()
+
+
+def record(
+    practice_id: str, event_id: str, partition: int, fingerprint: int
+) -> tuple[bytes, bytes]:
+    """A memory entry's changelog key and value."""
+    value = json.dumps([partition, f"{fingerprint:016x}"], separators=(",", ":")).encode()
+    return record_key(practice_id, event_id), value
+
+
+def entries(data: Mapping[Any, Any]) -> Iterator[Remembered]:
+    """The memory's entries from the recovered table (keys and values JSON-decoded; Faust makes
+    a list key a tuple). Older entries are ``event_id`` → partition. A record of any other
+    shape is skipped with a warning: it can only cost a missed duplicate, never a crash."""
+    skipped = 0
+    for key, value in data.items():
+        try:
+            yield _entry(key, value)
+        except (TypeError, ValueError):
+            skipped += 1
+    if skipped:
+        logger.warning("de-duplication changelog: %d records of an unknown shape skipped", skipped)
+
+
+def _entry(key: Any, value: Any) -> Remembered:
+    if isinstance(key, str) and (value is None or (type(value) is int and 0 <= value < 2**31)):
+        return Remembered(None, key, int(value or 0), None)  # written before practices counted
+    if (
+        isinstance(key, (list, tuple))
+        and len(key) == 2
+        and is_practice_id(key[0])
+        and isinstance(key[1], str)
+        and isinstance(value, list)
+        and len(value) == 2
+        and type(value[0]) is int
+        and 0 <= value[0] < 2**31
+        and isinstance(value[1], str)
+        and len(value[1]) == 16
+    ):
+        return Remembered(key[0], key[1], value[0], int(value[1], 16))
+    raise ValueError("not a de-duplication record")
 
 
 class WatermarkChangelog:
@@ -120,9 +175,9 @@ class Ingest:
         self.others_lag: GroupLag | None = None
         self.said_caught_up = False  # the last announcement said the pipeline is caught up
         self.logged_at = -60.0
-        # The de-duplication memory survives restarts: every remembered event id is a record in
-        # a compacted changelog (partition = the raw partition it came from), evictions are
-        # tombstones.
+        # The de-duplication memory survives restarts: every remembered (practice_id, event_id)
+        # is a record in a compacted changelog (partition = the raw partition it came from),
+        # evictions are tombstones (DedupChangelog).
         self.seen_table = app.Table(
             "dedup",
             partitions=rt.settings.raw_partitions,
@@ -145,17 +200,19 @@ class Ingest:
 
     def current_watermark(self) -> datetime | None:
         """The watermark for the next clean records' headers, and their cover."""
-        wm, self.cover = self._watermark(others_caught_up=False)
+        wm, self.cover = self._watermark(False, datetime.now(UTC))
         return wm
 
-    def _watermark(self, others_caught_up: bool) -> tuple[datetime | None, bytes]:
+    def _watermark(self, others_caught_up: bool, now: datetime) -> tuple[datetime | None, bytes]:
         """This worker's watermark and its cover. The cover says "caught up" only for the
         whole pipeline: every raw partition this worker reads is, and so are the others
         (``others_caught_up``, checked by the caller), or there are no others. Records'
-        headers never claim the others: only an announcement right after the check does."""
+        headers never claim the others: only an announcement right after the check does.
+        The watermark never passes ``now``, the wall clock (SPEC §7): an event stamped a
+        little ahead is accepted but moves no clock past "now"."""
         app = self.app
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in self.raw_names]
-        wm = self.watermark.compute(assigned, lambda tp: self.progress.caught_up(app, tp))
+        wm = self.watermark.compute(assigned, lambda tp: self.progress.caught_up(app, tp), now)
         alone = len(assigned) >= len(self.raw_index)
         done = self.watermark.caught_up and (alone or others_caught_up)
         return wm, cover_value(assigned, self.raw_index, done)
@@ -220,18 +277,22 @@ class Ingest:
         app = self.app
         if self.restored or app.rebalancing or not app.tables.recovery.completed.is_set():
             return self.restored
-        data = self.seen_table.data
-        self.rt.ingestor.dedup.restore((str(k), int(v or 0)) for k, v in data.items())
+        self.rt.ingestor.dedup.restore(entries(self.seen_table.data))
         self.watermark = Watermark()
         # Only the partitions this worker reads: a standby replica's copy of another worker's
         # partitions is in the table too.
         assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
         for key, ms in list(self.wm_table.data.items()):
             topic, _, partition = str(key).rpartition("|")
-            if (topic, int(partition or -1)) in assigned and ms is not None:
-                self.watermark.observe(
-                    TP(topic, int(partition)), datetime.fromtimestamp(int(ms) / 1000, UTC)
-                )
+            try:
+                tp = TP(topic, int(partition or -1))
+                at = datetime.fromtimestamp(int(ms) / 1000, UTC) if ms is not None else None
+            except (TypeError, ValueError, OverflowError, OSError) as exc:
+                # Not a record WatermarkChangelog wrote: that source's time is learnt again.
+                logger.error("ingest: a stored source watermark does not parse (%s)", exc)
+                continue
+            if (tp.topic, tp.partition) in assigned and at is not None:
+                self.watermark.observe(tp, at)
         self.announced = None
         self.restored = True
         return True
@@ -272,10 +333,11 @@ class Ingest:
             return
         if not all(self.progress.caught_up(app, tp) for tp in assigned):
             return
+        now = datetime.now(UTC)  # one "now" for both looks: equal unless more was read
         async with self.checkpoint.lock:
             if not self.restore():
                 return
-            before, cover = self._watermark(others_caught_up=True)
+            before, cover = self._watermark(True, now)
             if before is None:
                 self.said_caught_up = True  # no event time yet anywhere: nothing to announce
                 return
@@ -285,7 +347,7 @@ class Ingest:
         async with self.checkpoint.lock:
             if not self.restore():
                 return
-            wm, cover = self._watermark(everyone)
+            wm, cover = self._watermark(everyone, now)
             if wm != before:
                 return  # read more meanwhile: the other workers are checked again next tick
             # Announced again when only the cover changed: "caught up" must reach the

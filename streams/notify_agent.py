@@ -1,7 +1,8 @@
 """Alerts topic → the webhook notifier (only when a webhook URL is configured).
 
-Delivery never holds up the stream: the notifier queues, retries with back-off in the background
-and counts what it could not deliver.
+Delivery never holds up the stream: the notifier queues, delivers from a small pool of senders
+(each attempt under one overall deadline and a bound on the response body read), retries with
+back-off in the background and counts what it could not deliver.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from portal_pulse.notify.webhook import notifier_from_settings
 from streams.app import Runtime
 from streams.checkpoint import GatedConsumer
 from streams.codecs import alert_from_bytes
+from streams.sink_agents import check_record
 
 __all__ = ["register"]
 
@@ -21,7 +23,9 @@ logger = logging.getLogger(__name__)
 
 
 def register(app: faust.App, rt: Runtime) -> None:
-    notifier = notifier_from_settings(rt.settings)
+    # Refuses (UserError) a webhook URL that cannot work, or plain http:// beyond loopback
+    # with PORTAL_PULSE_WEBHOOK_REQUIRE_TLS; warns about the latter otherwise.
+    notifier = notifier_from_settings(rt.settings, rt.metrics)
     if notifier is None:
         return
     # httpx logs request URLs at INFO; a webhook URL may carry a token.
@@ -39,9 +43,14 @@ def register(app: faust.App, rt: Runtime) -> None:
                 if event is not None and isinstance(app.consumer, GatedConsumer):
                     app.consumer.release(event.message)
                 try:
-                    notifier.submit(alert_from_bytes(rt.alert_codec, data))
-                except Exception as exc:  # one bad record must not stop delivery of the rest
-                    logger.error("notify: skipping undecodable alert record: %s", exc)
+                    # Parsed inside the guard: a record on the alerts topic that does not parse
+                    # is skipped (sink-alerts dead-letters it) and delivery goes on.
+                    notifier.submit(check_record(alert_from_bytes(rt.alert_codec, data or b"")))
+                except Exception as exc:
+                    where = f" {event.message.tp}@{event.message.offset}" if event else ""
+                    logger.error(
+                        "notify: skipping an alert record%s: %s", where, type(exc).__name__
+                    )
         finally:
             await notifier.stop(drain_timeout=5.0)
             logger.info("webhook delivery stats: %s", notifier.stats)

@@ -10,6 +10,11 @@ partition's marker (clock, last input offset, raw positions seen), then the ackn
 After a restart a record at or below the marker's offset is skipped whole, a key whose stamp
 already holds an input skips it, and a second copy of a raw record (ingest re-read after a
 crash) is recognised by its raw position.
+
+The clean topic is the pipeline's own, but a record on it is still parsed as input: headers and
+value are read inside the per-record guard, and one that does not parse is dead-lettered
+(``bad_header``, ``bad_internal_record``) while the stream goes on. No partition clock runs
+past the wall clock (SPEC §7): the watermark and idle time move it up to "now" at most.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from streams.feed import batches_of
 from streams.ordering import InOrder
 from streams.sink_agents import events_table_sink
 from streams.state import STATE_VALUES, ChangelogStore
-from streams.watermark import combine, raw_index, read_cover, read_header, read_source
+from streams.watermark import BadHeader, RecordHeaders, combine, raw_index, read_headers
 
 __all__ = ["CollectingOutputs", "Processors", "register"]
 
@@ -78,6 +83,44 @@ class PartitionState:
     # Highest watermark heard per raw partition (ms, -1 unknown; streams/watermark.combine).
     raw_watermarks: list[int] = field(default_factory=list)
     raw_caught_up: list[bool] = field(default_factory=list)
+
+    def follow(
+        self, headers: RecordHeaders, wall: float | None, now: datetime | None
+    ) -> datetime | None:
+        """Take a record's watermark (``streams.watermark.combine``) into the partition clock,
+        never past ``now`` (the wall clock); the clock after it, None when it did not move.
+
+        The clock follows the sources' watermark, not the event's own time: an event from a
+        fast source must not fire other keys' deadlines early, nor one stamped ahead of the
+        wall clock (within the accepted skew) anyone's deadline before it is due."""
+        if headers.watermark is None:
+            return None
+        watermark = combine(
+            self.raw_watermarks, self.raw_caught_up, headers.watermark, headers.cover
+        )
+        if watermark is None:
+            return None
+        return self.clock.observe(watermark, wall, not_after=now)
+
+    def restore(self, saved: Any, raw_count: int) -> None:
+        """Take the marker's values; ``ValueError``/``TypeError`` when it is not one the
+        processors wrote (the caller then starts the partition afresh)."""
+        if not isinstance(saved, dict):
+            raise TypeError("a partition marker is an object")
+        snapshot = saved.get("s")
+        offset = int(saved.get("o", -1))
+        sources = saved.get("src") or {}
+        if not isinstance(sources, dict):
+            raise TypeError("a marker's raw positions are an object")
+        sources = {str(k): int(v) for k, v in sources.items()}
+        marks, done = saved.get("w"), saved.get("wc")
+        self.clock.restore(snapshot)
+        self.offset, self.sources, self.saved_clock = offset, sources, snapshot
+        if isinstance(marks, list) and isinstance(done, list) and len(marks) == raw_count:
+            if len(done) != raw_count:
+                raise ValueError("a marker's caught-up flags do not match its watermarks")
+            self.raw_watermarks = [int(m) for m in marks]
+            self.raw_caught_up = [bool(c) for c in done]
 
 
 class Processors:
@@ -129,7 +172,10 @@ class Processors:
             delivery, [*self.stores.values(), self.live_store], [self.markers]
         )
         self.partitions: dict[int, PartitionState] = {}
-        self.raw_count = len(raw_index(settings.topics.raw.values(), settings.raw_partitions))
+        index = raw_index(settings.topics.raw.values(), settings.raw_partitions)
+        self.raw_count = len(index)
+        # The raw partitions a clean record's ``pp-src`` header may name.
+        self.raw_sources = frozenset(f"{tp.topic}|{tp.partition}" for tp in index)
         self.in_order = InOrder(app, "processors")
         self.in_order.register()
         self.progress = rt.progress_of("processors", [settings.topics.clean])
@@ -141,6 +187,7 @@ class Processors:
         self.reread_skipped = 0
         self.copy_samples: list[str] = []
         self.processing_errors = 0
+        self.bad_markers = 0
         self.dead_letter_reasons: dict[str, int] = {}
         # Alerts sent and not yet confirmed delivered: (kind, transition, deadline passed at).
         self._unconfirmed: list[tuple[str, str, float | None]] = []
@@ -156,21 +203,32 @@ class Processors:
             # figures) and marker.
             self.live.rebuild(partition)
             self.engine.rebuild([partition], keep_others=True)
-            clock = EventClock(self.settings.idle_grace_seconds)
+            state = self._fresh_partition()
             saved = self.markers.get(str(partition))
-            n = self.raw_count
-            state = PartitionState(clock, raw_watermarks=[-1] * n, raw_caught_up=[False] * n)
             if saved:
-                clock.restore(saved.get("s"))
-                state.offset = int(saved.get("o", -1))
-                state.sources = dict(saved.get("src") or {})
-                state.saved_clock = saved.get("s")
-                marks, done = saved.get("w"), saved.get("wc")
-                if isinstance(marks, list) and isinstance(done, list) and len(marks) == n:
-                    state.raw_watermarks = [int(m) for m in marks]
-                    state.raw_caught_up = [bool(c) for c in done]
+                try:
+                    state.restore(saved, self.raw_count)
+                except (TypeError, ValueError, OverflowError) as exc:
+                    # Not a marker the processors wrote: start afresh (every record after the
+                    # committed offset is read again; keys' stamps skip what they hold).
+                    self.processing_errors += 1
+                    self.bad_markers += 1
+                    logger.error(
+                        "processors: partition %d's marker does not parse (%s): ignored",
+                        partition, type(exc).__name__,
+                    )  # fmt: skip
+                    state = self._fresh_partition()
+                    state.dirty = True  # write a good marker at the next checkpoint
             self.partitions[partition] = state
         return state
+
+    def _fresh_partition(self) -> PartitionState:
+        n = self.raw_count
+        return PartitionState(
+            EventClock(self.settings.idle_grace_seconds),
+            raw_watermarks=[-1] * n,
+            raw_caught_up=[False] * n,
+        )
 
     def _mark(self, partition: int, state: PartitionState) -> None:
         snap = state.clock.snapshot()
@@ -192,28 +250,31 @@ class Processors:
     # -- per event --------------------------------------------------------------------------------
 
     def process(self, event: Any) -> list[Any] | None:
-        """Fold one clean record into the machines; its ``events`` row, or None."""
+        """Fold one clean record into the machines; its ``events`` row, or None.
+
+        Everything read from the record (headers, value) is parsed inside the guard: a record
+        that does not parse is dead-lettered and the stream goes on (SPEC §9)."""
         msg = event.message
         p, offset = msg.partition, msg.offset
         state = self.partition(p)
         if offset <= state.offset:
             self.reread_skipped += 1
             return None  # its effects are all in the restored state already
-        headers = event.headers
-        watermark = read_header(headers)
-        if watermark is not None:
-            # The lowest watermark over every raw partition, each as its worker last said.
-            watermark = combine(
-                state.raw_watermarks, state.raw_caught_up, watermark, read_cover(headers)
-            )
-        if watermark is not None:
-            # The partition clock follows the sources' watermark, not the event's own time:
-            # an event from a fast source must not fire other keys' deadlines early.
-            self.engine.advance(state.clock.observe(watermark, time.monotonic()), p)
         state.offset, state.dirty = offset, True
-        if not event.value:  # a watermark control record
+        value = event.value
+        try:
+            headers = read_headers(event.headers, self.raw_sources)
+        except BadHeader as exc:
+            self._dead_letter(msg, value, "bad_header", str(exc), exc.header)
             return None
-        source = read_source(headers)
+        moved = state.follow(headers, time.monotonic(), datetime.now(UTC))
+        if moved is not None:
+            self.engine.advance(moved, p)
+        if not value:
+            if headers.watermark is None:  # empty, and no watermark: not a control record
+                self._dead_letter(msg, value, "bad_internal_record", "empty clean record")
+            return None  # a watermark control record
+        source = headers.source
         where, raw_offset = source if source is not None else ("", -1)
         if source is not None:
             if raw_offset <= state.sources.get(where, -1):
@@ -225,26 +286,35 @@ class Processors:
                 return None
             state.sources[where] = raw_offset
         try:
-            clean = clean_event_from_record(self.rt.clean_codec.decode_record(event.value))
+            clean = clean_event_from_record(self.rt.clean_codec.decode_record(value))
+        except Exception as exc:  # not a clean event: dead-letter it
+            self._dead_letter(
+                msg, value, "bad_internal_record", f"not a clean event: {type(exc).__name__}"
+            )
+            return None
+        try:
             self.engine.on_event(clean, p, offset)
             self.live.apply(clean, p, offset)
             if self.events_sink is None:
                 return None
             return [*event_row(clean), where, raw_offset]
         except Exception as exc:  # one bad record must not stop the stream: dead-letter it
-            self._dead_letter(msg, event.value, exc)
+            self._dead_letter(
+                msg, value, "processing_error", f"processing failed: {type(exc).__name__}"
+            )
             return None
 
-    def _dead_letter(self, msg: Any, value: bytes, exc: Exception) -> None:
+    def _dead_letter(
+        self, msg: Any, value: bytes | None, reason: str, detail: str, field: str | None = None
+    ) -> None:
         self.processing_errors += 1
-        reason = "undecodable" if "decode" in type(exc).__name__.lower() else "processing_error"
         self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + 1
+        # The position and reason are logged, never the value (PHI).
         logger.error(
-            "processors: dead-lettering %s@%d: %s (%s)", msg.tp, msg.offset, reason,
-            type(exc).__name__,
-        )  # fmt: skip
-        record = Rejected(reason, f"processing failed: {type(exc).__name__}").dead_letter(
-            value, msg.topic, msg.partition, msg.offset, datetime.now(UTC)
+            "processors: dead-lettering %s@%d: %s (%s)", msg.tp, msg.offset, reason, detail
+        )
+        record = Rejected(reason, detail, field).dead_letter(
+            value or b"", msg.topic, msg.partition, msg.offset, datetime.now(UTC)
         )
         self.delivery.send(
             self.settings.topics.dead_letter, self.rt.dead_letter_codec.encode_record(record)
@@ -329,7 +399,7 @@ class Processors:
         app = self.app
         if app.rebalancing or not app.tables.recovery.completed.is_set():
             return
-        wall = time.monotonic()
+        wall, wall_now = time.monotonic(), datetime.now(UTC)
         clean = self.settings.topics.clean
         async with self.checkpoint.lock:
             for tp in app.consumer.assignment():
@@ -340,7 +410,7 @@ class Processors:
                 # and only once every raw partition's worker has said it is caught up too: a
                 # failover or a slow worker is not an idle stream.
                 idle = self.progress.caught_up(app, tp) and all(state.raw_caught_up)
-                now = state.clock.now(wall, idle_allowed=idle)
+                now = state.clock.now(wall, idle_allowed=idle, not_after=wall_now)
                 if now is None:
                     continue
                 if idle:

@@ -9,17 +9,30 @@ A batch's insert carries a deduplication token made from the offsets it covers, 
 skips positions it has already written, so a batch re-read after a crash, a rebalance or a lost
 acknowledgement adds no rows. A failing insert is retried with back-off until it succeeds;
 nothing is acknowledged meanwhile.
+
+The topics are the pipeline's own, but their records are parsed as input (SPEC §9): a record
+that does not decode, or decodes to values its table cannot hold (an insert refused for them
+would be retried for ever), is dead-lettered as ``bad_internal_record`` and the batch goes on;
+the dead letters are delivered before the batch is acknowledged. The dead-letter sink only
+skips and counts such a record: a dead letter about its own topic could go round in a loop. The
+events sink skips a clean record the processors dead-letter (``bad_header`` and the rest).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import types
+import typing
 from collections.abc import Callable
+from dataclasses import fields, is_dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 import faust
 from faust.types import TP
 
+from portal_pulse.ingest import Rejected
 from portal_pulse.reports.rollup import refeed_events_tail
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink, SinkStopped, lost_ack_fault
@@ -27,15 +40,88 @@ from sinks.rows import EVENT_SOURCE_COLUMNS, TABLES, event_row
 from streams.app import Runtime
 from streams.checkpoint import release_and_ack
 from streams.codecs import alert_from_bytes, live_from_bytes, response_from_bytes
+from streams.delivery import DeliveringProducer
 from streams.feed import batches_of
 from streams.ordering import InOrder
-from streams.watermark import read_source
+from streams.watermark import BadHeader, raw_index, read_headers
 
-__all__ = ["EventsSinkAgent", "TableSinkAgent", "register"]
+__all__ = ["DeadLetters", "EventsSinkAgent", "TableSinkAgent", "check_record", "register"]
 
 logger = logging.getLogger(__name__)
 
 RowOf = Callable[[bytes], list[Any]]
+
+# What the tables' columns hold (sinks/migrations): UInt32 counts (UInt16 partition), DateTime64
+# instants with a UInt64 version made from them (so none before 1970), Date days.
+_INT_LIMITS = {"partition": 2**16}
+_UINT32 = 2**32
+_YEARS = range(1970, 2300)
+_DAYS = range(1970, 2149)
+
+
+def _fits(name: str, kind: Any, value: Any) -> bool:
+    """Whether ``value`` is of annotation ``kind`` and within its column's range."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_fits(name, k, value) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        limit = _INT_LIMITS.get(name, _UINT32)
+        return type(value) is int and 0 <= value < limit
+    if kind is float:
+        return type(value) in (int, float) and math.isfinite(value)
+    if kind is str:
+        return isinstance(value, str)
+    if kind is datetime:
+        return isinstance(value, datetime) and value.tzinfo is not None and value.year in _YEARS
+    if kind is date:
+        return type(value) is date and value.year in _DAYS
+    if typing.get_origin(kind) is dict:
+        key_kind, value_kind = typing.get_args(kind)
+        return isinstance(value, dict) and all(
+            _fits(name, key_kind, k) and _fits(name, value_kind, v) for k, v in value.items()
+        )
+    return True
+
+
+def check_record(record: Any) -> Any:
+    """``record`` (an alert, response fact or live row) as decoded, when its table can hold
+    every field; ``ValueError`` naming the first field that it cannot."""
+    if is_dataclass(record) and not isinstance(record, type):
+        hints = typing.get_type_hints(type(record))
+        for f in fields(record):
+            if not _fits(f.name, hints[f.name], getattr(record, f.name)):
+                raise ValueError(f"field {f.name} out of its column's type or range")
+    return record
+
+
+class DeadLetters:
+    """The sinks' dead letters: sent as records fail, delivered before the batch is acked."""
+
+    def __init__(self, rt: Runtime, delivery: DeliveringProducer) -> None:
+        self.rt = rt
+        self.delivery = delivery
+        self.pending = 0
+        self.reasons: dict[str, int] = {}
+
+    def send(self, agent: str, msg: Any, value: bytes | None, reason: str, detail: str) -> None:
+        # The position and reason are logged, never the value (it may hold PHI).
+        logger.error("%s: dead-lettering %s@%d: %s (%s)", agent, msg.tp, msg.offset, reason, detail)
+        record = Rejected(reason, detail).dead_letter(
+            value or b"", msg.topic, msg.partition, msg.offset, datetime.now(UTC)
+        )
+        self.delivery.send(
+            self.rt.settings.topics.dead_letter, self.rt.dead_letter_codec.encode_record(record)
+        )
+        self.pending += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    async def flush(self) -> None:
+        if self.pending:
+            await self.delivery.flush()
+            self.pending = 0
 
 
 class TableSinkAgent:
@@ -43,7 +129,7 @@ class TableSinkAgent:
 
     def __init__(
         self, app: faust.App, rt: Runtime, name: str, topic: faust.TopicT, sink: ClickHouseTableSink,
-        row_of: RowOf,
+        row_of: RowOf, dead_letters: DeadLetters | None = None,
     ) -> None:  # fmt: skip
         self.app = app
         self.rt = rt
@@ -51,6 +137,7 @@ class TableSinkAgent:
         self.topic = topic
         self.sink = sink
         self.row_of = row_of
+        self.dead_letters = dead_letters  # None: skip and count a bad record (dead-letter sink)
         self.progress = rt.progress_of(name, topic.topics)
         self.skipped = 0
         self.in_order = InOrder(app, name)
@@ -60,16 +147,22 @@ class TableSinkAgent:
         batch = Batch()
         for event in events:
             msg = event.message
-            if not event.value:
-                continue  # control record (watermark), not data
-            try:
+            try:  # the pipeline's own topic, but a record that does not parse stops nothing
+                if not event.value:
+                    raise ValueError("empty record")  # only the clean topic has control records
                 row = self.row_of(event.value)
-            except Exception as exc:  # our own topics: a bad record is a bug, not input
+            except Exception as exc:
                 self.skipped += 1
-                logger.error(
-                    "%s: skipping undecodable record %s@%d: %s",
-                    self.name, msg.tp, msg.offset, type(exc).__name__,
-                )  # fmt: skip
+                detail = f"not a record of this topic: {type(exc).__name__}"
+                if self.dead_letters is not None:
+                    self.dead_letters.send(
+                        self.name, msg, event.value, "bad_internal_record", detail
+                    )
+                else:
+                    logger.error(
+                        "%s: skipping a record that does not parse %s@%d: %s",
+                        self.name, msg.tp, msg.offset, detail,
+                    )  # fmt: skip
                 continue
             batch.add(row, msg.topic, msg.partition, msg.offset)
         return batch
@@ -82,6 +175,8 @@ class TableSinkAgent:
             with self.rt.batch_in_flight():
                 admitted = self.in_order.admit(events)
                 await self.write(admitted.fresh)
+                if self.dead_letters is not None:
+                    await self.dead_letters.flush()
                 await release_and_ack(stream.ack, admitted.to_ack)
             for event in admitted.to_ack:
                 self.progress.done(event.message.tp, event.message.offset)
@@ -125,6 +220,9 @@ class EventsSinkAgent(TableSinkAgent):
         super().__init__(app, rt, "sink-events", topic, sink, self._row_of)
         # clean partition → raw "topic|partition" → highest raw offset taken
         self.sources: dict[int, dict[str, int]] = {}
+        index = raw_index(rt.settings.topics.raw.values(), rt.settings.raw_partitions)
+        self.raw_sources = frozenset(f"{tp.topic}|{tp.partition}" for tp in index)
+        self.bad_skipped = 0  # records the processors dead-letter: no events row
         self._loaded: set[str] = set()
         self._stale = False
         self.copies_skipped = 0
@@ -185,9 +283,13 @@ class EventsSinkAgent(TableSinkAgent):
             if offset <= self.sink._written.get((topic, p), -1):
                 self.reread_skipped += 1
                 continue  # its row (or its verdict) is in ClickHouse already
+            try:
+                source = read_headers(event.headers, self.raw_sources).source
+            except BadHeader:  # the processors dead-letter it (bad_header): no events row
+                self.bad_skipped += 1
+                continue
             if not event.value:
-                continue  # a watermark control record
-            source = read_source(event.headers)
+                continue  # a watermark control record (or one the processors dead-letter)
             where, raw_offset = source if source is not None else ("", -1)
             if source is not None:
                 seen = self.sources.setdefault(p, {})
@@ -200,7 +302,7 @@ class EventsSinkAgent(TableSinkAgent):
             except Exception as exc:  # the processors dead-letter it: no events row
                 self.skipped += 1
                 logger.error(
-                    "%s: skipping undecodable record %s@%d: %s",
+                    "%s: skipping a record that does not parse %s@%d: %s",
                     self.name, msg.tp, offset, type(exc).__name__,
                 )  # fmt: skip
                 continue
@@ -247,11 +349,29 @@ def register(app: faust.App, rt: Runtime) -> list[TableSinkAgent]:
             "dead_letters",
             rt.dead_letter_codec.decode_record,
         ),
-        ("sink-alerts", topics.alerts, "alerts", lambda b: alert_from_bytes(rt.alert_codec, b)),
-        ("sink-responses", topics.responses, "message_responses", response_from_bytes),
-        ("sink-live-metrics", topics.live_metrics, "live_metrics", live_from_bytes),
+        (
+            "sink-alerts",
+            topics.alerts,
+            "alerts",
+            lambda b: check_record(alert_from_bytes(rt.alert_codec, b)),
+        ),
+        (
+            "sink-responses",
+            topics.responses,
+            "message_responses",
+            lambda b: check_record(response_from_bytes(b)),
+        ),
+        (
+            "sink-live-metrics",
+            topics.live_metrics,
+            "live_metrics",
+            lambda b: check_record(live_from_bytes(b)),
+        ),
     ]
     fault = lost_ack_fault(settings.sink_fault_rate) if settings.sink_fault_rate > 0 else None
+    delivery = DeliveringProducer(settings, rt.bootstrap)
+    rt.producers.append(delivery)
+    dead_letters = DeadLetters(rt, delivery)
     agents = []
     for name, topic, table, decode in specs:
         spec = TABLES[table]
@@ -264,8 +384,9 @@ def register(app: faust.App, rt: Runtime) -> list[TableSinkAgent]:
         )
         rt.sinks[table] = sink
         agent = TableSinkAgent(
-            app, rt, name, topic, sink, lambda b, row=spec.row, decode=decode: row(decode(b))
-        )
+            app, rt, name, topic, sink, lambda b, row=spec.row, decode=decode: row(decode(b)),
+            None if table == "dead_letters" else dead_letters,
+        )  # fmt: skip
         agent.register()
         agents.append(agent)
     if rt.role == "sink":

@@ -25,9 +25,10 @@ single worker covers every raw partition, so its clocks follow its watermark exa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
-from typing import Any
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from faust.types import TP
 
@@ -35,6 +36,8 @@ __all__ = [
     "COVER_HEADER",
     "HEADER",
     "SOURCE_HEADER",
+    "BadHeader",
+    "RecordHeaders",
     "Watermark",
     "combine",
     "cover_value",
@@ -42,11 +45,22 @@ __all__ = [
     "raw_index",
     "read_cover",
     "read_header",
+    "read_headers",
     "read_source",
     "source_value",
 ]
 
 HEADER = "pp-watermark"
+
+
+class BadHeader(ValueError):
+    """A pipeline header that does not parse. Internal topics are written by the pipeline only,
+    but a record on them is still input: the caller dead-letters it (``bad_header``) instead of
+    letting the agent, and so the worker, crash on it at every restart."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"header {name}: {problem}")
+        self.header = name
 
 
 class Watermark:
@@ -60,7 +74,14 @@ class Watermark:
         if current is None or at > current:
             self.latest[tp] = at
 
-    def compute(self, assigned: Iterable[TP], caught_up: Callable[[TP], bool]) -> datetime | None:
+    def compute(
+        self,
+        assigned: Iterable[TP],
+        caught_up: Callable[[TP], bool],
+        not_after: datetime | None = None,
+    ) -> datetime | None:
+        """The watermark over ``assigned``; never past ``not_after`` (the wall clock, SPEC §7: an
+        event stamped a little ahead is accepted but moves no clock past "now"), never back."""
         lows: list[datetime] = []
         self.caught_up = False
         for tp in assigned:
@@ -72,6 +93,8 @@ class Watermark:
             lows.append(at)
         self.caught_up = not lows
         candidate = min(lows) if lows else max(self.latest.values(), default=None)
+        if candidate is not None and not_after is not None and candidate > not_after:
+            candidate = not_after
         if candidate is not None and (self.value is None or candidate > self.value):
             self.value = candidate
         return self.value
@@ -83,21 +106,48 @@ def header_value(at: datetime) -> bytes:
 
 Headers = Mapping[str, Any] | Iterable[tuple[str, bytes]] | None
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_HEADER = 512  # characters: the pipeline's own headers are far shorter
+_MILLIS = re.compile(r"-?[0-9]{1,15}")
+_NUMBER = re.compile(r"[0-9]{1,19}")
+_HEX = re.compile(r"[0-9a-f]{1,256}")
+
 
 def _header(headers: Headers, wanted: str) -> str | None:
-    """The text of header ``wanted``, or None when absent or empty."""
+    """The text of header ``wanted``, None when absent; ``BadHeader`` when present but empty,
+    too long or not ASCII (the pipeline writes only ASCII)."""
     if not headers:
         return None
     items = headers.items() if isinstance(headers, Mapping) else headers
     for name, value in items:
-        if name == wanted and value:
-            return value.decode() if isinstance(value, bytes) else str(value)
+        if name != wanted:
+            continue
+        if value is None or len(value) == 0:
+            raise BadHeader(wanted, "empty")
+        if len(value) > _MAX_HEADER:
+            raise BadHeader(wanted, f"longer than {_MAX_HEADER} characters")
+        if isinstance(value, bytes | bytearray):
+            try:
+                return bytes(value).decode("ascii")
+            except UnicodeDecodeError:
+                raise BadHeader(wanted, "not ASCII") from None
+        if isinstance(value, str) and value.isascii():
+            return value
+        raise BadHeader(wanted, "not ASCII text")
     return None
 
 
 def read_header(headers: Headers) -> datetime | None:
+    """The watermark a record carries (ms since the epoch), None when it carries none."""
     value = _header(headers, HEADER)
-    return None if value is None else datetime.fromtimestamp(int(value) / 1000, UTC)
+    if value is None:
+        return None
+    if not _MILLIS.fullmatch(value):
+        raise BadHeader(HEADER, "not a number of milliseconds")
+    try:
+        return _EPOCH + timedelta(milliseconds=int(value))
+    except OverflowError:
+        raise BadHeader(HEADER, "out of the range of instants") from None
 
 
 SOURCE_HEADER = "pp-src"
@@ -108,12 +158,18 @@ def source_value(topic: str, partition: int, offset: int) -> bytes:
     return f"{topic}|{partition}|{offset}".encode()
 
 
-def read_source(headers: Headers) -> tuple[str, int] | None:
-    """``("topic|partition", offset)`` of the raw record behind a clean one, if stamped."""
+def read_source(headers: Headers, known: Collection[str] | None = None) -> tuple[str, int] | None:
+    """``("topic|partition", offset)`` of the raw record behind a clean one, if stamped;
+    ``known``: the raw ``topic|partition`` names it may name (None: any)."""
     text = _header(headers, SOURCE_HEADER)
     if text is None:
         return None
     where, _, offset = text.rpartition("|")
+    topic, _, partition = where.rpartition("|")
+    if not topic or not _NUMBER.fullmatch(partition) or not _NUMBER.fullmatch(offset):
+        raise BadHeader(SOURCE_HEADER, "not topic|partition|offset")
+    if known is not None and where not in known:
+        raise BadHeader(SOURCE_HEADER, "not a raw partition of this pipeline")
     return where, int(offset)
 
 
@@ -143,7 +199,27 @@ def read_cover(headers: Headers) -> tuple[int, bool] | None:
     if text is None:
         return None
     mask, _, done = text.partition(";")
+    if not _HEX.fullmatch(mask) or done not in ("0", "1"):
+        raise BadHeader(COVER_HEADER, "not <hex mask>;<0 or 1>")
     return int(mask, 16), done == "1"
+
+
+class RecordHeaders(NamedTuple):
+    """What the pipeline's headers on a clean record say (each None when absent)."""
+
+    watermark: datetime | None
+    cover: tuple[int, bool] | None
+    source: tuple[str, int] | None
+
+
+def read_headers(headers: Headers, known_sources: Collection[str] | None = None) -> RecordHeaders:
+    """Every pipeline header of a clean record at once, so one guard covers them all: raises
+    ``BadHeader`` if any does not parse. A cover without a watermark is refused too (the
+    pipeline writes them together)."""
+    watermark, cover = read_header(headers), read_cover(headers)
+    if cover is not None and watermark is None:
+        raise BadHeader(COVER_HEADER, f"without {HEADER}")
+    return RecordHeaders(watermark, cover, read_source(headers, known_sources))
 
 
 def combine(

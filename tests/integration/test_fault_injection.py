@@ -603,6 +603,103 @@ def test_poison_records_each_one_dead_letter(
     assert max(sizes) < 1_000_000
 
 
+def _produce_with_headers(
+    bootstrap: str, topic: str, records: list[tuple[str, bytes | None, list[tuple[str, bytes]]]]
+) -> dict[str, tuple[int, int]]:
+    """Produce values with headers; returns name → (partition, offset)."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    where: dict[str, tuple[int, int]] = {}
+    errors: list[str] = []
+    for name, value, headers in records:
+
+        def done(err: Any, msg: Any, name: str = name) -> None:
+            if err is not None:
+                errors.append(f"{name}: {err}")
+            else:
+                where[name] = (msg.partition(), msg.offset())
+
+        producer.produce(topic, value=value, headers=headers, on_delivery=done)
+    assert producer.flush(60) == 0
+    assert not errors, errors
+    return where
+
+
+def _internal_poison(prefix: str) -> dict[str, list[tuple[str, bytes | None, list]]]:
+    """Records on the pipeline's own topics that the pipeline never writes (issue #21)."""
+    raw = f"{prefix}.raw.portal"
+    old_ms = b"1577836800000"  # 2020-01-01: a watermark that would move nothing anyway
+    return {
+        f"{prefix}.events.clean": [
+            ("src-notanumber", b"x", [("pp-src", f"{raw}|0|notanumber".encode())]),
+            ("src-unknown-raw", b"x", [("pp-src", b"elsewhere|0|1")]),
+            ("wm-notanumber", b"", [("pp-watermark", b"notanumber")]),
+            ("wm-huge", b"", [("pp-watermark", b"9" * 15)]),
+            ("cover-bad", b"", [("pp-watermark", old_ms), ("pp-wm-cover", b"zz;9")]),
+            ("cover-alone", b"", [("pp-wm-cover", b"f;1")]),
+            ("clean-undecodable", b"\x00\x01garbage", []),
+            ("clean-empty", b"", []),
+        ],
+        f"{prefix}.alerts": [
+            ("alert-empty", b"", []),
+            ("alert-garbage", b"\x00garbage", []),
+            ("alert-json", b"{}", []),
+        ],
+        f"{prefix}.facts.responses": [
+            ("fact-empty", b"", []),
+            ("fact-not-json", b"not json", []),
+            ("fact-list", b"[1, 2]", []),
+            ("fact-wrong-fields", b'{"response_id": 1}', []),
+        ],
+        f"{prefix}.metrics.live": [("live-empty", b"", [])],
+    }
+
+
+def test_poison_on_internal_topics_each_one_dead_letter(
+    pipeline: Pipeline, recording: Recording, baseline: Baseline
+) -> None:
+    """Bad headers and values on the clean, alerts, facts and live-metrics topics: each one
+    dead-lettered with its reason, the worker keeps running (an idle exit 0), and every table
+    still equals the replay of the valid input."""
+    from portal_pulse.kafka_admin import ensure_topics
+    from portal_pulse.settings import Settings
+
+    _produce(pipeline, recording)
+    bootstrap = pipeline.env["KAFKA_BOOTSTRAP_SERVERS"]
+    settings = Settings(topic_prefix=pipeline.prefix, app_id=pipeline.env["PORTAL_PULSE_APP_ID"])
+    ensure_topics(settings, bootstrap)  # as the worker makes them, before anyone writes
+    poison = _internal_poison(pipeline.prefix)
+    placed = {
+        topic: _produce_with_headers(bootstrap, topic, recs) for topic, recs in poison.items()
+    }
+
+    result = _recover(pipeline, recording, "internal-poison", timeout=200)
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    rows = pipeline.query(
+        "SELECT source_topic, source_partition, source_offset, reason, field FROM dead_letters "
+        f"FINAL WHERE source_topic IN ({', '.join(repr(t) for t in poison)})"
+    )
+    got = {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
+    reasons: dict[str, int] = {}
+    for topic, where in placed.items():
+        for name, pos in where.items():
+            verdict = got.get((topic, *pos))
+            print(f"[internal-poison] {topic} {name}: {verdict}")
+            assert verdict is not None, f"{name} on {topic} at {pos}: no dead letter"
+            want = "bad_header" if name.startswith(("src-", "wm-", "cover-")) else None
+            assert verdict[0] == (want or "bad_internal_record"), (name, verdict)
+            reasons[verdict[0]] = reasons.get(verdict[0], 0) + 1
+    assert len(rows) == sum(len(w) for w in placed.values()), "one dead letter each"
+    assert_matches_replay(
+        pipeline,
+        baseline,
+        label="internal-poison",
+        extra_dead_letters=reasons,
+        context=result.stderr,
+    )
+
+
 def test_broker_outage_past_delivery_timeout(
     recording: Recording, baseline: Baseline, tmp_path: Path
 ) -> None:

@@ -162,3 +162,76 @@ def test_pure_event_time_is_the_running_maximum(ats: list[int], until: int) -> N
         )
     final = clock.run_to(T0 + timedelta(milliseconds=until))
     assert final == T0 + timedelta(milliseconds=max([*ats, until]))
+
+
+# -- no live clock runs past the wall clock (SPEC §7) ---------------------------------------------
+
+
+def test_an_event_stamped_ahead_moves_the_clock_only_to_now() -> None:
+    clock = EventClock(idle_grace=0.5)
+    now = T0
+    assert clock.observe(T0 - H, wall=0.0, not_after=now) == T0 - H
+    assert clock.observe(T0 + 4 * 60 * S, wall=1.0, not_after=now) == now
+    # As the wall clock moves on, so may the clock, but never past it.
+    assert clock.now(1.2, not_after=now + S) == now  # within the grace: event time
+    assert clock.now(11.0, not_after=now + 5 * S) == now + 5 * S
+    assert clock.now(11.0, idle_allowed=False, not_after=now + 5 * S) == now
+    assert clock.observe(T0 + 4 * 60 * S, wall=12.0, not_after=now + 12 * S) == now + 12 * S
+    # Without a cap (replay, tests) the event's time is taken as it is.
+    assert clock.observe(T0 + 4 * 60 * S) == T0 + 4 * 60 * S
+
+
+def test_a_clock_restored_past_now_holds_until_now_catches_up() -> None:
+    clock = EventClock(idle_grace=0.5)
+    clock.restore((T0 + H).isoformat())  # written before the wall clock stepped back
+    assert clock.now(0.0, not_after=T0) == T0 + H
+    assert clock.now(100.0, not_after=T0) == T0 + H  # never back
+    assert clock.observe(T0, wall=100.0, not_after=T0) == T0 + H
+
+
+def test_restore_refuses_what_snapshot_never_writes() -> None:
+    for bad in ("yesterday", "2026-01-05T09:00:00", 17, ["2026-01-05T09:00:00+00:00"]):
+        clock = EventClock()
+        clock.restore(T0.isoformat())
+        try:
+            clock.restore(bad)  # type: ignore[arg-type]
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"{bad!r} restored")
+        assert clock.now() == T0
+
+
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["observe", "now"]),
+            st.integers(-86_400_000, 86_400_000),  # an event up to a day either side of now
+            st.floats(0, 30),  # seconds of wall time passing before the operation
+        ),
+        max_size=40,
+    ),
+    grace=st.floats(0, 5),
+    start=st.integers(-86_400_000, 0),
+)
+def test_whatever_events_arrive_the_clock_never_exceeds_now(
+    ops: list[tuple[str, int, float]], grace: float, start: int
+) -> None:
+    """The clock starts at or before now; every later value is at most the ``now`` supplied
+    with it, and never below the one before."""
+    clock = EventClock(idle_grace=grace)
+    clock.observe(T0 + timedelta(milliseconds=start), 0.0, not_after=T0)
+    wall, last = 0.0, clock.now()
+    assert last is not None
+    for op, offset_ms, step in ops:
+        wall += step
+        now = T0 + timedelta(seconds=wall)
+        at = now + timedelta(milliseconds=offset_ms)
+        if op == "observe":
+            value = clock.observe(at, wall, not_after=now)
+        else:
+            value = clock.now(wall, not_after=now)
+        assert value is not None
+        assert value <= now
+        assert value >= last
+        last = value
