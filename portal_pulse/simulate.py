@@ -10,42 +10,66 @@ made once, then generates its activity month by month from an RNG seeded by (see
 so the stream depends only on the spec. Practices are merged lazily with ``heapq.merge``; memory
 stays at about one month of activity per practice. Times are chosen in the practice's local time and
 converted with per-day offsets computed once (no per-event ``zoneinfo`` work).
+
+A recording is written in ``occurred_at`` order by default. ``arrival="realistic"`` writes the same
+lines in the order a pipeline would *receive* them (SPEC §7.1): each event is delayed by a lag drawn
+for its source (see ``ArrivalModel`` and docs/events.md), so late and out-of-order input can be
+tested with the same events.
 """
 
 from __future__ import annotations
 
 import calendar
+import hashlib
 import heapq
+import json
 import math
 import random
 import time
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from portal_pulse.progress import STEP, ProgressFactory
-from schemas.catalogue import event_types
+from schemas.catalogue import event_types, source_of
 from schemas.jsonl import write_jsonl
 from schemas.model import RawEvent
-from schemas.validation import to_flat_json
+from schemas.validation import InvalidEvent, to_flat_json, validate_event
 
 __all__ = [
+    "ARRIVALS",
     "DUPLICATE",
+    "LAG_BOUNDS",
     "VALID",
+    "Arrival",
+    "ArrivalModel",
+    "LagStats",
     "SimulationSpec",
     "SimulationSummary",
+    "arrivals",
+    "format_lag",
+    "realistic_order",
     "simulate",
+    "simulate_arrivals",
     "simulate_labelled",
     "simulate_to_file",
+    "spec_zones",
 ]
 
 VALID = "valid"
 DUPLICATE = "duplicate"
+ORDERED = "ordered"
+REALISTIC = "realistic"
+PORTAL_JITTER = "portal-jitter"
+ARRIVALS = (ORDERED, REALISTIC, PORTAL_JITTER)
+"""Arrival orders a recording can be written in: ``occurred_at`` order, realistic lags per
+source, or only the portal servers' few seconds of jitter (every other source on time)."""
 
 DAY = 86_400
 HOUR = 3_600
@@ -198,9 +222,40 @@ class SimulationSpec:
         return self.duplicate_fraction
 
 
+@dataclass(frozen=True, slots=True)
+class LagStats:
+    """How late one source's events arrive in a written recording (seconds after occurred_at)."""
+
+    count: int
+    median_seconds: float
+    max_seconds: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.count:,} events, median {format_lag(self.median_seconds)}, "
+            f"max {format_lag(self.max_seconds)}"
+        )
+
+
+def format_lag(seconds: float) -> str:
+    """A lag as a person reads it: 14s, 19m, 5h 58m, 3d 4h (rounded down to the unit shown)."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < HOUR:
+        return f"{s // 60}m"
+    if s < DAY:
+        return f"{s // HOUR}h {s % HOUR // 60}m"
+    return f"{s // DAY}d {s % DAY // HOUR}h"
+
+
 @dataclass(slots=True)
 class SimulationSummary:
-    """What ``simulate_to_file`` wrote: ``valid`` excludes ``duplicates``; lines = ``total``."""
+    """What ``simulate_to_file`` wrote: ``valid`` excludes ``duplicates``; lines = ``total``.
+
+    ``lags`` (per SPEC §2 source, valid events only) and ``reordered`` (events written after one
+    stamped later) are filled when the arrival order is not ``ordered``.
+    """
 
     path: Path
     valid: int = 0
@@ -211,6 +266,9 @@ class SimulationSummary:
     first_at: str | None = None
     last_at: str | None = None
     seconds: float = 0.0
+    arrival: str = ORDERED
+    lags: dict[str, LagStats] = field(default_factory=dict)
+    reordered: int = 0
 
     @property
     def total(self) -> int:
@@ -750,25 +808,46 @@ def simulate(spec: SimulationSpec) -> Iterator[dict[str, Any]]:
 
 
 def simulate_to_file(
-    spec: SimulationSpec, path: str | Path, *, progress: ProgressFactory | None = None
+    spec: SimulationSpec,
+    path: str | Path,
+    *,
+    progress: ProgressFactory | None = None,
+    arrival: str = ORDERED,
 ) -> SimulationSummary:
-    """Write the stream as JSON Lines and count what went in, per type and per invalid kind."""
-    summary = SimulationSummary(path=Path(path))
+    """Write the stream as JSON Lines and count what went in, per type and per invalid kind.
+
+    ``arrival`` picks the line order (``ARRIVALS``); the lines themselves are the same in every
+    order, and ``ordered`` is the ``occurred_at`` order of ``simulate``.
+    """
+    if arrival not in ARRIVALS:
+        raise ValueError(f"arrival must be one of {', '.join(ARRIVALS)}, got {arrival!r}")
+    summary = SimulationSummary(path=Path(path), arrival=arrival)
     by_type: Counter[str] = Counter()
     bad_by_kind: Counter[str] = Counter()
+    tally = _LagTally() if arrival != ORDERED else None
     started = time.perf_counter()
     bar = progress("simulating", None) if progress else None
 
+    def labelled() -> Iterator[tuple[str, dict[str, Any]]]:
+        if tally is None:
+            yield from simulate_labelled(spec)
+            return
+        for a in simulate_arrivals(spec, arrival):
+            tally.add(a)
+            yield a.label, a.obj
+
     def objects() -> Iterator[dict[str, Any]]:
-        for n, (label, obj) in enumerate(simulate_labelled(spec), start=1):
+        for n, (label, obj) in enumerate(labelled(), start=1):
             if bar is not None and n % STEP == 0:
                 bar.update(STEP)
             if label == VALID:
                 summary.valid += 1
                 by_type[obj["event_type"]] += 1
-                if summary.first_at is None:
-                    summary.first_at = obj["occurred_at"]
-                summary.last_at = obj["occurred_at"]
+                at = obj["occurred_at"]  # one ISO format throughout, so text order is time order
+                if summary.first_at is None or at < summary.first_at:
+                    summary.first_at = at
+                if summary.last_at is None or at > summary.last_at:
+                    summary.last_at = at
             elif label == DUPLICATE:
                 summary.duplicates += 1
             else:
@@ -784,4 +863,303 @@ def simulate_to_file(
     summary.seconds = time.perf_counter() - started
     summary.by_type = dict(sorted(by_type.items()))
     summary.bad_by_kind = dict(sorted(bad_by_kind.items()))
+    if tally is not None:
+        summary.lags = tally.stats()
+        summary.reordered = tally.reordered
     return summary
+
+
+# -- arrival order (SPEC §7.1) ------------------------------------------------------------------
+#
+# Lag bounds per lag class, in seconds: (lowest, highest). The class of an event follows from its
+# SPEC §2 source (``schemas.catalogue.source_of``) and, within the portal, from what sends it: a
+# phone that was offline (mobile-app logins and installs, and patient messages written in the app,
+# whose replies then often arrive first) or a staff app that syncs late (staff replies, some of
+# them after a deadline they met). Every bound is far below SPEC §7.1's 30-day horizon.
+
+PORTAL_JITTER_S = 30.0  # several portal servers forward their events a few seconds apart
+MOBILE_OFFLINE_SHARE = 0.05  # mobile-app events uploaded when the phone is back online
+MOBILE_MESSAGE_SHARE = 0.05  # patient messages whose event the app uploads late
+MOBILE_OFFLINE_S = (120.0, 12.0 * HOUR)
+STAFF_APP_SHARE = 0.10  # staff replies from an app that syncs late
+STAFF_APP_S = (30.0, 600.0)
+EHR_S = (60.0, 6.0 * HOUR)  # HL7 interface lag
+BATCH_HOUR = 2  # billing arrives in a nightly batch at the next 02:00 in the practice's zone
+PHONE_S = (60.0, 900.0)  # call records are exported after the call
+SURVEY_S = (1.0 * DAY, 5.0 * DAY)
+DUPLICATE_AFTER_S = (1.0, 120.0)  # a re-delivery comes shortly after its original
+INVALID_AFTER_S = (0.0, 30.0)  # a broken line comes with the event before it
+
+LAG_BOUNDS: dict[str, tuple[float, float]] = {
+    "portal": (0.0, PORTAL_JITTER_S),
+    "mobile_offline": MOBILE_OFFLINE_S,
+    "staff_app": STAFF_APP_S,
+    "ehr": EHR_S,
+    "billing": (0.0, 25.0 * HOUR),  # up to a day, and an hour more across a DST change
+    "phone": PHONE_S,
+    "survey": SURVEY_S,
+    "on_time": (0.0, 0.0),  # every non-portal source with ``portal-jitter``
+}
+"""Per lag class: the bounds of ``Arrival.lag_us`` in seconds. Duplicates and invalid lines are
+placed relative to their original instead (``DUPLICATE_AFTER_S``, ``INVALID_AFTER_S``)."""
+
+_MOBILE_TYPES = frozenset({"app.installed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One line of a recording and when a pipeline receives it.
+
+    ``label`` is ``valid``, ``duplicate`` or the invalid kind; ``lag_class`` is a ``LAG_BOUNDS``
+    key, ``duplicate`` or ``invalid``; ``lag_us`` is ``at_us`` minus ``occurred_at`` (None for an
+    invalid line) and ``anchor_us`` the arrival of the original a duplicate or invalid line follows.
+    """
+
+    obj: dict[str, Any]
+    label: str
+    at_us: int
+    lag_class: str
+    source: str | None
+    lag_us: int | None
+    anchor_us: int | None = None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = 1_000_000
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _us(at: datetime) -> int:
+    """Microseconds since the epoch of an aware instant (exact, unlike ``timestamp()``)."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+class ArrivalModel:
+    """Draws each line's arrival instant; a pure function of the seed and the line.
+
+    Each event's draws come from a hash of (seed, practice, event_id), not from a shared RNG, so an
+    event arrives at the same instant whatever else the recording holds (``bad_fraction`` does not
+    move the valid events) and ``ordered`` output needs no RNG at all.
+    """
+
+    def __init__(
+        self,
+        seed: int = 1,
+        mode: str = REALISTIC,
+        zones: Mapping[str, tzinfo] | None = None,
+    ) -> None:
+        if mode not in (REALISTIC, PORTAL_JITTER):
+            raise ValueError(f"no arrival model for {mode!r}")
+        self.mode = mode
+        self.zones = dict(zones or {})
+        self._key = hashlib.blake2b(f"portal-pulse-sim:{seed}:arrival".encode()).digest()
+
+    def _draws(self, *parts: str) -> tuple[float, float]:
+        """Two uniforms in [0, 1) for this line, keyed by the seed."""
+        data = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+        digest = hashlib.blake2b(data, digest_size=16, key=self._key).digest()
+        return (
+            int.from_bytes(digest[:8], "big") / 2**64,
+            int.from_bytes(digest[8:], "big") / 2**64,
+        )
+
+    def _lag(self, obj: Mapping[str, Any], etype: str, occurred: datetime) -> tuple[str, float]:
+        """The lag class and lag in seconds of a first delivery."""
+        u, v = self._draws(str(obj.get("practice_id")), str(obj.get("event_id")))
+        source = source_of(etype)
+        if source == "portal":
+            if self.mode == PORTAL_JITTER:
+                return "portal", v * PORTAL_JITTER_S
+            if etype == "message.replied" and not obj.get("automated") and u < STAFF_APP_SHARE:
+                return "staff_app", _between(STAFF_APP_S, v)
+            mobile = etype in _MOBILE_TYPES or (
+                etype == "portal.login" and obj.get("channel") == "mobile_app"
+            )
+            if (mobile and u < MOBILE_OFFLINE_SHARE) or (
+                etype == "message.sent" and u < MOBILE_MESSAGE_SHARE
+            ):
+                return "mobile_offline", _log_between(MOBILE_OFFLINE_S, v)
+            return "portal", v * PORTAL_JITTER_S
+        if self.mode == PORTAL_JITTER:
+            return "on_time", 0.0
+        if source == "ehr":
+            return "ehr", _log_between(EHR_S, v)
+        if source == "billing":
+            zone = self.zones.get(str(obj.get("practice_id")), UTC)
+            local = occurred.astimezone(zone)
+            batch = local.replace(hour=BATCH_HOUR, minute=0, second=0, microsecond=0)
+            if batch <= local:
+                batch = (local + timedelta(days=1)).replace(
+                    hour=BATCH_HOUR, minute=0, second=0, microsecond=0
+                )
+            return "billing", (batch - occurred.astimezone(UTC)).total_seconds()
+        if source == "phone":
+            return "phone", _between(PHONE_S, v)
+        return "survey", _between(SURVEY_S, v)
+
+    def first(self, obj: dict[str, Any], etype: str, occurred: datetime) -> Arrival:
+        """A valid event's first delivery: ``occurred_at`` plus its source's lag."""
+        lag_class, lag = self._lag(obj, etype, occurred)
+        lag_us = round(lag * _SECOND)
+        return Arrival(obj, VALID, _us(occurred) + lag_us, lag_class, source_of(etype), lag_us)
+
+    def again(self, obj: dict[str, Any], etype: str, occurred: datetime, original: int) -> Arrival:
+        """A re-delivery (same practice and event_id), shortly after the original arrived."""
+        _, v = self._draws("duplicate", str(obj.get("practice_id")), str(obj.get("event_id")))
+        at = original + round(_between(DUPLICATE_AFTER_S, v) * _SECOND)
+        src = source_of(etype)
+        return Arrival(obj, DUPLICATE, at, "duplicate", src, at - _us(occurred), original)
+
+    def broken(self, obj: Any, label: str, anchor: int) -> Arrival:
+        """An invalid line, shortly after the valid event before it (the one it is made from)."""
+        text = json.dumps(obj, sort_keys=True, default=str)
+        _, v = self._draws("invalid", text)
+        at = anchor + round(_between(INVALID_AFTER_S, v) * _SECOND)
+        return Arrival(obj, label, at, "invalid", None, None, anchor)
+
+
+def _between(bounds: tuple[float, float], u: float) -> float:
+    lo, hi = bounds
+    return lo + (hi - lo) * u
+
+
+def _log_between(bounds: tuple[float, float], u: float) -> float:
+    """Log-uniform: as many lags of minutes as of hours, which is how interface backlogs look."""
+    lo, hi = bounds
+    return lo * (hi / lo) ** u
+
+
+def _in_arrival_order(placed: Iterable[Arrival], floor: Callable[[], int]) -> Iterator[Arrival]:
+    """Re-emit ``placed`` by arrival, ties in input order, holding back only what may still move.
+
+    ``floor()`` is a lower bound on the arrival of every line not yet placed: each line with an
+    arrival at or below it is final. With input in ``occurred_at`` order that is the last valid
+    event's ``occurred_at``, so only about the longest lag's worth of lines is held.
+    """
+    heap: list[tuple[int, int, Arrival]] = []
+    for n, a in enumerate(placed):
+        low = floor()
+        while heap and heap[0][0] <= low:
+            yield heapq.heappop(heap)[2]
+        heapq.heappush(heap, (a.at_us, n, a))
+    while heap:
+        yield heapq.heappop(heap)[2]
+
+
+def _place(
+    labelled: Iterable[tuple[str | None, Any]], model: ArrivalModel, low: list[int]
+) -> Iterator[Arrival]:
+    """Each line's ``Arrival``, in input order; ``low[0]`` tracks the latest valid occurred_at.
+
+    A ``None`` label means "work it out": invalid if ``validate_event`` refuses the line, a
+    duplicate if its (practice_id, event_id) came before, else valid. The simulator's labels are
+    trusted (its lines are checked by its tests), which halves the cost of a large recording.
+    """
+    originals: dict[tuple[str, str], int] = {}
+    last = 0  # arrival of the latest valid event: where an invalid line made from it goes
+    for label, obj in labelled:
+        if label is None:
+            try:
+                raw = validate_event(obj)
+            except InvalidEvent as exc:
+                yield model.broken(obj, exc.reason, last)
+                continue
+            key, etype, occurred = (raw.practice_id, raw.event_id), raw.event_type, raw.occurred_at
+        elif label in (VALID, DUPLICATE):
+            key = (obj["practice_id"], obj["event_id"])
+            etype, occurred = obj["event_type"], datetime.fromisoformat(obj["occurred_at"])
+        else:
+            yield model.broken(obj, label, last)
+            continue
+        if label == DUPLICATE:  # the simulator writes a duplicate right after its original
+            yield model.again(obj, etype, occurred, last)
+            continue
+        original = originals.get(key) if label is None else None
+        if original is not None:
+            yield model.again(obj, etype, occurred, original)
+            continue
+        a = model.first(obj, etype, occurred)
+        last = a.at_us
+        if label is None:
+            originals[key] = last
+        low[0] = max(low[0], _us(occurred))
+        yield a
+
+
+def arrivals(
+    objects: Iterable[Any],
+    *,
+    seed: int = 1,
+    mode: str = REALISTIC,
+    zones: Mapping[str, tzinfo] | None = None,
+) -> list[Arrival]:
+    """Every line of a recording with its arrival, in arrival order (ties in input order).
+
+    ``objects`` is any recording's parsed lines in any order: a line ``validate_event`` refuses
+    arrives just after the valid event before it, a repeat of an (practice_id, event_id) just
+    after its first delivery. ``zones`` (practice → zone) places the nightly billing batch at
+    02:00 local; practices not in it use UTC.
+    """
+    placed = list(_place(((None, obj) for obj in objects), ArrivalModel(seed, mode, zones), [0]))
+    return sorted(placed, key=lambda a: a.at_us)  # stable: ties keep the input order
+
+
+def realistic_order(
+    objects: Iterable[Any],
+    *,
+    seed: int = 1,
+    mode: str = REALISTIC,
+    zones: Mapping[str, tzinfo] | None = None,
+) -> list[Any]:
+    """The lines of a recording in the order a pipeline would receive them (see ``arrivals``).
+
+    For tests and benchmarks: any ordered recording becomes a late, out-of-order one, with the
+    same lines.
+    """
+    return [a.obj for a in arrivals(objects, seed=seed, mode=mode, zones=zones)]
+
+
+def spec_zones(spec: SimulationSpec) -> dict[str, tzinfo]:
+    """Each simulated practice's time zone, as the simulator assigns them."""
+    return {
+        f"P{i + 1:03d}": ZoneInfo(spec.timezones[i % len(spec.timezones)])
+        for i in range(spec.practices)
+    }
+
+
+def simulate_arrivals(spec: SimulationSpec, mode: str = REALISTIC) -> Iterator[Arrival]:
+    """``simulate_labelled`` in arrival order, streamed: equal to ``arrivals`` of the ordered
+    stream with the spec's seed and zones, holding only the lines still in flight."""
+    model = ArrivalModel(spec.seed, mode, spec_zones(spec))
+    low = [0]
+    placed = _place(simulate_labelled(spec), model, low)
+    return _in_arrival_order(placed, lambda: low[0])
+
+
+class _LagTally:
+    """Per source lags of first deliveries, and how many lines came after a later-stamped one."""
+
+    def __init__(self) -> None:
+        self.lags: dict[str, array[int]] = {}
+        self.reordered = 0
+        self._latest = -(2**63)
+
+    def add(self, a: Arrival) -> None:
+        if a.lag_us is None or a.source is None:
+            return
+        occurred = a.at_us - a.lag_us
+        if occurred < self._latest:
+            self.reordered += 1
+        else:
+            self._latest = occurred
+        if a.label == VALID:
+            self.lags.setdefault(a.source, array("q")).append(a.lag_us)
+
+    def stats(self) -> dict[str, LagStats]:
+        out: dict[str, LagStats] = {}
+        for source, lags in sorted(self.lags.items()):
+            ordered = sorted(lags)
+            n = len(ordered)
+            mid = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+            out[source] = LagStats(n, mid / _SECOND, ordered[-1] / _SECOND)
+        return out

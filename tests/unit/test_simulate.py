@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from portal_pulse.cli import build_parser
+from portal_pulse.domain.practices import Practices
 from portal_pulse.simulate import (
+    ARRIVALS,
     DUPLICATE,
+    LAG_BOUNDS,
     VALID,
+    Arrival,
     SimulationSpec,
+    arrivals,
+    format_lag,
+    realistic_order,
     simulate,
+    simulate_arrivals,
     simulate_labelled,
     simulate_to_file,
+    spec_zones,
 )
+from schemas.catalogue import source_of
 from schemas.validation import InvalidEvent, validate_event
 
 SPEC = SimulationSpec(practices=3, patients=300, months=3, seed=7)
@@ -221,3 +236,227 @@ def test_spec_is_checked() -> None:
         SimulationSpec(months=0)
     with pytest.raises(ValueError, match="time zone"):
         SimulationSpec(timezones=("Mars/Olympus",))
+
+
+# -- arrival order (SPEC §7.1) ------------------------------------------------------------------
+
+SMALL = SimulationSpec(practices=1, patients=60, months=2, seed=5, bad_fraction=0.05)
+# sha256 of ``simulate_to_file(SMALL)`` as written before arrival orders existed: ``ordered`` must
+# stay byte for byte what it was (recorded scenarios and acceptance checks depend on it).
+SMALL_ORDERED_SHA256 = "e3e19a9f4f49f2afe8cde7b850abb1ccdf330a31910db630d527b1e1ed7babb4"
+CLEAN = SimulationSpec(practices=2, patients=40, months=1, seed=3)
+CLEAN_ORDERED_SHA256 = "ff15813726c4c5a0e63d7237c8973af8c3c4413117d87d363ae04e3f37172d03"
+# Per source (SPEC §2, via the catalogue) the lag bounds docs/events.md promises, in seconds.
+HOUR, DAY = 3600, 86_400
+SOURCE_BOUNDS = {
+    "portal": (0, 12 * HOUR),
+    "ehr": (60, 6 * HOUR),
+    "billing": (0, 25 * HOUR),
+    "phone": (60, 900),
+    "survey": (DAY, 5 * DAY),
+}
+HORIZON = 30 * DAY
+MOBILE = {"app.installed", "message.sent"}
+SENT = "message.sent"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def medium() -> list[Arrival]:
+    """Enough threads (about 1,200 staff replies) for the rare reorderings to show up."""
+    spec = SimulationSpec(practices=3, patients=1000, months=3, seed=7, bad_fraction=0.02)
+    return list(simulate_arrivals(spec))
+
+
+@pytest.mark.parametrize(
+    ("spec", "digest"), [(SMALL, SMALL_ORDERED_SHA256), (CLEAN, CLEAN_ORDERED_SHA256)]
+)
+def test_ordered_output_is_unchanged(tmp_path: Path, spec: SimulationSpec, digest: str) -> None:
+    default = simulate_to_file(spec, tmp_path / "default.jsonl")
+    explicit = simulate_to_file(spec, tmp_path / "ordered.jsonl", arrival="ordered")
+    assert _sha(tmp_path / "default.jsonl") == _sha(tmp_path / "ordered.jsonl") == digest
+    assert default.lags == explicit.lags == {} and explicit.reordered == 0
+
+
+def test_realistic_is_a_deterministic_permutation_of_ordered(tmp_path: Path) -> None:
+    ordered = simulate_to_file(SMALL, tmp_path / "ordered.jsonl")
+    real = simulate_to_file(SMALL, tmp_path / "real.jsonl", arrival="realistic")
+    simulate_to_file(SMALL, tmp_path / "again.jsonl", arrival="realistic")
+    lines = (tmp_path / "ordered.jsonl").read_text().splitlines()
+    real_lines = (tmp_path / "real.jsonl").read_text().splitlines()
+    assert Counter(real_lines) == Counter(lines)
+    assert real_lines != lines
+    assert _sha(tmp_path / "again.jsonl") == _sha(tmp_path / "real.jsonl")
+    counts = ("valid", "bad", "duplicates", "by_type", "bad_by_kind", "first_at", "last_at")
+    assert all(getattr(real, name) == getattr(ordered, name) for name in counts)
+    assert real.reordered > 0
+    assert {s: x.count for s, x in real.lags.items()} == {
+        s: sum(n for t, n in ordered.by_type.items() if source_of(t) == s) for s in SOURCE_BOUNDS
+    }
+    for source, lag in real.lags.items():
+        lo, hi = SOURCE_BOUNDS[source]
+        assert lo <= lag.median_seconds <= lag.max_seconds <= hi
+
+
+def test_the_stream_equals_the_helper_on_the_ordered_file(tmp_path: Path) -> None:
+    """``realistic_order`` of any ordered recording gives what ``simulate --arrival`` writes."""
+    simulate_to_file(SMALL, tmp_path / "ordered.jsonl")
+    simulate_to_file(SMALL, tmp_path / "real.jsonl", arrival="realistic")
+    objs = [json.loads(line) for line in (tmp_path / "ordered.jsonl").read_text().splitlines()]
+    again = realistic_order(objs, seed=SMALL.seed, zones=spec_zones(SMALL))
+    written = [json.loads(line) for line in (tmp_path / "real.jsonl").read_text().splitlines()]
+    assert again == written
+    other_seed = realistic_order(objs, seed=SMALL.seed + 1, zones=spec_zones(SMALL))
+    assert other_seed != again and Counter(map(json.dumps, other_seed)) == Counter(
+        map(json.dumps, objs)
+    )
+
+
+def test_bad_lines_do_not_move_valid_events() -> None:
+    clean = SimulationSpec(practices=2, patients=100, months=1, seed=11)
+    dirty = SimulationSpec(practices=2, patients=100, months=1, seed=11, bad_fraction=0.2)
+    valid = [a.obj for a in simulate_arrivals(dirty) if a.label == VALID]
+    assert valid == [a.obj for a in simulate_arrivals(clean)]
+
+
+def _check_lag(a: Arrival, zones: dict) -> None:
+    """One line's arrival against the model docs/events.md describes."""
+    etype = a.obj.get("event_type")
+    if a.lag_class == "invalid":
+        assert a.anchor_us is not None and 0 <= a.at_us - a.anchor_us <= 30e6
+        return
+    assert a.lag_us is not None and a.source == source_of(etype)
+    lag = a.lag_us / 1e6
+    if a.lag_class == "duplicate":
+        assert a.anchor_us is not None and 1e6 <= a.at_us - a.anchor_us <= 120e6
+        return
+    lo, hi = SOURCE_BOUNDS[a.source]
+    assert lo <= lag <= hi, (a.lag_class, lag, a.obj)
+    lo, hi = LAG_BOUNDS[a.lag_class]  # what the module declares agrees with what it draws
+    assert lo <= lag <= hi, (a.lag_class, lag, a.obj)
+    if a.lag_class == "portal":  # several portal servers: seconds of jitter
+        assert lag <= 30
+    elif a.lag_class == "mobile_offline":
+        mobile_login = etype == "portal.login" and a.obj["channel"] == "mobile_app"
+        assert (etype in MOBILE or mobile_login) and 120 <= lag <= 12 * HOUR
+    elif a.lag_class == "staff_app":
+        assert etype == "message.replied" and not a.obj["automated"] and 30 <= lag <= 600
+    elif a.lag_class == "billing":  # the nightly batch at the next 02:00 in the practice's zone
+        local = datetime.fromtimestamp(a.at_us / 1e6, UTC).astimezone(zones[a.obj["practice_id"]])
+        assert local.hour in (2, 3) and local.minute == local.second == 0 and lag > 0
+    else:
+        assert a.lag_class == a.source
+
+
+def test_every_lag_is_within_its_sources_bounds(medium: list[Arrival]) -> None:
+    zones = spec_zones(SimulationSpec(practices=3))
+    classes: Counter[str] = Counter()
+    for a in medium:
+        _check_lag(a, zones)
+        classes[a.lag_class] += 1
+    assert [a.at_us for a in medium] == sorted(a.at_us for a in medium)
+    assert max(a.lag_us or 0 for a in medium) < HORIZON * 1e6
+    expected = {"portal", "mobile_offline", "staff_app", "ehr", "billing", "phone", "survey"}
+    assert expected | {"duplicate", "invalid"} == set(classes)
+    # 5 % of mobile-app events and patient messages, 10 % of staff replies: a small minority.
+    assert max(classes["mobile_offline"], classes["staff_app"]) < classes["portal"] / 10
+
+
+def test_some_replies_come_before_their_message_and_some_after_their_deadline(
+    medium: list[Arrival],
+) -> None:
+    """The cases SPEC §7.1 is about: a reply that arrives before the message it answers, and a
+    reply made before a deadline (at-risk, internal, external) that arrives after it."""
+    zones = spec_zones(SimulationSpec(practices=3))
+    config = {"practices": {pid: {"timezone": str(zone)} for pid, zone in zones.items()}}
+    practices = Practices.from_mapping(config)
+    position = {id(a.obj): n for n, a in enumerate(medium)}
+    valid = [a for a in medium if a.label == VALID]
+    by_time = sorted(valid, key=lambda a: (a.obj["occurred_at"], a.obj["event_type"] != SENT))
+    pending: dict[str, list[Arrival]] = defaultdict(list)
+    before_message = after_deadline = 0
+    for a in by_time:  # SPEC §7.1 tie order: a message before a reply at the same instant
+        ev = a.obj
+        if ev["event_type"] == SENT:
+            pending[ev["thread_id"]].append(a)
+        elif ev["event_type"] == "message.replied" and not ev["automated"]:
+            answered = pending.pop(ev["thread_id"], [])
+            if not answered:
+                continue
+            if any(position[id(m.obj)] > position[id(ev)] for m in answered):
+                before_message += 1
+            cfg = practices.for_practice(ev["practice_id"])
+            start = _at(answered[0].obj)
+            dues = (
+                cfg.sla.at_risk_at(cfg.calendar, start),
+                cfg.sla.internal_due(cfg.calendar, start),
+                cfg.sla.external_due(cfg.calendar, start),
+            )
+            arrived = datetime.fromtimestamp(a.at_us / 1e6, UTC)
+            after_deadline += any(_at(ev) <= due < arrived for due in dues)
+    assert before_message >= 3, before_message
+    assert after_deadline >= 3, after_deadline
+
+
+def test_portal_jitter_delays_only_portal_events(tmp_path: Path) -> None:
+    summary = simulate_to_file(SMALL, tmp_path / "j.jsonl", arrival="portal-jitter")
+    assert summary.lags["portal"].max_seconds <= 30
+    assert all(summary.lags[s].max_seconds == 0 for s in ("ehr", "billing", "phone", "survey"))
+    for a in simulate_arrivals(SMALL, "portal-jitter"):
+        if a.lag_class not in ("invalid", "duplicate"):
+            assert a.lag_class == ("portal" if a.source == "portal" else "on_time")
+            assert 0 <= (a.lag_us or 0) <= 30e6
+
+
+def test_the_helper_takes_any_recording() -> None:
+    """Lines out of order, a repeat far from its original and an unparsable first line."""
+    events = list(simulate(CLEAN))[:200]
+    shuffled = [{"junk": True}, *reversed(events), dict(events[5])]
+    placed = arrivals(shuffled, seed=2)
+    assert placed[0].obj == {"junk": True}
+    assert Counter(a.label for a in placed)[DUPLICATE] == 1
+    assert sorted(map(json.dumps, realistic_order(shuffled, seed=2))) == sorted(
+        map(json.dumps, shuffled)
+    )
+    original = next(a for a in placed if a.obj is events[5])
+    repeat = next(a for a in placed if a.label == DUPLICATE)
+    assert repeat.anchor_us == original.at_us < repeat.at_us
+    with pytest.raises(ValueError):
+        arrivals(events, mode="ordered")
+    with pytest.raises(ValueError, match="arrival"):
+        simulate_to_file(SMALL, "/dev/null", arrival="sorted")
+
+
+def test_cli_offers_the_arrival_orders_and_prints_the_lags(tmp_path: Path) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["simulate", "--out", "x.jsonl"]).arrival == "ordered"
+    for order in ARRIVALS:
+        assert parser.parse_args(["simulate", "--arrival", order, "--out", "x"]).arrival == order
+    out = tmp_path / "r.jsonl"
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "portal_pulse.cli", "simulate", "--practices", "1",
+         "--patients", "40", "--months", "1", "--arrival", "realistic", "--out", str(out)],
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"wrote {out}: ")
+    assert "arrival order realistic:" in lines[1]
+    assert {line.split(":")[0] for line in lines[2:]} == {
+        f"  arrival lag, {s}" for s in SOURCE_BOUNDS
+    }
+
+
+def test_lags_read_as_a_person_reads_them() -> None:
+    assert [format_lag(s) for s in (0.4, 14.9, 1140, 21_480, 3 * DAY + 4 * HOUR + 5)] == [
+        "0s",
+        "14s",
+        "19m",
+        "5h 58m",
+        "3d 4h",
+    ]
