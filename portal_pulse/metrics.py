@@ -39,7 +39,19 @@ METRIC_NAMES = (
     "portal_pulse_ready",
     "portal_pulse_stall_rereads_total",
     "portal_pulse_rollup_refed_events_total",
+    "portal_pulse_event_lateness_seconds",
+    "portal_pulse_late_events_total",
+    "portal_pulse_alert_corrections_total",
 )
+
+SOURCES = ("ehr", "portal", "billing", "phone", "survey")
+LATE_OUTCOMES = ("reordered", "corrected", "beyond_horizon")
+CORRECTION_ACTIONS = ("withdrawn", "raised_late")
+CORRECTED_KINDS = (
+    "sla.at_risk", "sla.internal_missed", "sla.breached", "enrollment.invite_not_activated",
+    "enrollment.no_first_login", "enrollment.app_not_installed", "enrollment.dormant",
+    "response",
+)  # fmt: skip
 
 
 class PipelineMetrics:
@@ -140,6 +152,35 @@ class PipelineMetrics:
             "crash cut their insert short.",
             registry=registry,
         )
+        self.event_lateness = Histogram(
+            "portal_pulse_event_lateness_seconds",
+            "How far behind the rule clock events arrive (clock minus occurred_at), by source.",
+            ["source"],
+            buckets=(0, 1, 5, 30, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400, 30 * 86400),
+            registry=registry,
+        )
+        self.late_events = Counter(
+            "portal_pulse_late_events",
+            "Events that arrived behind their thread's or patient's last applied event: applied "
+            "in event-time order with no change (reordered), with corrections (corrected), or "
+            "too late to change anything (beyond_horizon).",
+            ["source", "outcome"],
+            registry=registry,
+        )
+        self.alert_corrections = Counter(
+            "portal_pulse_alert_corrections",
+            "Alerts (and response facts, kind=response) that later data corrected: withdrawn, "
+            "or raised late.",
+            ["kind", "action"],
+            registry=registry,
+        )
+        for source in SOURCES:
+            self.event_lateness.labels(source)
+            for late in LATE_OUTCOMES:
+                self.late_events.labels(source, late)
+        for kind in CORRECTED_KINDS:
+            for action in CORRECTION_ACTIONS:
+                self.alert_corrections.labels(kind, action)
         for outcome in ("clean", "dead_letter", "duplicate"):
             self.events.labels(outcome)
         for reason in ("deadline", "body_limit"):

@@ -1,6 +1,6 @@
 """Offline replay: a JSON Lines recording through the same ingest and processors, no Kafka.
 
-Events are processed in event-time order (file order breaks ties), the clock is pure event time,
+Events are processed in event-time order (SPEC §7.1's tie order within an instant), the clock is pure event time,
 and with ``until`` it runs on to that instant so deadlines up to it fire. Output goes to the same
 ClickHouse tables the worker's sinks write, so a backfill or a recomputation looks like live data.
 """
@@ -18,6 +18,7 @@ from portal_pulse.domain.live import LiveMetrics
 from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.engine import DictStore, Engine
 from portal_pulse.ingest import Ingestor, Rejected, bounds_from
+from portal_pulse.keylog import order_key
 from portal_pulse.pipeline import build_machines, load_practices
 from portal_pulse.progress import STEP, ProgressFactory, count_lines
 from portal_pulse.pseudonym import Pseudonymizer, load_key
@@ -141,7 +142,9 @@ def replay_file(
 
     if bar is not None:
         bar.close()
-    accepted.sort(key=lambda item: (item[0], item[1]))
+    # Event-time order; events of one instant in SPEC §7.1's fixed tie order (a message before
+    # its reply, an enrollment before a login, then by event_id), as the worker applies them.
+    accepted.sort(key=lambda item: order_key(item[2]))
     # Zones before rows: the monthly rollup cuts each row in its practice's zone as it arrives.
     sync_practices(client, practices, {e.practice_id for _, _, e in accepted})
     bar = progress("processing", len(accepted)) if progress else None

@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     # flight is read again from its committed offset (streams/stall.py).
     stall_reread_seconds: float = 2.5
     idle_grace_seconds: float = 0.5
+    # Late and out-of-order events (SPEC §7.1, docs/time.md): a clock-driven alert waits this
+    # long past its instant, so an event that arrives within it can still prevent the page;
+    # an event up to the horizon behind the clock corrects what was emitted (withdraws, raises
+    # late, rewrites response facts); an event further behind lands in `events` only.
+    sla_alert_hold_seconds: float = Field(default=60.0, ge=0)
+    followup_alert_hold_seconds: float = Field(default=3600.0, ge=0)
+    correction_horizon_days: float = Field(default=30.0, gt=0, le=365)
 
     # Observability: the worker's HTTP endpoint (/healthz, /readyz, /metrics open; /status and
     # /reads/* with the bearer token). Port 0 picks a free port (written to the address file in

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -34,6 +34,7 @@ from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.engine import Engine
 from portal_pulse.ingest import Rejected
 from portal_pulse.kafka_admin import STATE_TABLE_SUFFIX
+from portal_pulse.late_events import LateEvents
 from portal_pulse.pipeline import build_machines, load_practices
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink
@@ -167,7 +168,13 @@ class Processors:
             self.stores,  # type: ignore[arg-type]
             self.out,
             on_change=self.live.on_state_change,
+            horizon=timedelta(days=settings.correction_horizon_days),
+            holds={
+                "sla": timedelta(seconds=settings.sla_alert_hold_seconds),
+                "followups": timedelta(seconds=settings.followup_alert_hold_seconds),
+            },
         )
+        self.late = LateEvents(rt.metrics)
         self.checkpoint = Checkpoint(
             delivery, [*self.stores.values(), self.live_store], [self.markers]
         )
@@ -294,6 +301,7 @@ class Processors:
             return None
         try:
             self.engine.on_event(clean, p, offset)
+            self.late.observe(clean, self.engine, state.clock.now())
             self.live.apply(clean, p, offset)
             if self.events_sink is None:
                 return None
@@ -372,6 +380,7 @@ class Processors:
                 if row is not None:
                     batch.add(row, msg.topic, msg.partition, msg.offset)
             self.send_outputs()
+            self.late.end_batch()
             for p in touched:
                 self._mark(p, self.partitions[p])
             reread = self.reread_skipped - skipped[0] + len(admitted.seen)

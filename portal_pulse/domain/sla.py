@@ -66,9 +66,10 @@ def alert_id(kind: str, practice_id: str, thread_id: str, clock_start: datetime 
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
-def response_id(practice_id: str, thread_id: str, clock_start: datetime | int) -> str:
-    """Deterministic id of the response that stopped one clock."""
-    raw = f"{practice_id}|{thread_id}|{_iso(clock_start)}"
+def response_id(practice_id: str, thread_id: str, first_message_id: str) -> str:
+    """Deterministic id of the response that stopped one clock: from the clock's first
+    message, which only that clock has (two clocks of a thread can start at one opening)."""
+    raw = f"{practice_id}|{thread_id}|{first_message_id}"
     return hashlib.sha1(raw.encode(), usedforsecurity=False).hexdigest()[:32]
 
 
@@ -216,7 +217,9 @@ class SlaMachine:
         external_due = from_us(clock["external_due"])
         out.response(
             ResponseFact(
-                response_id=response_id(state["practice"], state["thread"], start_us),
+                response_id=response_id(
+                    state["practice"], state["thread"], str(clock["pending"][0][0])
+                ),
                 practice_id=state["practice"],
                 thread_id=state["thread"],
                 patient_pseudonym=clock["patient"],

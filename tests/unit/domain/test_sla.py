@@ -516,3 +516,18 @@ def test_answered_thread_state_expires_after_a_week() -> None:
     host.tick(ny(2026, 1, 12, 10, 0, 1))
     assert host.state() is None
     assert len(host.alerts) == 0
+
+
+def test_two_clocks_starting_at_one_opening_make_two_response_facts() -> None:
+    """A night message answered before opening (0 business minutes), then another night message:
+    both clocks start at the same opening, and each keeps its own fact (issue #20)."""
+    host = Host()
+    host.send(
+        sent(ny(2026, 1, 6, 22), "M1"),
+        replied(ny(2026, 1, 6, 23), "R1"),
+        sent(ny(2026, 1, 7, 1), "M2"),
+        replied(ny(2026, 1, 7, 10), "R2"),
+    )
+    assert [f.clock_started_at for f in host.responses] == [ny(2026, 1, 7, 8)] * 2
+    assert [f.response_business_minutes for f in host.responses] == [0, 120]
+    assert len({f.response_id for f in host.responses}) == 2
