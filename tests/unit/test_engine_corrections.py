@@ -130,7 +130,7 @@ def thread_events(draw: st.DrawFn) -> list[CleanEvent]:
         events.append(
             CleanEvent(
                 f"e{i}", "message.sent" if sent else "message.replied", at, "P1", "pat", details
-            )  # fmt: skip
+            )
         )
     return events
 
