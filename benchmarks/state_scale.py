@@ -47,6 +47,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--patients", type=int, default=1_000_000)
     parser.add_argument("--practices", type=int, default=50)
+    parser.add_argument(
+        "--horizon-days",
+        type=float,
+        default=30.0,
+        help="the worker's correction horizon (0: no horizon log, as replay runs)",
+    )
     args = parser.parse_args()
     practices = Practices.load(None)
     machines = build_machines(practices)
@@ -56,7 +62,14 @@ def main() -> None:
     live = LiveMetrics(
         live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
     )
-    engine = Engine(machines, stores, out, on_change=live.on_state_change)
+    engine = Engine(
+        machines,
+        stores,
+        out,
+        on_change=live.on_state_change,
+        horizon=timedelta(days=args.horizon_days) if args.horizon_days > 0 else None,
+        holds={"sla": timedelta(seconds=60), "followups": timedelta(hours=1)},
+    )
     base_rss = rss_mb()
     start = datetime(2026, 1, 5, 14, tzinfo=UTC)
     t0 = time.monotonic()
@@ -86,6 +99,7 @@ def main() -> None:
     per_patient_live = [k for k in live_store.data if k.startswith("p|")]  # none: one record
     rss = rss_mb()
     result = {
+        "horizon_days": args.horizon_days,
         "tracked_patients": len(follow),
         "followup_state_bytes_per_patient": round(state_bytes, 1),
         "changelog_bytes_per_patient": round(changelog_bytes, 1),
