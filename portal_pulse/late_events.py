@@ -19,7 +19,7 @@ from portal_pulse.metrics import PipelineMetrics
 from schemas.catalogue import source_of
 from schemas.model import CleanEvent
 
-__all__ = ["LateEvents"]
+__all__ = ["LateEvents", "late_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +69,27 @@ class LateEvents:
             total, shown,
         )  # fmt: skip
         self.beyond.clear()
+
+
+def late_summary(metrics: PipelineMetrics) -> list[str]:
+    """What the late-event counters say, a line each (the demo prints it after a run)."""
+
+    def totals(metric: object) -> list[tuple[dict[str, str], float]]:
+        return [
+            (sample.labels, sample.value)
+            for family in metric.collect()  # type: ignore[attr-defined]
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.value
+        ]
+
+    lines = [
+        f"{labels['source']:>7} events {labels['outcome'].replace('_', ' ')}: {int(n)}"
+        for labels, n in sorted(totals(metrics.late_events), key=lambda x: sorted(x[0].items()))
+    ]
+    lines += [
+        f"{labels['kind']} {labels['action'].replace('_', ' ')}: {int(n)}"
+        for labels, n in sorted(
+            totals(metrics.alert_corrections), key=lambda x: sorted(x[0].items())
+        )
+    ]
+    return lines or ["no event arrived behind its thread or patient"]

@@ -19,6 +19,8 @@ def test_demo_runs_end_to_end(pipeline: Pipeline) -> None:
     assert "using a demo key" in out, "no key configured: the demo makes one and says so"
     assert "== events in ClickHouse:" in out
     assert "== dead letters:" in out
+    assert "realistic arrival order" in out
+    assert "== Late and out-of-order events" in out
     assert "== Dashboard P001 (2026-02)" in out and "== Dashboard P002 (2026-02)" in out
     assert "Portal Performance - February 2026" in out
     assert "MRN-" not in out, "no raw patient identifier in what the demo prints"
