@@ -277,10 +277,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    summary = simulate_to_file(spec, args.out, progress=progress_for_terminal())
+    summary = simulate_to_file(
+        spec, args.out, progress=progress_for_terminal(), arrival=args.arrival
+    )
     print(f"wrote {args.out}: {summary}")
     for kind, n in summary.bad_by_kind.items():
         print(f"  invalid on purpose: {kind} × {n:,}")
+    if summary.lags:
+        print(
+            f"  arrival order {summary.arrival}: {summary.reordered:,} events written after "
+            "a later-stamped one"
+        )
+    for source, lag in summary.lags.items():
+        print(f"  arrival lag, {source}: {lag}")
     return 0
 
 
@@ -372,6 +381,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from portal_pulse.reports.alerts import fetch_alerts, format_alerts, practice_ids
 
+    if args.open and args.withdrawn == "only":
+        raise UserError(
+            "--open lists alerts that stand; a withdrawn alert never does: "
+            "use --withdrawn only without --open",
+            EXIT_USAGE,
+        )
     _practice_id(args.practice)
     client = _clickhouse(args.clickhouse)
     if args.practice:
@@ -383,7 +398,13 @@ def cmd_alerts(args: argparse.Namespace) -> int:
                 + (f" (practices: {listed})" if known else " (it holds no events yet)"),
                 EXIT_NO_DATA,
             )
-    rows = fetch_alerts(client, practice=args.practice, open_only=args.open, kind=args.kind)
+    rows = fetch_alerts(
+        client,
+        practice=args.practice,
+        open_only=args.open,
+        kind=args.kind,
+        withdrawn=args.withdrawn,
+    )
     sys.stdout.write(format_alerts(rows, args.format))
     return 0
 
@@ -605,6 +626,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bad-fraction", type=float, default=0.0, help="share of invalid events to mix in"
     )
+    p.add_argument(
+        "--arrival",
+        choices=("ordered", "realistic", "portal-jitter"),
+        default="ordered",
+        help="line order: by occurred_at (default); as a pipeline receives them, each event "
+        "late by a lag for its source (docs/events.md); or only portal events 0-30 s late",
+    )
     p.add_argument("--out", type=Path, required=True, help="the JSON Lines file to write")
     p.set_defaults(func=cmd_simulate)
 
@@ -698,7 +726,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND",
         help=f"only this kind: {', '.join(ALERT_KINDS)} (default: all)",
     )
-    p.add_argument("--open", action="store_true", help="only unresolved alerts")
+    p.add_argument(
+        "--open", action="store_true", help="only open alerts: not resolved, not withdrawn"
+    )
+    p.add_argument(
+        "--withdrawn",
+        choices=["hide", "show", "only"],
+        default="hide",
+        help="alerts later data withdrew (docs/sla.md): hide them (default), show them with the "
+        "others, or only them",
+    )
     p.add_argument(
         "--format", choices=["table", "json", "csv"], default="table", help="output format"
     )

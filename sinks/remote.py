@@ -271,10 +271,16 @@ class RemoteReads:
         kind: str | None = None,
         kind_prefix: str | None = None,
         open_only: bool = False,
+        withdrawn: str = "hide",
     ) -> list[dict[str, Any]]:
         return list(
             self._get(
-                "alerts", practice=practice, kind=kind, kind_prefix=kind_prefix, open_only=open_only
+                "alerts",
+                practice=practice,
+                kind=kind,
+                kind_prefix=kind_prefix,
+                open_only=open_only,
+                withdrawn=withdrawn,
             )
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from portal_pulse.domain.live import LiveRow
@@ -23,6 +23,7 @@ __all__ = [
     "dead_letter_row",
     "event_row",
     "response_row",
+    "version_of",
 ]
 
 _DETAIL_COLUMNS = (
@@ -64,17 +65,36 @@ def event_row(event: CleanEvent) -> list[Any]:
 
 ALERT_COLUMNS = (
     "alert_id", "kind", "practice_id", "subject_id", "patient_pseudonym", "category", "staff_pool",
-    "due_at", "raised_at", "resolved_at", "response_business_minutes", "updated_at", "version",
+    "due_at", "raised_at", "resolved_at", "response_business_minutes", "updated_at", "withdrawn_at",
+    "version",
 )  # fmt: skip
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
+    """Milliseconds since the epoch, exactly as ClickHouse's ``toUnixTimestamp64Milli`` of the
+    stored ``DateTime64(3)`` (integer arithmetic: a float product can land one below)."""
+    return ((at if at.tzinfo else at.replace(tzinfo=UTC)) - _EPOCH) // _MS
+
+
+def version_of(at: datetime, *, withdrawn: bool, resolved: bool = False) -> int:
+    """The ``version`` of an alert or response fact row (ReplacingMergeTree keeps the highest):
+    a later ``updated_at`` wins; at the same instant a withdrawal outranks a resolution, which
+    outranks a raise. So a withdrawal always supersedes the version it withdraws (its
+    ``updated_at`` is never earlier), and a version issued later (raised again) supersedes the
+    withdrawal. Migration 0009 computes the same from the columns."""
+    return _ms(at) * 4 + (2 if withdrawn else 0) + (1 if resolved else 0)
 
 
 def alert_row(alert: Alert) -> list[Any]:
-    # A resolution outranks the raise even at the same instant.
-    version = _ms(alert.updated_at) * 2 + (1 if alert.resolved_at is not None else 0)
+    version = version_of(
+        alert.updated_at,
+        withdrawn=alert.withdrawn_at is not None,
+        resolved=alert.resolved_at is not None,
+    )
     return [
         alert.alert_id,
         alert.kind,
@@ -88,17 +108,23 @@ def alert_row(alert: Alert) -> list[Any]:
         alert.resolved_at,
         alert.response_business_minutes,
         alert.updated_at,
+        alert.withdrawn_at,
         version,
     ]
 
 
-RESPONSE_COLUMNS = tuple(ResponseFact.__dataclass_fields__)
+_FACT_FIELDS = tuple(ResponseFact.__dataclass_fields__)
+RESPONSE_COLUMNS = (*_FACT_FIELDS, "version")
+"""The fact's fields (``updated_at`` stored as ``version_at``: never null) and its version."""
 
 
 def response_row(fact: ResponseFact) -> list[Any]:
-    return [
-        int(v) if isinstance(v, bool) else v for v in (getattr(fact, c) for c in RESPONSE_COLUMNS)
+    row: list[Any] = [
+        int(v) if isinstance(v, bool) else v for v in (getattr(fact, c) for c in _FACT_FIELDS)
     ]
+    row[_FACT_FIELDS.index("updated_at")] = fact.version_at
+    row.append(version_of(fact.version_at, withdrawn=fact.withdrawn_at is not None))
+    return row
 
 
 DEAD_LETTER_COLUMNS = (

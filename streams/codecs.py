@@ -35,7 +35,7 @@ def alert_to_bytes(codec: AvroCodec, alert: Alert) -> bytes:
 
 def alert_from_bytes(codec: AvroCodec, data: bytes) -> Alert:
     rec: dict[str, Any] = codec.decode_record(data)
-    for name in ("due_at", "raised_at", "updated_at", "resolved_at"):
+    for name in ("due_at", "raised_at", "updated_at", "resolved_at", "withdrawn_at"):
         rec[name] = _aware(rec.get(name))
     return Alert(**{f.name: rec.get(f.name) for f in fields(Alert)})
 
@@ -48,7 +48,8 @@ def response_to_bytes(fact: ResponseFact) -> bytes:
 def response_from_bytes(data: bytes) -> ResponseFact:
     obj = json.loads(data)
     for name in _RESPONSE_TIMES:
-        obj[name] = datetime.fromisoformat(obj[name])
+        if obj.get(name) is not None:  # withdrawn_at, updated_at: null or absent (older writers)
+            obj[name] = datetime.fromisoformat(obj[name])
     return ResponseFact(**obj)
 
 

@@ -26,16 +26,19 @@ def route_staff_pool(category: str) -> str:
 # instants (raised_at, updated_at); tests/unit/domain/test_alert_record.py keeps them in step.
 ALERT_FIELDS = (
     "alert_id", "kind", "practice_id", "subject_id", "patient_pseudonym", "category", "staff_pool",
-    "due_at", "resolved_at", "response_business_minutes",
+    "due_at", "resolved_at", "response_business_minutes", "withdrawn_at",
 )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One alert version; a resolution repeats the alert_id with ``resolved_at`` set.
+    """One alert version; a resolution repeats the alert_id with ``resolved_at`` set, a
+    withdrawal (SPEC §7.1: later data shows it should not have fired) with ``withdrawn_at`` set.
 
     ``raised_at``/``updated_at`` are event-time instants derived from the rules (never from the
-    wall clock), so the worker and the replay produce identical records.
+    wall clock), so the worker and the replay produce identical records. ``updated_at`` orders
+    the versions of one alert (sinks/rows.py): a version issued after a withdrawal (the alert
+    raised again) must carry a later ``updated_at`` than the withdrawal.
     """
 
     alert_id: str
@@ -50,14 +53,21 @@ class Alert:
     updated_at: datetime
     resolved_at: datetime | None = None
     response_business_minutes: float | None = None
+    withdrawn_at: datetime | None = None
 
     def resolve(self, at: datetime, business_minutes: float | None = None) -> Alert:
+        # Never before this version's own instant (a raise's is raised_at; a raise issued again
+        # after a withdrawal has a later one), so the resolution supersedes it.
         return replace(
             self,
             resolved_at=at,
-            updated_at=max(at, self.raised_at),
+            updated_at=max(at, self.updated_at, self.raised_at),
             response_business_minutes=business_minutes,
         )
+
+    def withdraw(self, at: datetime) -> Alert:
+        """This alert withdrawn at ``at``: a version that supersedes every earlier one."""
+        return replace(self, withdrawn_at=at, updated_at=max(at, self.updated_at))
 
     def as_dict(self) -> dict[str, Any]:
         # Field by field: dataclasses.asdict deep-copies every value (a sixth of sending alerts).
@@ -66,7 +76,12 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class ResponseFact:
-    """One answered clock: a reply that answered one or more pending patient messages."""
+    """One answered clock: a reply that answered one or more pending patient messages.
+
+    A fact rewritten by late data (SPEC §7.1) is the same ``response_id`` again with later
+    ``updated_at``; one that no longer exists is withdrawn (``withdrawn_at`` set) and counts in
+    no metric. ``updated_at`` None means the fact's ``replied_at`` (facts first written).
+    """
 
     response_id: str
     practice_id: str
@@ -85,6 +100,17 @@ class ResponseFact:
     external_due_at: datetime
     met_internal_target: bool
     met_external_promise: bool
+    withdrawn_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def version_at(self) -> datetime:
+        """The instant that orders this fact's versions: ``updated_at``, else ``replied_at``."""
+        return self.updated_at if self.updated_at is not None else self.replied_at
+
+    def withdraw(self, at: datetime) -> ResponseFact:
+        """This fact withdrawn at ``at``: a version that supersedes every earlier one."""
+        return replace(self, withdrawn_at=at, updated_at=max(at, self.version_at))
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _RESPONSE_FIELDS}

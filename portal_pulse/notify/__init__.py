@@ -1,4 +1,4 @@
-"""Pushing alerts to people: a webhook for every raised and resolved alert (SPEC §8 fields)."""
+"""Pushing alerts to people: a webhook for every raised, resolved and withdrawn alert (SPEC §8 fields)."""
 
 from portal_pulse.notify.webhook import (
     WebhookNotifier,

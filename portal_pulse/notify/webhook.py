@@ -1,4 +1,4 @@
-"""Alert webhook: every raised and every resolved alert POSTed as JSON, off the stream's path.
+"""Alert webhook: every raised, resolved and withdrawn alert POSTed as JSON, off the stream's path.
 
 The stream must never wait on a pager, so ``submit`` only puts the alert on a bounded queue and a
 small pool of senders delivers it. A receiver cannot stall the pool for long, nor the worker's
@@ -7,7 +7,8 @@ own timeouts apply per read, so a server trickling a byte a second would never t
 most ``max_response_bytes`` of a response body are read before the connection is dropped. One
 slow receiver call holds one sender; the others go on with the next alerts.
 
-Order matters only within an alert: its ``resolved`` must not overtake its ``raised``. A sender
+Order matters only within an alert: its ``resolved`` or ``withdrawn`` must not overtake its
+``raised``, nor a ``raised`` issued again after a withdrawal overtake the withdrawal. A sender
 therefore takes the oldest queued version whose alert has no version in flight, so the versions of
 one alert go out one after the other, in the order submitted, while different alerts overtake each
 other freely. When the queue is full the *oldest* entry is dropped: the newest alerts are the most
@@ -15,7 +16,9 @@ actionable, and a lost raise is harmless once its resolution (which repeats ever
 whereas a lost resolution would leave the receiver paging for a problem already over. ClickHouse's
 ``alerts`` table stays the complete record either way.
 
-The body carries exactly the SPEC §8 fields plus ``event``. Patients appear only as pseudonyms
+The body carries exactly the SPEC §8 fields plus ``event`` (``raised``, ``resolved`` or
+``withdrawn``: SPEC §7.1, later data showed the alert should not have fired). Each POST has an
+``Idempotency-Key`` that names the version (``idempotency_key``). Patients appear only as pseudonyms
 (SPEC §9); as a second line of defence an alert whose ``patient_pseudonym`` is not a 32-hex-digit
 pseudonym is refused before it is queued. Logs name alerts by ``alert_id`` and kind only, never
 the payload, and never the URL beyond its scheme and host (webhook URLs often embed a token).
@@ -33,7 +36,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -52,8 +55,10 @@ __all__ = [
     "Cutoff",
     "WebhookNotifier",
     "WebhookStats",
+    "alert_event",
     "alert_payload",
     "check_webhook_url",
+    "idempotency_key",
     "notifier_from_settings",
 ]
 
@@ -74,16 +79,50 @@ class _HideUrls(logging.Filter):
 logging.getLogger("httpx").addFilter(_HideUrls())
 
 _PSEUDONYM = re.compile(r"^[0-9a-f]{32}$")
-_INSTANTS = ("due_at", "resolved_at")
+_INSTANTS = ("due_at", "resolved_at", "withdrawn_at")
+
+
+def alert_event(alert: Alert) -> str:
+    """What this version tells a pager: ``withdrawn`` wins over ``resolved`` over ``raised``."""
+    if alert.withdrawn_at is not None:
+        return "withdrawn"
+    return "raised" if alert.resolved_at is None else "resolved"
 
 
 def alert_payload(alert: Alert) -> dict[str, Any]:
-    """The JSON body: SPEC §8 fields (instants ISO-8601 UTC with ``Z``) and raised/resolved."""
+    """The JSON body: SPEC §8 fields (instants ISO-8601 UTC with ``Z``) and the event."""
     body: dict[str, Any] = {name: getattr(alert, name) for name in ALERT_FIELDS}
     for name in _INSTANTS:
         body[name] = iso_z(body[name])
-    body["event"] = "raised" if alert.resolved_at is None else "resolved"
+    body["event"] = alert_event(alert)
     return body
+
+
+def idempotency_key(alert: Alert) -> str:
+    """The ``Idempotency-Key`` of this version: the same for every copy of one version (a retry,
+    a record processed again after a restart), different for different versions.
+
+    ``<alert_id>:raised`` and ``<alert_id>:resolved`` for an alert's first raise and resolution,
+    whose ``updated_at`` is the instant the rules give (``raised_at``; the later of it and
+    ``resolved_at``). A version a correction issues (raised late, raised again after a
+    withdrawal, say with another staff pool, or resolved after that) has a later
+    ``updated_at``, and every withdrawal may be one of several: those keys end with
+    ``:<updated_at in epoch ms>``, so a receiver that de-duplicates on the key never drops them
+    (docs/operations.md, "Events and keys").
+    """
+    event = alert_event(alert)
+    first = {
+        "raised": alert.raised_at,
+        "resolved": max(alert.resolved_at or alert.raised_at, alert.raised_at),
+    }.get(event)
+    if first is not None and alert.updated_at == first:
+        return f"{alert.alert_id}:{event}"
+    return f"{alert.alert_id}:{event}:{_epoch_ms(alert.updated_at)}"
+
+
+def _epoch_ms(at: datetime) -> int:
+    aware = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return (aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 def _is_loopback(host: str) -> bool:
@@ -151,6 +190,7 @@ class _Item:
     alert_id: str
     kind: str
     body: dict[str, Any]
+    key: str
 
 
 class _Retry(Exception):
@@ -256,7 +296,7 @@ class WebhookNotifier:
                     alert.alert_id, alert.kind,
                 )  # fmt: skip
                 return
-            item = _Item(alert.alert_id, alert.kind, alert_payload(alert))
+            item = _Item(alert.alert_id, alert.kind, alert_payload(alert), idempotency_key(alert))
             if len(self._waiting) >= self._queue_size:
                 _, old = self._waiting.popitem(last=False)
                 self.stats.dropped += 1
@@ -379,7 +419,7 @@ class WebhookNotifier:
                     "POST",
                     self._url,
                     json=item.body,
-                    headers={"Idempotency-Key": f"{item.alert_id}:{item.body['event']}"},
+                    headers={"Idempotency-Key": item.key},
                 ) as response:
                     status = response.status_code
                     retry_after = response.headers.get("Retry-After")

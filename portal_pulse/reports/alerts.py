@@ -1,4 +1,8 @@
-"""Alerts as users read them: exactly the SPEC §8 fields, latest version of each alert."""
+"""Alerts as users read them: exactly the SPEC §8 fields, latest version of each alert.
+
+A withdrawn alert (SPEC §7.1: later data showed it should not have fired) is left out unless
+asked for (``withdrawn="show"`` or ``"only"``); when one is listed, the table shows its
+``withdrawn_at`` too (json and csv always carry the field)."""
 
 from __future__ import annotations
 
@@ -40,15 +44,24 @@ def fetch_alerts(
     open_only: bool = False,
     kind: str | None = None,
     kind_prefix: str | None = None,
+    withdrawn: str = "hide",
 ) -> list[dict[str, Any]]:
-    """The alerts as users read them: instants as ISO-8601 UTC with ``Z``."""
+    """The alerts as users read them: instants as ISO-8601 UTC with ``Z``. ``open_only``:
+    neither resolved nor withdrawn; ``withdrawn``: hide, show or only (``reads.WITHDRAWN``)."""
     rows = reads_of(source).alerts(
-        practice=practice, kind=kind, kind_prefix=kind_prefix, open_only=open_only
+        practice=practice,
+        kind=kind,
+        kind_prefix=kind_prefix,
+        open_only=open_only,
+        withdrawn=withdrawn,
     )
     for row in rows:
-        row["due_at"] = iso_z(row["due_at"])
-        row["resolved_at"] = iso_z(row["resolved_at"])
+        for name in _INSTANTS:
+            row[name] = iso_z(row[name])
     return rows
+
+
+_INSTANTS = ("due_at", "resolved_at", "withdrawn_at")
 
 
 def practice_ids(source: ReadModel | Client) -> list[str]:
@@ -99,7 +112,7 @@ def format_alerts(rows: list[dict[str, Any]], fmt: str) -> str:
         return to_csv(ALERT_FIELDS, rows)
     if not rows:
         return "no alerts\n"
-    cols = (
+    cols: tuple[str, ...] = (
         "kind",
         "practice_id",
         "subject_id",
@@ -108,6 +121,8 @@ def format_alerts(rows: list[dict[str, Any]], fmt: str) -> str:
         "resolved_at",
         "response_business_minutes",
     )
+    if any(r.get("withdrawn_at") is not None for r in rows):
+        cols += ("withdrawn_at",)
     table = [[_cell(r[c]) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]

@@ -30,6 +30,7 @@ __all__ = [
     "KIND_PREFIXES",
     "PRACTICE_ID",
     "READ_ONLY",
+    "WITHDRAWN",
     "BadParameter",
     "LocalReads",
     "MonthSpan",
@@ -46,6 +47,9 @@ PRACTICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 ALERT_KINDS = (*SLA_KINDS, *FOLLOWUP_KINDS)
 KIND_PREFIXES = ("sla.", "enrollment.")
+WITHDRAWN = ("hide", "show", "only")
+"""What ``alerts`` does with withdrawn alerts (SPEC §7.1): leave them out (the default: they
+stand for nothing), list them with the others, or list them alone."""
 MAX_LIMIT = 1000
 MAX_MONTHS = 240
 """The longest span of months one ``months`` read covers (20 years)."""
@@ -83,11 +87,16 @@ class ReadModel(Protocol):
         kind: str | None = None,
         kind_prefix: str | None = None,
         open_only: bool = False,
+        withdrawn: str = "hide",
     ) -> list[dict[str, Any]]:
-        """Latest version of each alert, SPEC §8 fields, by ``due_at`` then ``alert_id``."""
+        """Latest version of each alert, SPEC §8 fields, by ``due_at`` then ``alert_id``.
+
+        ``open_only``: neither resolved nor withdrawn. ``withdrawn``: one of ``WITHDRAWN``."""
         ...
 
-    def open_alerts_by_kind(self) -> dict[str, int]: ...
+    def open_alerts_by_kind(self) -> dict[str, int]:
+        """Alerts neither resolved nor withdrawn, per kind."""
+        ...
 
     def practice_ids(self) -> list[str]:
         """Practices configured (``practices``) or seen in ``events``, sorted."""
@@ -162,7 +171,10 @@ class LocalReads:
         kind: str | None = None,
         kind_prefix: str | None = None,
         open_only: bool = False,
+        withdrawn: str = "hide",
     ) -> list[dict[str, Any]]:
+        if withdrawn not in WITHDRAWN:
+            raise BadParameter(f"withdrawn must be one of {', '.join(WITHDRAWN)}")
         where, params = [], {}
         if practice:
             where.append("practice_id = {practice:String}")
@@ -173,8 +185,12 @@ class LocalReads:
         if kind_prefix:
             where.append("startsWith(kind, {prefix:String})")
             params["prefix"] = kind_prefix
-        if open_only:
-            where.append("resolved_at IS NULL")
+        if open_only:  # a withdrawn alert is not open (SPEC §7.1)
+            where.append("resolved_at IS NULL AND withdrawn_at IS NULL")
+        if withdrawn == "hide":
+            where.append("withdrawn_at IS NULL")
+        elif withdrawn == "only":
+            where.append("withdrawn_at IS NOT NULL")
         # Only constant column names and condition texts are joined; values are parameters.
         sql = (
             f"SELECT {', '.join(ALERT_FIELDS)} FROM alerts FINAL"  # noqa: S608
@@ -186,7 +202,8 @@ class LocalReads:
 
     def open_alerts_by_kind(self) -> dict[str, int]:
         rows = self.db.query(
-            "SELECT kind, count() FROM alerts FINAL WHERE resolved_at IS NULL GROUP BY kind"
+            "SELECT kind, count() FROM alerts FINAL"
+            " WHERE resolved_at IS NULL AND withdrawn_at IS NULL GROUP BY kind"
         ).result_rows
         return {kind: int(n) for kind, n in sorted(rows)}
 
@@ -266,9 +283,12 @@ class Param:
     """One query parameter: its keyword in ``ReadModel``, its name on the wire, its type."""
 
     keyword: str
-    type: str  # practice | month | alert_kind | kind_prefix | bool | limit
+    type: str  # practice | month | alert_kind | kind_prefix | withdrawn | bool | limit
     required: bool = False
     wire: str | None = None
+    default: Any = None
+    """The method's own default: a call with it sends nothing (so a worker of an earlier
+    release, which does not know the parameter, still answers the calls it can)."""
 
     @property
     def name(self) -> str:
@@ -282,6 +302,7 @@ ENDPOINTS: dict[str, tuple[Param, ...]] = {
         Param("kind", "alert_kind"),
         Param("kind_prefix", "kind_prefix", wire="prefix"),
         Param("open_only", "bool", wire="open"),
+        Param("withdrawn", "withdrawn", default="hide"),
     ),
     "open_alerts_by_kind": (),
     "practice_ids": (),
@@ -329,6 +350,10 @@ def _value(param: Param, text: str) -> Any:
         if text not in KIND_PREFIXES:
             raise BadParameter(f"{param.name} must be one of {', '.join(KIND_PREFIXES)}")
         return text
+    if param.type == "withdrawn":
+        if text not in WITHDRAWN:
+            raise BadParameter(f"{param.name} must be one of {', '.join(WITHDRAWN)}")
+        return text
     if param.type == "bool":
         if text not in ("true", "false"):
             raise BadParameter(f"{param.name} must be true or false")
@@ -370,7 +395,7 @@ def query_string(name: str, kwargs: Mapping[str, Any]) -> list[tuple[str, str]]:
     pairs = []
     for param in ENDPOINTS[name]:
         value = kwargs.get(param.keyword)
-        if value is None or (param.type == "bool" and value is False):
+        if value is None or value == param.default or (param.type == "bool" and value is False):
             continue
         if param.type == "bool":
             pairs.append((param.name, "true"))

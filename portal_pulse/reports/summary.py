@@ -36,14 +36,18 @@ def print_landing_summary(client: Client) -> None:
     ).result_rows
     print(f"\n== dead letters: {sum(n for _, n in dl)}")
     _table("Dead letters by reason", ["reason", "count"], dl)
+    # Withdrawn alerts and facts (SPEC §7.1) stand for nothing: counted apart, in no figure.
     alerts = q(
-        "SELECT kind, count(), countIf(resolved_at IS NULL) FROM alerts FINAL GROUP BY kind ORDER BY kind"
+        "SELECT kind, countIf(withdrawn_at IS NULL), "
+        "countIf(resolved_at IS NULL AND withdrawn_at IS NULL), countIf(withdrawn_at IS NOT NULL) "
+        "FROM alerts FINAL GROUP BY kind ORDER BY kind"
     ).result_rows
-    _table("Alerts", ["kind", "raised", "open"], alerts)
+    _table("Alerts", ["kind", "raised", "open", "withdrawn"], alerts)
     resp = q(
         "SELECT practice_id, count(), round(avg(response_business_minutes) / 60, 2), "
         "round(avg(response_wall_minutes) / 60, 2), round(avg(met_internal_target), 3), "
-        "round(avg(met_external_promise), 3) FROM message_responses FINAL GROUP BY practice_id ORDER BY practice_id"
+        "round(avg(met_external_promise), 3) FROM message_responses FINAL "
+        "WHERE withdrawn_at IS NULL GROUP BY practice_id ORDER BY practice_id"
     ).result_rows
     _table(
         "Message responses",

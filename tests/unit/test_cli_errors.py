@@ -344,6 +344,20 @@ def test_alerts_formats(replayed: tuple[Path, dict[str, str]], tmp_path: Path) -
     assert table.returncode == 0 and table.stdout.startswith("kind")
 
 
+def test_alerts_withdrawn_filter(replayed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    """A replay applies events in event-time order: it withdraws nothing. --withdrawn show
+    lists what the default lists, --withdrawn only nothing; with --open it is a usage error."""
+    chdb, _ = replayed
+    url = f"chdb://{chdb}"
+    base = ("alerts", "--clickhouse", url, "--practice", "P001", "--format", "json")
+    default = json.loads(run(tmp_path, *base).stdout)
+    assert default and all(row["withdrawn_at"] is None for row in default)
+    assert json.loads(run(tmp_path, *base, "--withdrawn", "show").stdout) == default
+    assert json.loads(run(tmp_path, *base, "--withdrawn", "only").stdout) == []
+    result = run(tmp_path, "alerts", "--clickhouse", url, "--open", "--withdrawn", "only")
+    assert_user_error(result, EXIT_USAGE, "--open lists alerts that stand")
+
+
 # -- help, version, output ----------------------------------------------------------------------
 
 

@@ -315,8 +315,15 @@ def _seed(client: Client) -> None:
             alerts.append(
                 [f"{practice}-a{i}", "sla.at_risk", practice, f"th-{i}", f"pseudo-{practice}-0",
                  "clinical", "nurse", datetime(2025, 4, 1, tzinfo=UTC),
-                 datetime(2025, 3, 31, tzinfo=UTC), datetime(2025, 3, 31, tzinfo=UTC), 1]
+                 datetime(2025, 3, 31, tzinfo=UTC), datetime(2025, 3, 31, tzinfo=UTC), None, 1]
             )  # fmt: skip
+        # One alert later data withdrew (SPEC §7.1): no panel may count it as open.
+        alerts.append(
+            [f"{practice}-w", "sla.at_risk", practice, "th-w", f"pseudo-{practice}-0",
+             "clinical", "nurse", datetime(2025, 4, 1, tzinfo=UTC),
+             datetime(2025, 3, 31, tzinfo=UTC), datetime(2025, 4, 2, tzinfo=UTC),
+             datetime(2025, 4, 2, tzinfo=UTC), 2]
+        )  # fmt: skip
         live.append([practice, 0, datetime(2025, 4, 10).date(), 10 + n, 20 + n,
                       datetime(2025, 4, 10, tzinfo=UTC), 1])  # fmt: skip
     client.insert("events", events, column_names=_EVENT_COLUMNS)
@@ -324,7 +331,8 @@ def _seed(client: Client) -> None:
         "alerts",
         alerts,
         column_names=["alert_id", "kind", "practice_id", "subject_id", "patient_pseudonym",
-                      "category", "staff_pool", "due_at", "raised_at", "updated_at", "version"],
+                      "category", "staff_pool", "due_at", "raised_at", "updated_at",
+                      "withdrawn_at", "version"],
     )  # fmt: skip
     client.insert(
         "message_responses",
@@ -366,6 +374,13 @@ def test_panel_returns_exactly_the_chosen_practices_rows(
         assert got, (title, practice, "the seeded practice has rows")
         results[practice] = got
     assert len({tuple(r) for r in results.values()}) == len(results), "practices differ"
+
+
+def test_the_open_alerts_panel_counts_no_withdrawn_alert(grafana_db: Client) -> None:
+    (sql,) = [sql for _, title, sql in PANELS if title == "Open alerts"]
+    for n, practice in enumerate((*GOOD, HOSTILE_NAMED)):
+        rows = _rows(grafana_db, grafana_sql(sql, {"practice": practice}))
+        assert rows == [("sla.at_risk", "nurse", n + 1)], practice
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)

@@ -4,6 +4,7 @@ what a hostile or broken receiver can do (huge bodies, trickled replies, plain h
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ from portal_pulse.notify.webhook import (
     WebhookNotifier,
     alert_payload,
     check_webhook_url,
+    idempotency_key,
     notifier_from_settings,
 )
 from portal_pulse.pseudonym import Pseudonymizer
@@ -149,6 +151,7 @@ def test_delivers_raised_then_resolved_with_exactly_the_spec_fields(server: Reco
         "due_at": "2026-01-05T09:00:00.000Z",
         "resolved_at": None,
         "response_business_minutes": None,
+        "withdrawn_at": None,
         "event": "raised",
     }
     assert second["event"] == "resolved"
@@ -157,6 +160,57 @@ def test_delivers_raised_then_resolved_with_exactly_the_spec_fields(server: Reco
     assert server.headers[0]["content-type"] == "application/json"
     assert server.headers[0]["idempotency-key"] == "alert-0000:raised"
     assert server.headers[1]["idempotency-key"] == "alert-0000:resolved"
+
+
+def test_a_withdrawn_alert_is_posted_as_withdrawn_after_its_raise(server: Recorder) -> None:
+    raised = sla_alert()
+    withdrawn = raised.withdraw(T0 + timedelta(minutes=3, milliseconds=250))
+    n = notifier(server.url)
+    asyncio.run(deliver(n, raised, withdrawn))
+
+    assert n.stats.delivered == 2
+    first, second = server.bodies
+    assert set(second) == {*ALERT_FIELDS, "event"}
+    assert (first["event"], first["withdrawn_at"]) == ("raised", None)
+    assert second == {**first, "event": "withdrawn", "withdrawn_at": "2026-01-05T09:03:00.250Z"}
+    ms = int((T0 + timedelta(minutes=3, milliseconds=250)).timestamp()) * 1000 + 250
+    assert [h["idempotency-key"] for h in server.headers] == [
+        "alert-0000:raised",
+        f"alert-0000:withdrawn:{ms}",
+    ]
+
+
+def test_a_resolved_alert_withdrawn_is_a_withdrawal_not_a_resolution() -> None:
+    resolved = sla_alert().resolve(T0 + timedelta(hours=1), 60.0)
+    body = alert_payload(resolved.withdraw(T0 + timedelta(days=1)))
+    assert body["event"] == "withdrawn"
+    assert body["resolved_at"] == "2026-01-05T10:00:00.000Z"
+    assert body["withdrawn_at"] == "2026-01-06T09:00:00.000Z"
+
+
+def test_every_version_of_an_alert_corrected_twice_has_its_own_key() -> None:
+    """raise → withdrawn → raised again with another pool → resolved → withdrawn again: a
+    receiver that de-duplicates on the key sees five versions; a copy of one version (a retry,
+    a record processed again) keeps its key."""
+    raised = sla_alert()
+    first_withdrawal = raised.withdraw(T0 + timedelta(minutes=5))
+    again = dataclasses.replace(
+        raised, category="billing", staff_pool="billing", updated_at=T0 + timedelta(minutes=6)
+    )
+    resolved = again.resolve(T0 + timedelta(minutes=30), 30.0)
+    second_withdrawal = resolved.withdraw(T0 + timedelta(hours=2))
+    versions = [raised, first_withdrawal, again, resolved, second_withdrawal]
+    keys = [idempotency_key(v) for v in versions]
+    assert [alert_payload(v)["event"] for v in versions] == [
+        "raised", "withdrawn", "raised", "resolved", "withdrawn",
+    ]  # fmt: skip
+    assert keys[0] == "alert-0000:raised"
+    assert all(k.startswith("alert-0000:") for k in keys)
+    assert len(set(keys)) == len(keys)
+    assert [idempotency_key(dataclasses.replace(v)) for v in versions] == keys
+    # An alert never withdrawn keeps the plain scheme, whenever its resolution comes.
+    late = raised.resolve(raised.raised_at - timedelta(minutes=1))
+    assert idempotency_key(late) == "alert-0000:resolved"
 
 
 def test_followup_payload_keeps_null_category() -> None:
@@ -592,6 +646,41 @@ def test_a_resolution_waits_for_its_raise_while_other_alerts_overtake() -> None:
     # B went out while A's raise was held; A's resolution only after A's raise was answered.
     assert hooks.index("request", b_raised) < hooks.index("answered", a_raised)
     assert hooks.index("answered", a_raised) < hooks.index("request", a_resolved)
+
+
+def test_a_withdrawal_waits_for_its_raise_even_through_retries() -> None:
+    """The raise fails twice (503) and is retried; the withdrawal, submitted right after it,
+    goes out only once the raise has been answered, and the raise issued again after it only
+    once the withdrawal has."""
+    raised_key, withdrawn_key = "alert-0001:raised", "alert-0001:withdrawn"
+
+    async def unavailable(
+        hooks: Hooks, key: str, _r: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> bool:
+        w.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+        await w.drain()
+        hooks.log.append(("refused", key))
+        return True
+
+    def behave(alert_id: str, event: str, attempt: int) -> Behaviour:
+        return unavailable if event == "raised" and attempt <= 2 else answer_ok
+
+    async def scenario() -> tuple[WebhookNotifier, Hooks]:
+        async with Hooks(behave) as hooks:
+            n = notifier(hooks.url)
+            raised = sla_alert(1)
+            await n.start()
+            n.submit(raised)
+            n.submit(raised.withdraw(T0 + timedelta(minutes=9)))
+            n.submit(dataclasses.replace(raised, updated_at=T0 + timedelta(minutes=10)))
+            await n.stop(drain_timeout=60)
+            return n, hooks
+
+    n, hooks = asyncio.run(scenario())
+    assert n.stats.delivered == 3 and n.stats.failed_attempts == 2
+    requests = [key for what, key in hooks.log if what == "request"]
+    assert requests == [raised_key] * 3 + [withdrawn_key, raised_key]
+    assert hooks.index("answered", raised_key) < hooks.index("request", withdrawn_key)
 
 
 # --- plain http:// --------------------------------------------------------------------------------

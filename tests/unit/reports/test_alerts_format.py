@@ -16,11 +16,12 @@ ROWS = [
     dict(zip(ALERT_FIELDS, values, strict=True))
     for values in (
         ("a1", "sla.breached", "P001", "P001-T1", "ab12", "clinical", "nurse",
-         "2026-01-08T18:54:12.000Z", "2026-01-08T21:54:38.000Z", 720.4333333333333),
+         "2026-01-08T18:54:12.000Z", "2026-01-08T21:54:38.000Z", 720.4333333333333, None),
         ("a2", "enrollment.dormant", "P001", "cd34", "cd34", None, "front_desk",
-         "2026-01-09T10:00:00.000Z", None, None),
+         "2026-01-09T10:00:00.000Z", None, None, None),
     )
 ]  # fmt: skip
+WITHDRAWN = {**ROWS[0], "alert_id": "a3", "withdrawn_at": "2026-01-09T08:00:00.000Z"}
 
 
 def test_table_rounds_floats_and_blanks_nulls() -> None:
@@ -28,6 +29,25 @@ def test_table_rounds_floats_and_blanks_nulls() -> None:
     assert "720.43" in text and "720.433" not in text
     assert all(line == line.rstrip() for line in text.splitlines())
     assert format_alerts([], "table") == "no alerts\n"
+
+
+def test_the_table_shows_withdrawn_at_only_when_a_row_is_withdrawn() -> None:
+    assert "withdrawn_at" not in format_alerts(ROWS, "table")
+    header, *lines = format_alerts([*ROWS, WITHDRAWN], "table").splitlines()
+    assert header.split()[-1] == "withdrawn_at"
+    assert lines[2].endswith("2026-01-09T08:00:00.000Z")
+    assert lines[0].endswith("720.43")  # a standing alert's cell is blank
+
+
+def test_csv_and_json_carry_withdrawn_at() -> None:
+    parsed = list(csv.DictReader(io.StringIO(format_alerts([*ROWS, WITHDRAWN], "csv"))))
+    assert list(parsed[0])[-1] == "withdrawn_at"
+    assert [r["withdrawn_at"] for r in parsed] == ["", "", "2026-01-09T08:00:00.000Z"]
+    assert [r["withdrawn_at"] for r in json.loads(format_alerts([*ROWS, WITHDRAWN], "json"))] == [
+        None,
+        None,
+        "2026-01-09T08:00:00.000Z",
+    ]
 
 
 def test_csv_and_json_carry_the_same_rows() -> None:

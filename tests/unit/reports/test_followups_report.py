@@ -113,6 +113,21 @@ def test_open_followups_only_most_overdue_first(chdb_client: Client, practice: s
     assert rows[0]["due_at_local"] is None  # no zone asked for
 
 
+def test_a_withdrawn_followup_leaves_the_worklist(chdb_client: Client, practice: str) -> None:
+    """Later data shows follow-up 3 should not have fired (SPEC §7.1): it disappears; raised
+    again later, it is back."""
+    dormant = followup(practice, 3, DORMANT, T0 - 10 * DAY)
+    withdrawn = dormant.withdraw(T0 - DAY)
+    insert_alerts(chdb_client, withdrawn)
+    ids = [r["alert_id"] for r in fetch_followups(chdb_client, practice, now=T0)]
+    assert f"{DORMANT}-3" not in ids and len(ids) == 3
+    text = followups_command(chdb_client, practice, "table", now=T0)
+    assert pseudonym(3) not in text
+    insert_alerts(chdb_client, replace(dormant, updated_at=withdrawn.updated_at + DAY / 24))
+    ids = [r["alert_id"] for r in fetch_followups(chdb_client, practice, now=T0)]
+    assert ids[0] == f"{DORMANT}-3" and len(ids) == 4
+
+
 def test_due_times_in_the_practices_zone(chdb_client: Client, practice: str) -> None:
     rows = fetch_followups(chdb_client, practice, now=T0, timezone="America/Chicago")
     assert rows[0]["due_at_local"] == "2025-12-26T03:00:00-06:00"

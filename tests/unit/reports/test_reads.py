@@ -23,13 +23,15 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from portal_pulse.domain.records import ALERT_FIELDS, Alert
 from portal_pulse.reports.reads import (
     ENDPOINTS,
     READ_ONLY,
@@ -40,7 +42,7 @@ from portal_pulse.reports.reads import (
     query_string,
 )
 from schemas.model import CleanEvent
-from sinks.rows import EVENT_COLUMNS, event_row
+from sinks.rows import ALERT_COLUMNS, EVENT_COLUMNS, alert_row, event_row
 
 _T = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 HOSTILE_TEXT = [
@@ -75,6 +77,7 @@ HOSTILE_TEXT = [
         ("alerts", "kind", []),
         ("alerts", "prefix", []),
         ("alerts", "open", []),
+        ("alerts", "withdrawn", []),
         ("practices_with_data", "limit", []),
         ("practices_with_events", "limit", []),
     ],
@@ -105,6 +108,9 @@ def test_every_typed_parameter_refuses_what_is_not_of_its_type(
         ("alerts", [("open", "1")]),
         ("alerts", [("kind", "sla.*")]),
         ("alerts", [("prefix", "")]),
+        ("alerts", [("withdrawn", "HIDE")]),
+        ("alerts", [("withdrawn", "true")]),
+        ("alerts", [("withdrawn", "only"), ("withdrawn", "show")]),
         ("practice_ids", [("path", "/etc/passwd")]),
     ],
 )
@@ -133,6 +139,8 @@ def test_valid_parameters_parse_to_their_types() -> None:
         ("alerts", {}),
         ("alerts", {"practice": "P1", "kind": "enrollment.dormant", "open_only": True}),
         ("alerts", {"practice": "P1", "kind_prefix": "enrollment.", "open_only": False}),
+        ("alerts", {"practice": "P1", "withdrawn": "only"}),
+        ("alerts", {"withdrawn": "show", "open_only": True}),
         ("practices_with_data", {"limit": 11}),
         ("practice_month", {"practice": "P1", "month": "2026-01"}),
         ("months", {"practice": "P1", "first": "2025-02", "last": "2026-01"}),
@@ -142,6 +150,12 @@ def test_valid_parameters_parse_to_their_types() -> None:
 def test_a_call_goes_over_the_wire_and_back_unchanged(endpoint: str, kwargs: dict) -> None:
     expected = {k: v for k, v in kwargs.items() if v not in (None, False)}
     assert parse_parameters(endpoint, query_string(endpoint, kwargs)) == expected
+
+
+def test_the_default_withdrawn_choice_is_not_sent() -> None:
+    """So a worker of the release before --withdrawn still answers a plain ``alerts``."""
+    assert query_string("alerts", {"withdrawn": "hide", "practice": "P1"}) == [("practice", "P1")]
+    assert query_string("alerts", {"withdrawn": "only"}) == [("withdrawn", "only")]
 
 
 def test_every_endpoint_is_a_method_of_the_local_read_model() -> None:
@@ -256,3 +270,49 @@ def test_read_only_reads_leave_the_clients_writes_alone(chdb_client: Client) -> 
     event = CleanEvent(uuid.uuid4().hex, "portal.login", _T, p, f"{1:032x}", {"channel": "web"})
     chdb_client.insert("events", [event_row(event)], column_names=list(EVENT_COLUMNS))
     assert reads.last_seen(p) == _T
+
+
+# -- withdrawn alerts (SPEC §7.1) ------------------------------------------------------------------
+
+
+def test_alerts_and_open_counts_leave_withdrawn_alerts_out_unless_asked(
+    chdb_client: Client,
+) -> None:
+    practice = f"withdrawn-{uuid.uuid4().hex[:8]}"
+    at = datetime(2026, 2, 2, 10, tzinfo=UTC)
+
+    def alert(n: int, kind: str = "sla.at_risk") -> Alert:
+        return Alert(
+            f"{practice}-{n}", kind, practice, f"t-{n}", f"{n:032x}", "clinical", "nurse",
+            at + timedelta(minutes=n), at, at,
+        )  # fmt: skip
+
+    standing, resolved, gone = alert(1), alert(2).resolve(at + timedelta(hours=1)), alert(3)
+    gone_resolved = alert(4).resolve(at + timedelta(hours=1))
+    versions = [standing, resolved, gone, gone.withdraw(at + timedelta(hours=2)), gone_resolved]
+    versions.append(gone_resolved.withdraw(at + timedelta(hours=2)))
+    for version in versions:  # one insert each: one block would keep only its latest rows
+        chdb_client.insert("alerts", [alert_row(version)], column_names=list(ALERT_COLUMNS))
+    reads = LocalReads(chdb_client, READ_ONLY)
+
+    def ids(**kwargs: Any) -> list[str]:
+        return [r["alert_id"].rsplit("-", 1)[1] for r in reads.alerts(practice=practice, **kwargs)]
+
+    assert ids() == ids(withdrawn="hide") == ["1", "2"]
+    assert ids(withdrawn="show") == ["1", "2", "3", "4"]
+    assert ids(withdrawn="only") == ["3", "4"]
+    assert ids(open_only=True) == ids(open_only=True, withdrawn="show") == ["1"]
+    row = reads.alerts(practice=practice, withdrawn="only")[0]
+    assert row["withdrawn_at"] == (at + timedelta(hours=2)).replace(tzinfo=None)  # chDB: naive UTC
+    assert set(row) == set(ALERT_FIELDS)
+    with pytest.raises(BadParameter):
+        reads.alerts(withdrawn="all")
+    before = reads.open_alerts_by_kind()
+    chdb_client.insert(
+        "alerts",
+        [alert_row(standing.withdraw(at + timedelta(hours=3)))],
+        column_names=list(ALERT_COLUMNS),
+    )
+    after = reads.open_alerts_by_kind()
+    assert after.get("sla.at_risk", 0) == before["sla.at_risk"] - 1
+    assert ids(open_only=True) == []

@@ -202,14 +202,37 @@ def test_alert_schema_has_the_spec_8_fields() -> None:
         make_alert(),
         make_alert().resolve(AT + timedelta(hours=3), 180.5),
         make_alert(kind="enrollment.dormant", subject_id="cd" * 16, category=None, staff_pool=None),
+        make_alert().withdraw(AT + timedelta(hours=5, milliseconds=7)),
+        make_alert().resolve(AT + timedelta(hours=3), 180.5).withdraw(AT + timedelta(days=2)),
     ],
-    ids=["raised", "resolved", "followup"],
+    ids=["raised", "resolved", "followup", "withdrawn", "resolved-then-withdrawn"],
 )
 def test_alert_round_trip(alert: Alert) -> None:
     codec = get_codec("Alert")
     data = codec.encode_record(alert.as_dict())
     assert_single_object(data, codec)
     assert Alert(**codec.decode_record(data)) == alert
+
+
+def test_alerts_written_before_withdrawn_at_still_decode_as_standing() -> None:
+    """An alert of the first Alert schema (another fingerprint, no withdrawn_at) decodes with
+    withdrawn_at None: records on the topic before the upgrade stay readable."""
+    codec = get_codec("Alert")
+    plain = {k: v for k, v in codec.schema.items() if not k.startswith("__")}
+    old_schema = fastavro.parse_schema(
+        {**plain, "fields": [f for f in plain["fields"] if f["name"] != "withdrawn_at"]},
+        named_schemas={},
+    )
+    alert = make_alert().resolve(AT + timedelta(hours=3), 180.5)
+    old_record = {k: v for k, v in alert.as_dict().items() if k != "withdrawn_at"}
+    fp = fastavro_fingerprint_of(old_schema)
+    assert fp != codec.fingerprint
+    buf = io.BytesIO()
+    buf.write(b"\xc3\x01" + struct.pack("<Q", fp))
+    fastavro.schemaless_writer(buf, old_schema, old_record)
+    decoded = codec.decode_record(buf.getvalue())
+    assert decoded == {**old_record, "withdrawn_at": None}
+    assert Alert(**decoded) == alert
 
 
 def dead_letter_record(**overrides: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ must equal the sink role's row for the same record.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -93,13 +94,23 @@ def test_response_facts_from_their_json_equal_the_sink_rows(migrated: Client) ->
         )
         for i in range(2)
     ]
+    # A fact rewritten by late data and one withdrawn: their own versions (issue 20).
+    facts.append(dataclasses.replace(facts[0], response_id="r2", updated_at=AT.replace(day=5)))
+    facts.append(facts[1].withdraw(AT.replace(day=9)))
     _install(migrated, _blocks()["message_responses_queue"])
-    data = b"\n".join(response_to_bytes(f) for f in facts).decode()
-    migrated.command(f"INSERT INTO message_responses_queue FORMAT JSONEachRow {data}")
+    for polled in (facts[:3], facts[3:]):  # two Kafka polls: one block would merge r1's versions
+        data = b"\n".join(response_to_bytes(f) for f in polled).decode()
+        migrated.command(f"INSERT INTO message_responses_queue FORMAT JSONEachRow {data}")
     got = migrated.query(
-        f"SELECT {', '.join(RESPONSE_COLUMNS)} FROM message_responses ORDER BY response_id"
+        f"SELECT {', '.join(RESPONSE_COLUMNS)} FROM message_responses ORDER BY response_id, version"
     ).result_rows
-    assert [_normal(r) for r in got] == [_normal(response_row(f)) for f in facts]
+    want = sorted(facts, key=lambda f: (f.response_id, response_row(f)[-1]))
+    assert [_normal(r) for r in got] == [_normal(response_row(f)) for f in want]
+    final = migrated.query(
+        "SELECT response_id FROM message_responses FINAL WHERE withdrawn_at IS NULL "
+        "ORDER BY response_id"
+    ).result_rows
+    assert final == [("r0",), ("r2",)]
 
 
 def test_live_metrics_from_their_json_equal_the_sink_rows(migrated: Client) -> None:
@@ -127,15 +138,19 @@ def test_alert_versions_from_the_view_equal_the_sink_rows(migrated: Client) -> N
         "a1", "message_sla_missed", "p1", "t1", "ps-abc", "clinical", "nurse", AT, AT, AT
     )
     resolved = raised.resolve(AT, 93.0)  # the same instant: the resolution must still win
+    withdrawn = resolved.withdraw(AT)  # and a withdrawal at that instant over the resolution
+    versions = (raised, resolved, withdrawn)
     _install(migrated, _blocks()["alerts_queue"])
     queue_columns = [c for c in ALERT_COLUMNS if c != "version"]
-    for alert in (raised, resolved):  # two inserts, as two Kafka polls: one block would merge
+    for alert in versions:  # separate inserts, as separate Kafka polls: one block would merge
         migrated.insert(
             "alerts_queue", [[getattr(alert, c) for c in queue_columns]], column_names=queue_columns
         )
     got = migrated.query(
         f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts ORDER BY version"
     ).result_rows
-    assert [_normal(r) for r in got] == [_normal(alert_row(a)) for a in (raised, resolved)]
-    final = migrated.query("SELECT resolved_at IS NOT NULL FROM alerts FINAL").result_rows
-    assert final == [(1,)]
+    assert [_normal(r) for r in got] == [_normal(alert_row(a)) for a in versions]
+    final = migrated.query(
+        "SELECT resolved_at IS NOT NULL, withdrawn_at IS NOT NULL FROM alerts FINAL"
+    ).result_rows
+    assert final == [(1, 1)]

@@ -6,6 +6,7 @@ All tests share one database (see conftest); each isolates itself with unique id
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from portal_pulse.domain.practices import Practices
 from portal_pulse.domain.records import Alert, ResponseFact
+from portal_pulse.reports.practices_sync import sync_practices
 from schemas.catalogue import event_types
 from schemas.model import CleanEvent
 from sinks.batching import POSITION_COLUMNS, Batch, ClickHouseTableSink, SinkWriteError
@@ -29,6 +32,7 @@ from sinks.rows import (
     dead_letter_row,
     event_row,
     response_row,
+    version_of,
 )
 
 T0 = datetime(2026, 1, 5, 14, 30, 0, 123000, tzinfo=UTC)
@@ -181,8 +185,14 @@ def test_column_types(ch: Client) -> None:
         ).result_rows
     )
     assert engines["alerts"].startswith("ReplacingMergeTree(version)")
+    assert engines["message_responses"].startswith("ReplacingMergeTree(version)")
+    assert engines["rollup_sla"].startswith("ReplacingMergeTree(version, withdrawn)")
     for table in ("events", "alerts", "message_responses", "dead_letters"):
         assert "non_replicated_deduplication_window" in engines[table], table
+    for table in ("alerts", "message_responses"):
+        assert columns(ch, table)["withdrawn_at"] == "Nullable(DateTime64(3, 'UTC'))", table
+    assert columns(ch, "message_responses")["updated_at"] == "DateTime64(3, 'UTC')"
+    assert not {name for name in engines if name.endswith(("_0008", "_0009"))}
 
 
 def test_no_table_has_a_place_for_raw_identifiers(ch: Client) -> None:
@@ -400,6 +410,39 @@ def test_alert_without_category_inserts_nulls(ch: Client) -> None:
     assert (row["category"], row["staff_pool"], row["resolved_at"]) == (None, None, None)
 
 
+@pytest.mark.parametrize("resolved", [False, True], ids=["raised", "resolved"])
+def test_a_withdrawal_supersedes_the_version_it_withdraws_in_any_order(
+    ch: Client, resolved: bool
+) -> None:
+    practice, alert_id = f"p-{uid()}", f"al-{uid()}"
+    alert = make_alert(alert_id, practice)
+    if resolved:
+        alert = alert.resolve(alert.raised_at, 12.0)  # resolved at the raise's instant
+    withdrawn = alert.withdraw(alert.updated_at)  # and withdrawn at that instant too
+    assert alert_row(withdrawn)[-1] > alert_row(alert)[-1]
+    for version in (withdrawn, alert):  # the stale version inserted after the withdrawal
+        ch.insert("alerts", [alert_row(version)], column_names=list(ALERT_COLUMNS))
+    (row,) = final_alerts(ch, practice)
+    assert row["withdrawn_at"].replace(tzinfo=None) == naive(alert.updated_at)
+    assert (row["resolved_at"] is not None) is resolved
+
+
+def test_an_alert_raised_again_after_its_withdrawal_stands() -> None:
+    alert = make_alert("al", "p")
+    withdrawn = alert.withdraw(T0 + timedelta(minutes=5))
+    again = replace(alert, staff_pool="nurse", updated_at=T0 + timedelta(minutes=6))
+    resolved = again.resolve(T0 + timedelta(minutes=3))  # resolved "before": still later
+    versions = [alert_row(v)[-1] for v in (alert, withdrawn, again, resolved)]
+    assert versions == sorted(versions) and len(set(versions)) == 4
+
+
+def test_version_of_is_exact_to_the_millisecond() -> None:
+    at = datetime(2004, 10, 27, 8, 38, 15, 853000, tzinfo=UTC)  # at.timestamp() * 1000 falls short
+    assert version_of(at, withdrawn=False) == 1098866295853 * 4
+    assert version_of(at, withdrawn=True, resolved=True) == 1098866295853 * 4 + 3
+    assert version_of(at.replace(tzinfo=None), withdrawn=False) == 1098866295853 * 4
+
+
 # -- responses and dead letters ------------------------------------------------------------------
 
 
@@ -436,6 +479,146 @@ def test_response_row_inserts(ch: Client) -> None:
     (stored,) = result.result_rows
     assert stored[:3] == (2, 1, 0)
     assert stored[3].replace(tzinfo=None) == naive(T0 + timedelta(hours=3))
+
+
+def make_fact(practice: str, response_id: str, **changes: Any) -> ResponseFact:
+    fact = ResponseFact(
+        response_id=response_id,
+        practice_id=practice,
+        thread_id="th-1",
+        patient_pseudonym=PSEUDONYM,
+        category="clinical",
+        routed_pool="nurse",
+        replied_by_pool="provider",
+        first_message_at=T0,
+        clock_started_at=T0,
+        replied_at=T0 + timedelta(hours=3),
+        messages_answered=1,
+        response_business_minutes=180.0,
+        response_wall_minutes=180.0,
+        internal_due_at=T0 + timedelta(hours=5),
+        external_due_at=T0 + timedelta(hours=9),
+        met_internal_target=True,
+        met_external_promise=True,
+    )
+    return replace(fact, **changes)
+
+
+def final_facts(ch: Client, practice: str) -> list[tuple[Any, ...]]:
+    return ch.query(
+        "SELECT response_id, replied_at, withdrawn_at, updated_at FROM message_responses FINAL "
+        "WHERE practice_id = %(p)s ORDER BY response_id",
+        parameters={"p": practice},
+    ).result_rows
+
+
+def test_a_response_fact_keeps_its_latest_version_whatever_the_insert_order(ch: Client) -> None:
+    """First written (updated_at is its reply), rewritten by a late reply (an earlier reply
+    answers the clock), then withdrawn: every order of inserts leaves the withdrawal."""
+    practice = f"p-{uid()}"
+    first = make_fact(practice, "r-1")
+    rewritten = replace(
+        first, replied_at=T0 + timedelta(hours=1), updated_at=T0 + timedelta(hours=4)
+    )
+    withdrawn = rewritten.withdraw(T0 + timedelta(hours=4))  # at the rewrite's instant
+    assert response_row(first)[RESPONSE_COLUMNS.index("updated_at")] == first.replied_at
+    for fact in (withdrawn, first, rewritten):
+        ch.insert("message_responses", [response_row(fact)], column_names=list(RESPONSE_COLUMNS))
+    (row,) = final_facts(ch, practice)
+    assert row[1:] == (
+        naive(T0 + timedelta(hours=1)),
+        naive(T0 + timedelta(hours=4)),
+        naive(T0 + timedelta(hours=4)),
+    )
+    # The rewrite wins over the first version, whatever came first.
+    other = f"p-{uid()}"
+    for fact in (replace(rewritten, practice_id=other), replace(first, practice_id=other)):
+        ch.insert("message_responses", [response_row(fact)], column_names=list(RESPONSE_COLUMNS))
+    (row,) = final_facts(ch, other)
+    assert row[1:] == (naive(T0 + timedelta(hours=1)), None, naive(T0 + timedelta(hours=4)))
+
+
+def test_a_writer_without_the_new_columns_still_inserts_facts(ch: Client) -> None:
+    """A sink of the previous release (no withdrawn_at, updated_at, version) during an upgrade:
+    the defaults give the fact its reply's instant and version."""
+    practice = f"p-{uid()}"
+    fact = make_fact(practice, "r-old")
+    old_columns = [
+        c for c in RESPONSE_COLUMNS if c not in ("withdrawn_at", "updated_at", "version")
+    ]
+    row = dict(zip(RESPONSE_COLUMNS, response_row(fact), strict=True))
+    ch.insert("message_responses", [[row[c] for c in old_columns]], column_names=old_columns)
+    stored = ch.query(
+        "SELECT updated_at, version FROM message_responses WHERE practice_id = %(p)s",
+        parameters={"p": practice},
+    ).result_rows
+    assert stored == [(naive(fact.replied_at), row["version"])]
+
+
+def test_migration_0009_keeps_what_an_older_database_holds(
+    empty_database: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database at migration 0008 with alerts (versions of the old scale) and facts: after
+    0009 every alert and fact is still there, a raise sent again cannot reopen a resolved
+    alert, facts are versioned by their reply, and running 0009 again whole changes nothing."""
+    older = tmp_path / "migrations"
+    older.mkdir()
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        if int(path.name[:4]) <= 8:
+            (older / path.name).write_text(path.read_text())
+    monkeypatch.setattr("sinks.migrate.MIGRATIONS_DIR", older)
+    assert max(migrate(empty_database)) == 8
+    db = empty_database
+    sync_practices(db, Practices.from_mapping({"practices": {"default": {"timezone": "UTC"}}}))
+    practice = f"p-{uid()}"
+    raised = make_alert("al-1", practice)
+    resolved = raised.resolve(T0 + timedelta(hours=2), 30.0)
+    old_columns = [c for c in ALERT_COLUMNS if c != "withdrawn_at"]
+    for alert in (raised, resolved):
+        row = dict(zip(ALERT_COLUMNS, alert_row(alert), strict=True))
+        row["version"] = int(alert.updated_at.timestamp() * 1000) * 2 + (alert is resolved)
+        db.insert("alerts", [[row[c] for c in old_columns]], column_names=old_columns)
+    fact = make_fact(practice, "r-1")
+    fact_columns = [
+        c for c in RESPONSE_COLUMNS if c not in ("withdrawn_at", "updated_at", "version")
+    ]
+    fact_row = dict(zip(RESPONSE_COLUMNS, response_row(fact), strict=True))
+    db.insert("message_responses", [[fact_row[c] for c in fact_columns]], column_names=fact_columns)
+
+    monkeypatch.setattr("sinks.migrate.MIGRATIONS_DIR", MIGRATIONS_DIR)
+    assert 9 in migrate(db)
+
+    def state() -> tuple[Any, ...]:
+        alerts = db.query(
+            "SELECT alert_id, resolved_at, withdrawn_at, version FROM alerts FINAL "
+            "WHERE practice_id = %(p)s",
+            parameters={"p": practice},
+        ).result_rows
+        facts = db.query(
+            "SELECT response_id, updated_at, withdrawn_at, version FROM message_responses FINAL "
+            "WHERE practice_id = %(p)s",
+            parameters={"p": practice},
+        ).result_rows
+        sla = db.query(
+            "SELECT kind, id, version, withdrawn FROM rollup_sla FINAL ORDER BY kind, id"
+        ).result_rows
+        return alerts, facts, sla
+
+    alerts, facts, sla = state()
+    assert alerts == [("al-1", naive(resolved.resolved_at), None, alert_row(resolved)[-1])]
+    assert facts == [("r-1", naive(fact.replied_at), None, fact_row["version"])]
+    assert sla == [
+        ("breach", "al-1", alert_row(resolved)[-1], 0),
+        ("response", "r-1", fact_row["version"], 0),
+    ]
+    db.insert("alerts", [alert_row(raised)], column_names=list(ALERT_COLUMNS))  # sent again
+    assert state() == (alerts, facts, sla)
+
+    for statement in split_statements((MIGRATIONS_DIR / "0009_withdrawn.sql").read_text()):
+        db.command(statement)
+    assert state() == (alerts, facts, sla)
+    tables = {r[0] for r in db.query("SHOW TABLES").result_rows}
+    assert not {t for t in tables if t.endswith(("_0008", "_0009"))}
 
 
 def dead_letter(**overrides: Any) -> dict[str, Any]:

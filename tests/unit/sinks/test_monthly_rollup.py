@@ -10,6 +10,7 @@ names practices P001, P002, …
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,7 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from portal_pulse.domain.practices import Practices
-from portal_pulse.domain.records import Alert
+from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.replay import replay_file
 from portal_pulse.reports.practice_month import query_practice_month
 from portal_pulse.reports.practices_sync import sync_practices
@@ -33,7 +34,16 @@ from portal_pulse.simulate import SimulationSpec, simulate_to_file
 from schemas.model import CleanEvent
 from sinks.batching import Batch, ClickHouseTableSink, SinkWriteError
 from sinks.migrate import MIGRATIONS_DIR, migrate
-from sinks.rows import EVENT_COLUMNS, EVENT_SOURCE_COLUMNS, TABLES, alert_row, event_row
+from sinks.rows import (
+    ALERT_COLUMNS,
+    EVENT_COLUMNS,
+    EVENT_SOURCE_COLUMNS,
+    RESPONSE_COLUMNS,
+    TABLES,
+    alert_row,
+    event_row,
+    response_row,
+)
 from tests.reference_monthly import create_reference
 
 ZONES = {
@@ -354,7 +364,7 @@ def test_zone_and_look_back_changes(db: Client) -> None:
     assert exact_rows(db, "WHERE practice_id NOT IN ('P950', 'P900')") == before
 
 
-@pytest.mark.parametrize("applied", [5, 6])
+@pytest.mark.parametrize("applied", [5, 6, 8])
 def test_migrating_a_database_that_has_data(
     chdb_client: Client,
     db: Client,
@@ -363,7 +373,8 @@ def test_migrating_a_database_that_has_data(
     applied: int,
 ) -> None:
     """Migrations up to ``applied``, the base tables filled (through 0006's materialized views
-    if it is applied), then the rest: 0006 backfills the rollup, 0007 redefines the view."""
+    if it is applied), then the rest: 0006 backfills the rollup, 0007 redefines the view, 0009
+    swaps in a versioned ``message_responses`` and rebuilds the SLA rollup."""
     older = tmp_path / "migrations"
     older.mkdir()
     versions = sorted(int(path.name[:4]) for path in MIGRATIONS_DIR.glob("*.sql"))
@@ -376,7 +387,17 @@ def test_migrating_a_database_that_has_data(
         assert migrate(client) == [v for v in versions if v <= applied]
         source = db.query("SELECT currentDatabase()").result_rows[0][0]
         for table in ("practices", "local_days", "events", "message_responses", "alerts"):
-            client.command(f"INSERT INTO {table} SELECT * FROM {source}.{table}")
+            columns = [r[0] for r in client.query(f"DESCRIBE TABLE {table}").result_rows]
+            values = [  # an alert's version as the sink wrote it before migration 0009
+                "toUInt64(toUnixTimestamp64Milli(updated_at)) * 2 + (resolved_at IS NOT NULL)"
+                if (table, column) == ("alerts", "version") and applied < 9
+                else column
+                for column in columns
+            ]
+            client.command(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"SELECT {', '.join(values)} FROM {source}.{table}"
+            )
         if applied < 6:  # no rollup yet: the one-month query reads migration 0002's view
             row = db.query(
                 "SELECT * FROM monthly_portal_performance WHERE practice_id = 'P001' "
@@ -497,6 +518,113 @@ def test_an_alert_inserted_again_after_a_crash_reaches_the_rollup(chdb_client: C
         assert ClickHouseTableSink(client, "alerts", columns).write(batch) == 1
         assert client.query("SELECT count() FROM alerts").result_rows[0][0] == 1  # deduplicated
         assert client.query("SELECT id FROM rollup_sla FINAL").result_rows == [("a-1",)]
+    finally:
+        client.close()
+        chdb_client.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+
+
+def _fact(response_id: str, replied_at: datetime, minutes: float, met: bool) -> ResponseFact:
+    start = replied_at - timedelta(minutes=minutes)
+    return ResponseFact(
+        response_id=response_id,
+        practice_id="P001",
+        thread_id=f"t-{response_id}",
+        patient_pseudonym="p" * 32,
+        category="clinical",
+        routed_pool="nurse",
+        replied_by_pool="nurse",
+        first_message_at=start,
+        clock_started_at=start,
+        replied_at=replied_at,
+        messages_answered=1,
+        response_business_minutes=minutes,
+        response_wall_minutes=minutes,
+        internal_due_at=start + timedelta(hours=1),
+        external_due_at=start + timedelta(hours=8),
+        met_internal_target=met,
+        met_external_promise=True,
+    )
+
+
+def test_withdrawn_facts_and_breaches_stop_counting_and_count_again_when_raised_again(
+    chdb_client: Client,
+) -> None:
+    """SPEC §7.1: a response fact or an sla.breached alert withdrawn by late data counts in no
+    monthly figure, in the view and in the dashboard's one-month query alike; a later version
+    of it (raised or rewritten again) counts again; a stale copy of an earlier version,
+    inserted again after a crash, changes nothing."""
+    client, name = open_database(chdb_client)
+    try:
+        migrate(client)
+        sync_practices(client, Practices.from_mapping(practices_mapping(ZONES, LOOKBACKS)))
+        day = datetime(2026, 1, 12, 15, tzinfo=UTC)
+        insert_events(client, [clean("P001", "p" * 32, "message.sent", day, thread_id="t")])
+        fast, slow = _fact("r-fast", day, 30.0, True), _fact("r-slow", day, 90.0, False)
+        breach = Alert(
+            "b-1", "sla.breached", "P001", "t-b", "p" * 32, "clinical", "nurse", day, day, day
+        )
+
+        def put(*records: Alert | ResponseFact) -> None:
+            for record in records:  # one insert each, as the sinks' batches would come
+                if isinstance(record, Alert):
+                    client.insert("alerts", [alert_row(record)], column_names=ALERT_COLUMNS)
+                else:
+                    client.insert(
+                        "message_responses", [response_row(record)], column_names=RESPONSE_COLUMNS
+                    )
+
+        def figures() -> tuple[Any, ...]:
+            row = query_practice_month(client, "P001", "2026-01")
+            assert row is not None
+            compare(client)  # the view and the query-time reference agree
+            return (
+                row["responses"],
+                row["avg_response_business_hours"],
+                row["within_internal_target_rate"],
+                row["sla_breaches"],
+            )
+
+        put(fast, slow, breach)
+        assert figures() == (2, 1.0, 0.5, 1)
+
+        put(slow.withdraw(day + timedelta(days=2)))
+        assert figures() == (1, 0.5, 1.0, 1)
+
+        withdrawn = breach.withdraw(day + timedelta(days=2))
+        put(withdrawn)
+        assert figures() == (1, 0.5, 1.0, 0)
+
+        put(breach, slow)  # stale copies of the versions withdrawn: the withdrawals stand
+        assert figures() == (1, 0.5, 1.0, 0)
+        standing = client.query(
+            "SELECT count() FROM alerts FINAL WHERE practice_id = 'P001' AND withdrawn_at IS NULL"
+        ).result_rows[0][0]
+        assert standing == 0
+
+        # Later data raises the breach again and rewrites the slow reply: both count again.
+        put(dataclasses.replace(breach, updated_at=withdrawn.updated_at + timedelta(minutes=1)))
+        rewritten = dataclasses.replace(
+            _fact("r-slow", day, 150.0, False), updated_at=day + timedelta(days=3)
+        )
+        put(rewritten)
+        assert figures() == (2, 1.5, 0.5, 1)
+
+        # A month where only withdrawn facts were: no response counted, rates null, as no reply.
+        feb = datetime(2026, 2, 3, 15, tzinfo=UTC)
+        insert_events(client, [clean("P001", "p" * 32, "message.sent", feb, thread_id="t2")])
+        gone = _fact("r-feb", feb, 10.0, True)
+        put(gone, gone.withdraw(feb + timedelta(hours=1)))
+        february = query_practice_month(client, "P001", "2026-02")
+        assert february is not None
+        assert february["responses"] == 0 and february["avg_response_business_hours"] is None
+        compare(client)
+
+        # A rewrite that moves a reply into the next month moves the fact with it.
+        moved = dataclasses.replace(fast, replied_at=feb, updated_at=day + timedelta(days=30))
+        put(moved)
+        assert figures() == (1, 2.5, 0.0, 1)
+        february = query_practice_month(client, "P001", "2026-02")
+        assert february is not None and february["responses"] == 1
     finally:
         client.close()
         chdb_client.command(f"DROP DATABASE IF EXISTS {name} SYNC")

@@ -144,6 +144,8 @@ def seeded(chdb_client: Client) -> str:
         )
     ]  # fmt: skip
     chdb_client.insert("alerts", [alert_row(a) for a in alerts], column_names=list(ALERT_COLUMNS))
+    withdrawn = alerts[1].withdraw(T0 - timedelta(hours=1))  # later data withdrew one follow-up
+    chdb_client.insert("alerts", [alert_row(withdrawn)], column_names=list(ALERT_COLUMNS))
     sync_practices(
         chdb_client, Practices.from_mapping({"practices": {p: {"timezone": "America/Chicago"}}})
     )
@@ -190,6 +192,8 @@ def test_every_read_gives_through_the_worker_what_it_gives_on_the_database(
         ("alerts", {}),
         ("alerts", {"practice": seeded, "open_only": True, "kind_prefix": "enrollment."}),
         ("alerts", {"practice": seeded, "kind": "sla.breached"}),
+        ("alerts", {"practice": seeded, "withdrawn": "only"}),
+        ("alerts", {"practice": seeded, "withdrawn": "show", "open_only": True}),
         ("open_alerts_by_kind", {}),
         ("practice_ids", {}),
         ("practices_with_data", {"limit": 11}),
@@ -229,9 +233,11 @@ def test_alerts_and_followups_print_the_same_bytes_through_the_worker(
     remote = RemoteReads(worker_url, TOKEN)
     for source in (remote, chdb_client):
         assert seeded in practice_ids(source)
-    assert format_alerts(fetch_alerts(remote, practice=seeded), fmt) == format_alerts(
-        fetch_alerts(chdb_client, practice=seeded), fmt
-    )
+    for withdrawn in ("hide", "show", "only"):
+        assert format_alerts(
+            fetch_alerts(remote, practice=seeded, withdrawn=withdrawn), fmt
+        ) == format_alerts(fetch_alerts(chdb_client, practice=seeded, withdrawn=withdrawn), fmt)
+    assert len(fetch_alerts(remote, practice=seeded, withdrawn="only")) == 1
     assert followups_command(remote, seeded, fmt) == followups_command(chdb_client, seeded, fmt)
     with pytest.raises(UserError) as remote_error:
         followups_command(remote, "nobody-here", fmt)
