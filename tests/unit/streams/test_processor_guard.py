@@ -181,6 +181,8 @@ def test_another_practice_stamped_ahead_does_not_fire_a_deadline_early(
     assert clock.now() is not None and clock.now() <= datetime.now(UTC)
     assert not [a for a in pr.out.alerts if a.practice_id == "P001"], "nothing fired early"
     assert not pr.dead_letter_reasons
-    # Once the clock passes the instant, the alert fires: the set-up does raise one.
-    pr.engine.advance(at_risk + timedelta(seconds=1), 0)
+    # Once the clock passes the instant (and the SLA hold), the alert fires: the set-up does
+    # raise one.
+    hold = timedelta(seconds=pr.settings.sla_alert_hold_seconds)
+    pr.engine.advance(at_risk + hold + timedelta(seconds=1), 0)
     assert [a.kind for a in pr.out.alerts if a.practice_id == "P001"] == ["sla.at_risk"]
