@@ -36,6 +36,7 @@ from portal_pulse.ingest import Rejected
 from portal_pulse.kafka_admin import STATE_TABLE_SUFFIX
 from portal_pulse.late_events import LateEvents
 from portal_pulse.pipeline import build_machines, load_practices
+from schemas.catalogue import source_of
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink
 from sinks.rows import event_row
@@ -50,6 +51,14 @@ from streams.state import STATE_VALUES, ChangelogStore
 from streams.watermark import BadHeader, RecordHeaders, combine, raw_index, read_headers
 
 __all__ = ["CollectingOutputs", "Processors", "register"]
+
+
+def _second(snapshot: str | None) -> str | None:
+    """A clock snapshot to the second: the marker is rewritten when it moves that much."""
+    if snapshot is None:
+        return None
+    return datetime.fromisoformat(snapshot).replace(microsecond=0).isoformat()
+
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +93,14 @@ class PartitionState:
     # Highest watermark heard per raw partition (ms, -1 unknown; streams/watermark.combine).
     raw_watermarks: list[int] = field(default_factory=list)
     raw_caught_up: list[bool] = field(default_factory=list)
+    # The rules' clock (SPEC §7.1): the same watermark over only the raw partitions of the
+    # sources the SLA and follow-up rules read (``rule_bits``), which drives the engine.
+    rule_clock: EventClock | None = None
+    rule_bits: tuple[int, ...] = ()
+    saved_rule_clock: str | None = None
+
+    def rule_caught_up(self) -> bool:
+        return all(self.raw_caught_up[i] for i in self.rule_bits)
 
     def follow(
         self, headers: RecordHeaders, wall: float | None, now: datetime | None
@@ -103,6 +120,18 @@ class PartitionState:
             return None
         return self.clock.observe(watermark, wall, not_after=now)
 
+    def follow_rules(self, wall: float | None, now: datetime | None) -> datetime | None:
+        """The rules' clock after the watermarks just taken in (``follow``): the lowest of the
+        rule sources' partitions while any is behind, else the highest, never past ``now``; a
+        slow EHR, billing, phone or survey feed neither holds it back nor moves it on."""
+        if self.rule_clock is None:
+            return None
+        marks = [self.raw_watermarks[i] for i in self.rule_bits]
+        if not marks or min(marks) < 0:
+            return None
+        low = max(marks) if self.rule_caught_up() else min(marks)
+        return self.rule_clock.observe(datetime.fromtimestamp(low / 1000, UTC), wall, not_after=now)
+
     def restore(self, saved: Any, raw_count: int) -> None:
         """Take the marker's values; ``ValueError``/``TypeError`` when it is not one the
         processors wrote (the caller then starts the partition afresh)."""
@@ -116,6 +145,11 @@ class PartitionState:
         sources = {str(k): int(v) for k, v in sources.items()}
         marks, done = saved.get("w"), saved.get("wc")
         self.clock.restore(snapshot)
+        if self.rule_clock is not None:
+            # A marker from before rule clocks: the partition clock is where the rules stood.
+            rule_snapshot = saved.get("rs", snapshot)
+            self.rule_clock.restore(rule_snapshot)
+            self.saved_rule_clock = rule_snapshot
         self.offset, self.sources, self.saved_clock = offset, sources, snapshot
         if isinstance(marks, list) and isinstance(done, list) and len(marks) == raw_count:
             if len(done) != raw_count:
@@ -181,6 +215,10 @@ class Processors:
         self.partitions: dict[int, PartitionState] = {}
         index = raw_index(settings.topics.raw.values(), settings.raw_partitions)
         self.raw_count = len(index)
+        # Which sources the rules read, from the catalogue (SPEC §2's source column): their
+        # raw partitions alone move the rules' clock.
+        rule_topics = {settings.topics.raw[source_of(t)] for m in machines for t in m.event_types}
+        self.rule_bits = tuple(sorted(i for tp, i in index.items() if tp.topic in rule_topics))
         # The raw partitions a clean record's ``pp-src`` header may name.
         self.raw_sources = frozenset(f"{tp.topic}|{tp.partition}" for tp in index)
         self.in_order = InOrder(app, "processors")
@@ -235,24 +273,26 @@ class Processors:
             EventClock(self.settings.idle_grace_seconds),
             raw_watermarks=[-1] * n,
             raw_caught_up=[False] * n,
+            rule_clock=EventClock(self.settings.idle_grace_seconds),
+            rule_bits=self.rule_bits,
         )
 
     def _mark(self, partition: int, state: PartitionState) -> None:
-        snap = state.clock.snapshot()
-        if snap is not None:
-            snap = datetime.fromisoformat(snap).replace(microsecond=0).isoformat()
-        if not state.dirty and snap == state.saved_clock:
+        snap = _second(state.clock.snapshot())
+        rule_snap = _second(state.rule_clock.snapshot()) if state.rule_clock else None
+        if not state.dirty and snap == state.saved_clock and rule_snap == state.saved_rule_clock:
             return
         value = {
             "p": partition,
             "s": snap,
+            "rs": rule_snap,
             "o": state.offset,
             "src": state.sources,
             "w": state.raw_watermarks,
             "wc": [int(c) for c in state.raw_caught_up],
         }
         self.markers.put(str(partition), value, partition)
-        state.saved_clock, state.dirty = snap, False
+        state.saved_clock, state.saved_rule_clock, state.dirty = snap, rule_snap, False
 
     # -- per event --------------------------------------------------------------------------------
 
@@ -274,9 +314,12 @@ class Processors:
         except BadHeader as exc:
             self._dead_letter(msg, value, "bad_header", str(exc), exc.header)
             return None
-        moved = state.follow(headers, time.monotonic(), datetime.now(UTC))
-        if moved is not None:
-            self.engine.advance(moved, p)
+        if headers.watermark is not None:
+            wall, wall_now = time.monotonic(), datetime.now(UTC)
+            state.follow(headers, wall, wall_now)
+            moved = state.follow_rules(wall, wall_now)
+            if moved is not None:
+                self.engine.advance(moved, p)
         if not value:
             if headers.watermark is None:  # empty, and no watermark: not a control record
                 self._dead_letter(msg, value, "bad_internal_record", "empty clean record")
@@ -301,7 +344,9 @@ class Processors:
             return None
         try:
             self.engine.on_event(clean, p, offset)
-            self.late.observe(clean, self.engine, state.clock.now())
+            self.late.observe(
+                clean, self.engine, state.rule_clock.now() if state.rule_clock else None
+            )
             self.live.apply(clean, p, offset)
             if self.events_sink is None:
                 return None
@@ -418,12 +463,22 @@ class Processors:
                 # Only a caught-up partition's clock moves on with the wall clock while idle,
                 # and only once every raw partition's worker has said it is caught up too: a
                 # failover or a slow worker is not an idle stream.
-                idle = self.progress.caught_up(app, tp) and all(state.raw_caught_up)
+                here = self.progress.caught_up(app, tp)
+                idle = here and all(state.raw_caught_up)
                 now = state.clock.now(wall, idle_allowed=idle, not_after=wall_now)
                 if now is None:
                     continue
-                if idle:
-                    self.engine.advance(now, tp.partition)
+                # The rules' clock idles on when their own sources are caught up, whatever the
+                # other feeds do (SPEC §7.1).
+                rule_idle = here and state.rule_caught_up()
+                rule_now = (
+                    state.rule_clock.now(wall, idle_allowed=rule_idle, not_after=wall_now)
+                    if state.rule_clock is not None
+                    else None
+                )
+                if rule_idle and rule_now is not None:
+                    self.engine.advance(rule_now, tp.partition)
+                if idle or rule_idle:
                     self._mark(tp.partition, state)
                 if wall - self._last_published.get(tp.partition, 0.0) >= 1.0:
                     self._last_published[tp.partition] = wall

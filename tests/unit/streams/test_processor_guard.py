@@ -186,3 +186,33 @@ def test_another_practice_stamped_ahead_does_not_fire_a_deadline_early(
     hold = timedelta(seconds=pr.settings.sla_alert_hold_seconds)
     pr.engine.advance(at_risk + hold + timedelta(seconds=1), 0)
     assert [a.kind for a in pr.out.alerts if a.practice_id == "P001"] == ["sla.at_risk"]
+
+
+def test_the_rules_clock_follows_only_the_sources_the_rules_read(processors: Processors) -> None:
+    """SPEC §7.1: a backlogged EHR feed (its raw partitions behind, their watermark a day old)
+    holds the partition clock back but not the SLA rules, which read portal events only."""
+    from streams.watermark import raw_index
+
+    pr = processors
+    index = raw_index(pr.settings.topics.raw.values(), pr.settings.raw_partitions)
+    ehr = pr.settings.topics.raw["ehr"]
+    ehr_mask = sum(1 << i for tp, i in index.items() if tp.topic == ehr)
+    all_mask = (1 << pr.raw_count) - 1
+    message = _clean(
+        pr, event_id="m1", event_type="message.sent", occurred_at=T.isoformat(),
+        thread_id="th-1", message_id="msg-1", category="clinical",
+    )  # fmt: skip
+    portal_time = T + timedelta(hours=2)  # past the at-risk (50 min) and internal (100 min) dues
+    everyone_behind = [(HEADER, header_value(T - timedelta(days=1))),
+                       (COVER_HEADER, f"{all_mask:x};0".encode())]  # fmt: skip
+    pr.process(_record(pr, 0, b"", everyone_behind))
+    # Every feed but the EHR moves on; the EHR's partitions still hold a day-old backlog.
+    others = [(HEADER, header_value(portal_time)),
+              (COVER_HEADER, f"{all_mask & ~ehr_mask:x};0".encode())]  # fmt: skip
+    pr.process(_record(pr, 1, message, others))
+    pr.process(_record(pr, 2, b"", others))  # the next announcement: the clock steps again
+    state = pr.partitions[0]
+    assert state.clock.now() == T - timedelta(days=1), "the partition clock waits for the EHR"
+    assert state.rule_clock is not None and state.rule_clock.now() == portal_time
+    kinds = [a.kind for a in pr.out.alerts]
+    assert kinds == ["sla.at_risk", "sla.internal_missed"], "the rules ran on the portal's clock"
