@@ -113,6 +113,14 @@ def run(recording: Path, practices: Path, root: Path, hold: float, bootstrap: st
         "monthly_rows": len(offline[2]),
         "withdrawn_by_kind": dict(sorted((k, n) for k, n in live[3])),
         "corrections_logged": {f"{k} {a}": n for (k, a), n in sorted(corrections.items())},
+        "late_events": next(
+            (
+                line.split("late events: ", 1)[1]
+                for line in worker.stderr.splitlines()
+                if "late events: " in line
+            ),
+            "",
+        ),
     }
 
 

@@ -130,6 +130,10 @@ class PipelineWorker(faust.Worker):
             time.monotonic() - (rt.started_at or time.monotonic()), stats, rows, alerts,
             int(sum(s.value for s in _samples(rt.metrics.rebalances))),
         )  # fmt: skip
+        if rt.agents.get("processors") is not None:
+            from portal_pulse.late_events import late_summary
+
+            logger.info("late events: %s", "; ".join(late_summary(rt.metrics)))
 
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
         if not self._signal_stop_time:
