@@ -137,6 +137,9 @@ class _Discard:
 
 _DISCARD = _Discard()
 
+_EMITTED_KEPT = 8
+"""Emitted digests a key keeps before a fold prunes those of folded history."""
+
 IN_ORDER = "in_order"
 REORDERED = "reordered"
 CORRECTED = "corrected"
@@ -250,21 +253,25 @@ class Engine:
 
     def _wake(self, idx: int, state: State | None, env: Envelope | None) -> int | None:
         """When the key next needs the clock: its machine's next deadline plus the hold, and
-        (with a horizon) when its oldest logged event leaves the horizon."""
+        (with a horizon) when its oldest logged event has been out of the horizon a while (a
+        quarter horizon of slack folds several events at once)."""
+        return self._wake_at(idx, state, env.log[0][0] if env is not None and env.log else None)
+
+    def _wake_at(self, idx: int, state: State | None, first: int | None) -> int | None:
         due = None if state is None else self.machines[idx].next_due(state)
         if due is not None:
             due += self._hold[idx]
-        if env is not None and env.log and self._horizon is not None:
-            fold = env.log[0][0] + self._horizon
+        if first is not None and self._horizon is not None:
+            fold = first + self._horizon + self._horizon // 4
             due = fold if due is None else min(due, fold)
         return due
 
     def _wake_of_value(self, idx: int, key: str, value: bytes) -> int | None:
-        if self._horizon is None:
-            state = self._load(idx, key, value)
-            return self._wake(idx, state, None)
-        env = self._envelope(idx, key, value)
-        return None if env is None else self._wake(idx, env.state, env)
+        if self._horizon is None or not VALUE_HEADER.unpack_from(value)[0] & ENVELOPE:
+            return self._wake_at(idx, self._load(idx, key, value), None)
+        state_bytes, first = Envelope.peek(value, _HEADER_SIZE)
+        state = None if state_bytes is None else self.machines[idx].loads(key, state_bytes)
+        return self._wake_at(idx, state, first)
 
     def rebuild(
         self, partitions: Iterable[int] | None = None, *, keep_others: bool = False
@@ -463,7 +470,9 @@ class Engine:
             base = machine.apply(base, event_of(entry, practice_id), _DISCARD)
             env.floor = entry[0]
         env.base = base
-        if env.emitted:
+        if len(env.emitted) > _EMITTED_KEPT:
+            # Forget what the folded events emitted (it can no longer change); a key's few
+            # outputs are kept as they are, rather than worked out again at every fold.
             _, still = self._recompute(idx, key, base, env.log, now_us - self._hold[idx])
             env.emitted = {oid: d for oid, d in env.emitted.items() if oid in still.latest}
 

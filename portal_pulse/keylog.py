@@ -134,7 +134,8 @@ class Collected:
         self.latest[output_id(fact)] = fact
 
 
-_LENGTHS = struct.Struct("<II")
+_LENGTHS = struct.Struct("<IIq")
+_NO_LOG = -(2**63)
 WITHDRAWN = "-"
 """The ``emitted`` mark of an output whose last version sent was a withdrawal."""
 
@@ -182,8 +183,8 @@ class Envelope:
     # -- bytes -------------------------------------------------------------------------------
 
     def dumps(self, state_bytes: bytes | None, base_bytes: bytes | None) -> bytes:
-        """``<state len><base len>`` + state + base + JSON [floor, log, emitted]; a length of
-        0xFFFFFFFF is an absent state."""
+        """``<state len><base len><first logged instant>`` + state + base + JSON [floor, log,
+        emitted, ticked, stamp]; a length of 0xFFFFFFFF is an absent state."""
         none = 0xFFFFFFFF
         tail = json.dumps(
             [self.floor, self.log, self.emitted, self.ticked, self.stamp], separators=(",", ":")
@@ -192,6 +193,7 @@ class Envelope:
             _LENGTHS.pack(
                 none if state_bytes is None else len(state_bytes),
                 none if base_bytes is None else len(base_bytes),
+                self.log[0][0] if self.log else _NO_LOG,
             )
             + (state_bytes or b"")
             + (base_bytes or b"")
@@ -199,10 +201,19 @@ class Envelope:
         )
 
     @staticmethod
+    def peek(data: bytes, start: int) -> tuple[bytes | None, int | None]:
+        """The state bytes and the first logged instant, without decoding the log: all a
+        deadline index needs to know when the key next wants the clock."""
+        n_state, _, first = _LENGTHS.unpack_from(data, start)
+        at = start + _LENGTHS.size
+        state = None if n_state == 0xFFFFFFFF else data[at : at + n_state]
+        return state, None if first == _NO_LOG else first
+
+    @staticmethod
     def split(data: bytes, start: int) -> tuple[bytes | None, bytes | None, list[Any]]:
         """``dumps``' parts: state bytes, base bytes, [floor, log, emitted, ticked, stamp]."""
         none = 0xFFFFFFFF
-        n_state, n_base = _LENGTHS.unpack_from(data, start)
+        n_state, n_base, _ = _LENGTHS.unpack_from(data, start)
         at = start + _LENGTHS.size
         state = None if n_state == none else data[at : at + n_state]
         at += 0 if n_state == none else n_state
