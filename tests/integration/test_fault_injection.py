@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from portal_pulse.simulate import SimulationSpec, simulate
+from portal_pulse.simulate import SimulationSpec, realistic_order, simulate
 from tests.integration.conftest import Pipeline, free_port, query_chdb
 
 # Each scenario is run once more if it fails: in 2 of the last clean-clone runs a few raw records
@@ -76,13 +76,17 @@ def _rounded(rows: list[list[Any]]) -> list[list[Any]]:
     return [[round(v, 9) if isinstance(v, float) else v for v in row] for row in rows]
 
 
-def _write_recording(path: Path, practices_file: Path) -> None:
+def _write_recording(path: Path, practices_file: Path, *, arrival: str = "ordered") -> None:
     """SPEC's stream (duplicates and invalid lines included) plus a far-future sentinel.
 
     As in test_replay_equivalence: the sentinel moves both clocks past every deadline of the
     data, its odd offset keeps any deadline out of the idle seconds the live worker adds.
+    ``arrival="realistic"`` writes the same lines in a realistic arrival order (SPEC §7.1).
     """
-    lines = [json.dumps(obj) for obj in simulate(SPEC)]
+    objects = list(simulate(SPEC))
+    if arrival != "ordered":
+        objects = realistic_order(objects, seed=SPEC.seed, mode=arrival)
+    lines = [json.dumps(obj) for obj in objects]
     last = max(_instant(json.loads(x).get("occurred_at")) for x in lines)
     sentinel = last + timedelta(days=40, hours=7, minutes=13, seconds=17)
     lines.append(
@@ -143,7 +147,10 @@ def baseline(
     recording: Recording, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Baseline:
     """The recording replayed offline once per module: what every faulted run must equal."""
-    root = tmp_path_factory.mktemp("fault-replay")
+    return replay_baseline(recording, kafka_bootstrap, tmp_path_factory.mktemp("fault-replay"))
+
+
+def replay_baseline(recording: Recording, kafka_bootstrap: str, root: Path) -> Baseline:
     replay_chdb = root / "replay-chdb"
     result = Pipeline(kafka_bootstrap, root).cli(
         "replay",

@@ -184,6 +184,33 @@ def _check(pipeline: Pipeline, baseline: Baseline, logs: list[str], label: str) 
     )
 
 
+@pytest.fixture(scope="module")
+def late_recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
+    """The same stream in a realistic arrival order (portal jitter, offline phones, EHR lag,
+    nightly billing, surveys days late: SPEC §7.1)."""
+    root = tmp_path_factory.mktemp("late-recording")
+    rec = Recording(root / "events.jsonl", root / "practices.yaml")
+    faults._write_recording(rec.events, rec.practices, arrival="realistic")
+    return rec
+
+
+def test_sink_and_two_process_workers_on_late_arrival(
+    pipeline: Pipeline,
+    late_recording: Recording,
+    kafka_bootstrap: str,
+    launched: list[Worker],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Issue #20: late and out-of-order events through two process workers and a sink give the
+    replay's standing alerts, facts and monthly figures."""
+    expected = faults.replay_baseline(
+        late_recording, kafka_bootstrap, tmp_path_factory.mktemp("late-replay")
+    )
+    logs = _run_roles(pipeline, late_recording, launched, tmp_path, "steady")
+    _check(pipeline, expected, logs, "roles-late-arrival")
+
+
 @pytest.mark.parametrize("scenario", ["steady", "kill", "join", "sink-restart"])
 def test_sink_and_two_process_workers(
     pipeline: Pipeline,
