@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PP := $(VENV)/bin/portal-pulse
 
-.PHONY: help demo test test-faults lint format lock broker-start broker-stop broker-status kafka-libs browser bench clean
+.PHONY: help demo test test-faults lint format lock broker-start broker-stop broker-status kafka-libs browser prometheus-tools bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml requirements/test.lock
 demo: $(VENV)/.installed ## simulate practices → Kafka → worker → chDB, then show what landed
 	$(PP) demo
 
-test: $(VENV)/.installed kafka-libs browser ## run the whole test suite (unit + integration on a real broker)
+test: $(VENV)/.installed kafka-libs browser prometheus-tools ## run the whole test suite (unit + integration on a real broker)
 	$(PY) -m pytest
 
 test-faults: $(VENV)/.installed kafka-libs ## the fault-injection suite (kills, outages, poison records; slow)
@@ -62,6 +62,17 @@ browser: ## install Debian's headless Chromium for the dashboard rendering test 
 	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
 	      && echo "installed chromium"; \
 	  else echo "chromium not installed: the browser test will be skipped"; fi; }
+
+# Tests start their own Prometheus and Alertmanager on free ports with their own config and data
+# directories: the packages' own services (on 9090 and 9093, where the system starts them) are
+# neither used nor in the way.
+prometheus-tools: ## install Debian's Prometheus (promtool) and Alertmanager for the rules and alerting tests (if missing)
+	@{ command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -q prometheus prometheus-alertmanager >/dev/null 2>&1 \
+	      || (apt-get update -q >/dev/null && apt-get install -y -q prometheus prometheus-alertmanager >/dev/null)) \
+	      && echo "installed prometheus and prometheus-alertmanager"; \
+	  else echo "prometheus or prometheus-alertmanager not installed: the rules and alerting tests will be skipped"; fi; }
 
 bench: $(VENV)/.installed kafka-libs ## end-to-end and raw-baseline throughput, alert latency, dashboard query time
 	$(PY) benchmarks/run.py

@@ -16,6 +16,10 @@ from prometheus_client import (
     generate_latest,
 )
 
+from portal_pulse.domain.followups import FOLLOWUP_KINDS
+from portal_pulse.domain.sla import ALERT_KINDS as SLA_ALERT_KINDS
+from sinks.rows import TABLES
+
 __all__ = ["METRIC_NAMES", "PipelineMetrics"]
 
 # Counters without their *_created companions: nothing here reads them.
@@ -34,6 +38,7 @@ METRIC_NAMES = (
     "portal_pulse_sink_batch_seconds",
     "portal_pulse_webhook_deliveries_total",
     "portal_pulse_webhook_cutoffs_total",
+    "portal_pulse_alert_sink_deliveries_total",
     "portal_pulse_state_keys",
     "portal_pulse_rebalances_total",
     "portal_pulse_ready",
@@ -45,13 +50,25 @@ METRIC_NAMES = (
 )
 
 SOURCES = ("ehr", "portal", "billing", "phone", "survey")
+ALERT_KINDS = (*SLA_ALERT_KINDS, *FOLLOWUP_KINDS)
+ALERT_TRANSITIONS = ("raised", "resolved", "withdrawn")
+EVENT_OUTCOMES = ("clean", "dead_letter", "duplicate")
+WEBHOOK_OUTCOMES = ("delivered", "failed_attempt", "gave_up", "dropped", "rejected")
+WEBHOOK_CUTOFF_REASONS = ("deadline", "body_limit")
+# The Alertmanager and PagerDuty sinks (portal_pulse/notify), with the webhook's outcomes.
+ALERT_SINKS = ("alertmanager", "pagerduty")
+STATE_TABLES = ("sla", "followups", "live", "dedup")
+# The reason codes of docs/events.md ("Reason codes"), in its order; a unit test keeps them equal.
+DEAD_LETTER_REASONS = (
+    "undecodable", "bad_encoding", "invalid_json", "not_an_object", "details_mismatch",
+    "missing_field", "empty_field", "wrong_type", "identifier_too_long", "bad_identifier",
+    "bad_practice_id", "unknown_event_type", "bad_timestamp", "timestamp_out_of_range", "bad_enum",
+    "non_positive_amount", "bad_currency", "score_out_of_range", "conflicting_duplicate",
+    "unprocessable", "processing_error", "bad_header", "bad_internal_record",
+)  # fmt: skip
 LATE_OUTCOMES = ("reordered", "corrected", "beyond_horizon")
 CORRECTION_ACTIONS = ("withdrawn", "raised_late")
-CORRECTED_KINDS = (
-    "sla.at_risk", "sla.internal_missed", "sla.breached", "enrollment.invite_not_activated",
-    "enrollment.no_first_login", "enrollment.app_not_installed", "enrollment.dormant",
-    "response",
-)  # fmt: skip
+CORRECTED_KINDS = (*ALERT_KINDS, "response")
 
 
 class PipelineMetrics:
@@ -83,7 +100,8 @@ class PipelineMetrics:
         )
         self.alerts = Counter(
             "portal_pulse_alerts",
-            "Alert records delivered to Kafka, by kind and transition (raised, resolved).",
+            "Alert records delivered to Kafka, by kind and transition (raised, resolved, "
+            "withdrawn).",
             ["kind", "transition"],
             registry=registry,
         )
@@ -114,7 +132,7 @@ class PipelineMetrics:
         )
         self.webhook_deliveries = Counter(
             "portal_pulse_webhook_deliveries",
-            "Webhook calls, by outcome (delivered, failed, retried, dropped).",
+            "Webhook calls, by outcome (delivered, failed_attempt, gave_up, dropped, rejected).",
             ["outcome"],
             registry=registry,
         )
@@ -123,6 +141,13 @@ class PipelineMetrics:
             "Webhook attempts cut short, by reason (deadline: the attempt's overall deadline "
             "passed; body_limit: the response body passed the bound and was not read on).",
             ["reason"],
+            registry=registry,
+        )
+        self.alert_sink_deliveries = Counter(
+            "portal_pulse_alert_sink_deliveries",
+            "Alertmanager and PagerDuty calls, by sink and outcome (delivered, failed_attempt, "
+            "gave_up, dropped, rejected), as portal_pulse_webhook_deliveries_total counts them.",
+            ["sink", "outcome"],
             registry=registry,
         )
         self.state_keys = Gauge(
@@ -174,6 +199,16 @@ class PipelineMetrics:
             ["kind", "action"],
             registry=registry,
         )
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """Give every labelled series its known label values at 0 from the start.
+
+        A labelled counter has no sample until its first ``labels()`` call, so ``rate()`` and an
+        alert rule on a fresh worker would see nothing instead of 0 (docs/operations.md,
+        "Pipeline alert rules"). Only the per-partition gauges (consumer and event-clock lag)
+        wait for partitions: their label values are not known before an assignment.
+        """
         for source in SOURCES:
             self.event_lateness.labels(source)
             for late in LATE_OUTCOMES:
@@ -181,10 +216,26 @@ class PipelineMetrics:
         for kind in CORRECTED_KINDS:
             for action in CORRECTION_ACTIONS:
                 self.alert_corrections.labels(kind, action)
-        for outcome in ("clean", "dead_letter", "duplicate"):
+        for kind in ALERT_KINDS:
+            for transition in ALERT_TRANSITIONS:
+                self.alerts.labels(kind, transition)
+        for outcome in EVENT_OUTCOMES:
             self.events.labels(outcome)
-        for reason in ("deadline", "body_limit"):
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
+        for table in TABLES:
+            self.sink_rows.labels(table)
+            self.sink_errors.labels(table)
+            self.sink_batch_seconds.labels(table)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_deliveries.labels(outcome)
+        for reason in WEBHOOK_CUTOFF_REASONS:
             self.webhook_cutoffs.labels(reason)
+        for sink in ALERT_SINKS:
+            for outcome in WEBHOOK_OUTCOMES:
+                self.alert_sink_deliveries.labels(sink, outcome)
+        for table in STATE_TABLES:
+            self.state_keys.labels(table)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

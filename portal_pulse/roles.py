@@ -38,8 +38,8 @@ def topics_read(settings: Settings, role: str = "all") -> list[str]:
     processing = [*names.raw.values(), names.clean]
     outputs = [names.dead_letter, names.alerts, names.responses, names.live_metrics]
     if role == "process":
-        # The notifier reads the alerts topic only when a webhook is configured.
-        return [*processing, *([names.alerts] if settings.webhook_url else [])]
+        # The notifier reads the alerts topic only when an alert sink is configured.
+        return [*processing, *([names.alerts] if settings.delivers_alerts else [])]
     if role == "sink":
         return [names.clean, *outputs]
     return [*processing, *outputs]

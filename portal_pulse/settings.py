@@ -145,8 +145,27 @@ class Settings(BaseSettings):
     webhook_max_response_bytes: int = Field(default=65_536, ge=0)
     # Alerts delivered at once: a receiver slow on one alert holds one sender, not the rest.
     webhook_concurrency: int = Field(default=4, ge=1, le=64)
+    # Alertmanager (its v2 API: POST <url>/api/v2/alerts). Open alerts are sent again every
+    # resend period (well inside Alertmanager's resolve_timeout, 5 m by default), at most
+    # alertmanager_max_open of them (the newest). Timeout, attempts and senders: webhook_*.
+    alertmanager_url: str | None = None
+    alertmanager_resend_seconds: float = Field(default=60.0, gt=0, le=3600)
+    alertmanager_max_open: int = Field(default=10_000, ge=1)
+    # PagerDuty Events API v2: the integration's routing key (or a file holding it); the URL is
+    # overridable for tests and PagerDuty's EU endpoint.
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_routing_key_file: Path | None = None
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    # A link put on Alertmanager and PagerDuty alerts (a dashboard, say); only {practice_id} and
+    # {kind} may appear in it.
+    alert_link_template: str | None = None
 
-    @field_validator("clickhouse_password_file", "kafka_sasl_password_file", "web_token_file")
+    @field_validator(
+        "clickhouse_password_file",
+        "kafka_sasl_password_file",
+        "web_token_file",
+        "pagerduty_routing_key_file",
+    )
     @classmethod
     def _password_file_readable(cls, path: Path | None) -> Path | None:
         if path is not None and not Path(path).is_file():
@@ -164,6 +183,9 @@ class Settings(BaseSettings):
             self.kafka_sasl_password = SecretStr(text)
         if self.web_token is None and self.web_token_file is not None:
             self.web_token = SecretStr(Path(self.web_token_file).read_text().strip())
+        if self.pagerduty_routing_key is None and self.pagerduty_routing_key_file is not None:
+            text = Path(self.pagerduty_routing_key_file).read_text().strip()
+            self.pagerduty_routing_key = SecretStr(text)
         return self
 
     @cached_property
@@ -173,6 +195,11 @@ class Settings(BaseSettings):
     @property
     def clickhouse_dsn(self) -> str:
         return self.clickhouse_url or f"chdb://{(self.data_dir / 'chdb').resolve()}"
+
+    @property
+    def delivers_alerts(self) -> bool:
+        """Whether any alert sink (webhook, Alertmanager, PagerDuty) is configured."""
+        return bool(self.webhook_url or self.alertmanager_url or self.pagerduty_routing_key)
 
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka (confluent-kafka) connection settings."""
@@ -199,6 +226,8 @@ class Settings(BaseSettings):
                 data[name] = mask_url(data[name])
         if data.get("webhook_url"):
             data["webhook_url"] = mask_url(data["webhook_url"], keep_path=False)
+        if data.get("alertmanager_url"):
+            data["alertmanager_url"] = mask_url(data["alertmanager_url"])
         return data
 
     def effective(self) -> dict[str, Any]:
@@ -218,6 +247,10 @@ class Settings(BaseSettings):
             data["schema_registry_url"] = "(none: Avro single-object framing)"
         if not self.webhook_url:
             data["webhook_url"] = "(none: alerts are not posted)"
+        if not self.alertmanager_url:
+            data["alertmanager_url"] = "(none: alerts are not sent to Alertmanager)"
+        if not self.pagerduty_routing_key:
+            data["pagerduty_routing_key"] = "(none: alerts are not sent to PagerDuty)"
         return data
 
 

@@ -381,6 +381,9 @@ class Processors:
             self.delivery.send(
                 names.alerts, alert_to_bytes(self.rt.alert_codec, alert), alert.alert_id.encode()
             )
+            if alert.withdrawn_at is not None:  # a correction: no deadline passed for it
+                self._unconfirmed.append((alert.kind, "withdrawn", None))
+                continue
             if alert.resolved_at is not None:
                 self._unconfirmed.append((alert.kind, "resolved", None))
                 continue

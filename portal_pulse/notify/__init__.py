@@ -1,4 +1,5 @@
-"""Pushing alerts to people: a webhook for every raised, resolved and withdrawn alert (SPEC §8 fields)."""
+"""Pushing alerts to people: a JSON webhook (SPEC §8 fields), Alertmanager and PagerDuty, each
+for every raised, resolved and withdrawn alert, through one delivery machinery (sender.py)."""
 
 from portal_pulse.notify.webhook import (
     WebhookNotifier,

@@ -23,7 +23,7 @@ PROVISIONING = DOCKER / "grafana" / "provisioning"
 DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
 SERVICES = {
     "kafka", "kafka-setup", "clickhouse", "migrate", "worker", "process", "sink", "prometheus",
-    "grafana",
+    "grafana", "alertmanager",
 }  # fmt: skip
 # The Portal Pulse worker's services: `worker` (role all, the default) and, in profile `roles`, the
 # scale-out form's `process` and `sink`.
@@ -600,10 +600,14 @@ def _exported_series_names() -> set[str]:
     return names
 
 
+# Series Prometheus makes itself: the state of its alerting rules, and each target's scrape.
+PROMETHEUS_SERIES = {"ALERTS", "up"}
+
+
 def _allowed_series_names() -> set[str]:
     from portal_pulse.metrics import METRIC_NAMES
 
-    allowed = set(METRIC_NAMES)
+    allowed = set(METRIC_NAMES) | PROMETHEUS_SERIES
     allowed.update(f"{n}{s}" for n in METRIC_NAMES for s in ("_bucket", "_sum", "_count"))
     return allowed
 
@@ -629,7 +633,9 @@ def test_dashboard_promql_names_only_exported_metrics() -> None:
         assert names <= allowed, (
             f"{dashboard} / {title}: {sorted(names - allowed)} not in METRIC_NAMES"
         )
-        assert names <= exported, f"{dashboard} / {title}: {sorted(names - exported)} not exported"
+        assert names <= exported | PROMETHEUS_SERIES, (
+            f"{dashboard} / {title}: {sorted(names - exported)} not exported"
+        )
 
 
 def test_pipeline_health_dashboard_shows_what_on_call_needs() -> None:
@@ -660,6 +666,71 @@ def test_pipeline_health_dashboard_shows_what_on_call_needs() -> None:
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
     for q in ("0.5", "0.95"):
         assert f"histogram_quantile({q}, sum by (le) (rate(portal_pulse_alert_emit_delay" in exprs
+
+
+def test_pipeline_health_dashboard_lists_the_firing_rules_below_the_other_panels() -> None:
+    panels = _dashboards()["pipeline-health.json"]["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    firing = [p for p in panels if any("ALERTS" in t["expr"] for t in p["targets"])]
+    assert len(firing) == 1, "one panel of firing rules"
+    panel = firing[0]
+    (target,) = panel["targets"]
+    assert re.fullmatch(r'ALERTS\{alertstate="firing"\}', target["expr"]), target["expr"]
+    assert target["instant"] is True and target["format"] == "table"
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels if p is not panel)
+    assert panel["gridPos"]["y"] >= bottom, "appended below the existing panels"
+
+
+RULES = DOCKER / "prometheus" / "rules"
+
+
+def test_prometheus_loads_the_rules_and_sends_to_the_alertmanager(compose: dict) -> None:
+    prom = compose["services"]["prometheus"]
+    mounts = [v.split(":") for v in prom["volumes"] if v.startswith("./prometheus/rules")]
+    assert len(mounts) == 1 and mounts[0][2] == "ro", prom["volumes"]
+    inside = mounts[0][1]
+    config = _prometheus_config()
+    loaded = set()
+    for pattern in config["rule_files"]:
+        assert pattern.startswith(inside + "/"), (pattern, inside)
+        loaded |= {p.name for p in RULES.glob(pattern.removeprefix(inside + "/"))}
+    # The rules load; promtool's test file beside them does not.
+    assert loaded == {"portal-pulse.rules.yml"}, loaded
+    targets = [
+        t
+        for am in config["alerting"]["alertmanagers"]
+        for static in am["static_configs"]
+        for t in static["targets"]
+    ]
+    assert targets == ["alertmanager:9093"]
+
+
+def test_rules_name_only_exported_metrics_and_link_their_runbook() -> None:
+    rules = [
+        rule
+        for group in yaml.safe_load((RULES / "portal-pulse.rules.yml").read_text())["groups"]
+        for rule in group["rules"]
+    ]
+    allowed = _allowed_series_names()
+    exported = _exported_series_names() | PROMETHEUS_SERIES
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    anchors = {
+        re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", operations, re.M)
+    }
+    names = [rule["alert"] for rule in rules]
+    assert len(names) == len(set(names))
+    for rule in rules:
+        used = promql_metric_names(rule["expr"])
+        assert used and used <= allowed and used <= exported, (rule["alert"], used - exported)
+        assert rule["labels"]["severity"] in ("page", "warning"), rule["alert"]
+        assert "for" in rule, rule["alert"]
+        notes = rule["annotations"]
+        assert notes["summary"] and notes["description"], rule["alert"]
+        page, _, anchor = notes["runbook_url"].partition("#")
+        assert page == "docs/operations.md" and anchor == rule["alert"].lower(), notes
+        assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in docs/operations.md"
 
 
 # --- Kafka from the host ----------------------------------------------------------------------
