@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +34,7 @@ import yaml
 
 from portal_pulse.pseudonym import Pseudonymizer
 from tests.integration.conftest import PSEUDONYM_KEY, Pipeline
+from tests.integration.live import live_worker, produce
 
 pytestmark = pytest.mark.integration
 
@@ -150,36 +149,8 @@ def worker(
         "PORTAL_PULSE_ALERT_LINK_TEMPLATE": "https://dash.example/d/sla?practice={practice_id}",
         "PORTAL_PULSE_SLA_ALERT_HOLD_SECONDS": str(HOLD),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "portal_pulse.cli", "worker"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    address = Path(str(pipeline.chdb) + ".worker") / "address.json"
-
-    def ready() -> bool:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            url = json.loads(address.read_text())["url"]
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except (OSError, ValueError, KeyError, httpx.HTTPError):
-            return False
-
-    try:
-        _wait("the worker is ready", ready)
-        yield pipeline, {k: v for k, v in env.items() if k.startswith("PORTAL_PULSE_")}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _produce(pipeline: Pipeline, env: dict[str, str], tmp_path: Path, *events: dict) -> None:
-    path = tmp_path / f"batch-{time.monotonic_ns()}.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in events))
-    result = pipeline.cli("produce", str(path), env=env)
-    assert result.returncode == 0, result.stderr
+    with live_worker(pipeline, env) as settings:
+        yield pipeline, settings
 
 
 def _message(practice: str, category: str, at: datetime) -> dict:
@@ -208,7 +179,7 @@ def test_alertmanager_shows_resolves_and_ends_withdrawn_alerts(
     pipeline, env = worker
     t0 = datetime.now(UTC).replace(microsecond=0)
     at_risk = t0 + timedelta(minutes=1)
-    _produce(pipeline, env, tmp_path, _message("AM-R", "clinical", t0),
+    produce(pipeline, env, tmp_path, _message("AM-R", "clinical", t0),
              _message("AM-W", "billing", t0))  # fmt: skip
 
     seen: dict[str, datetime] = {}
@@ -247,7 +218,7 @@ def test_alertmanager_shows_resolves_and_ends_withdrawn_alerts(
 
     # R: replied now, after its alert fired: resolved. W: a reply stamped before its at-risk
     # instant, delivered after the alert fired: withdrawn.
-    _produce(pipeline, env, tmp_path, _reply("AM-R", "nurse", datetime.now(UTC)),
+    produce(pipeline, env, tmp_path, _reply("AM-R", "nurse", datetime.now(UTC)),
              _reply("AM-W", "billing", at_risk - timedelta(seconds=10)))  # fmt: skip
     _wait("both alerts leave the active ones", lambda: not _active(alertmanager))
     _wait(

@@ -13,21 +13,17 @@ The hold is the default 60 s; each delivery that must beat a deadline has about 
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.integration.conftest import Pipeline
+from tests.integration.live import iso, live_worker, produce, wait
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +39,6 @@ practices:
       external_promise: "4 business minutes"
       at_risk_fraction: 0.5
 """
-LIVENESS = 150.0  # seconds a step may take before the test gives up (never a verdict)
 
 
 class Hook(BaseHTTPRequestHandler):
@@ -63,17 +58,6 @@ def _events(thread: str) -> list[tuple[str, str]]:
     return [(a["kind"], a["event"]) for a in Hook.received if a["subject_id"] == thread]
 
 
-def _wait(what: str, done: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + LIVENESS
-    while not done():
-        assert time.monotonic() < deadline, f"not within {LIVENESS:.0f} s: {what}"
-        time.sleep(0.5)
-
-
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
 @pytest.fixture
 def worker(pipeline: Pipeline, tmp_path: Path) -> Iterator[tuple[Pipeline, dict[str, str]]]:
     Hook.received = []
@@ -87,47 +71,21 @@ def worker(pipeline: Pipeline, tmp_path: Path) -> Iterator[tuple[Pipeline, dict[
         "PORTAL_PULSE_WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/hook",
         "PORTAL_PULSE_SLA_ALERT_HOLD_SECONDS": "60",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "portal_pulse.cli", "worker"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    address = Path(str(pipeline.chdb) + ".worker") / "address.json"
-
-    def ready() -> bool:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            url = json.loads(address.read_text())["url"]
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except (OSError, ValueError, KeyError, httpx.HTTPError):
-            return False
-
     try:
-        _wait("the worker is ready", ready)
-        yield pipeline, {k: v for k, v in env.items() if k.startswith("PORTAL_PULSE_")}
+        with live_worker(pipeline, env) as settings:
+            yield pipeline, settings
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         server.shutdown()
 
 
-def _produce(pipeline: Pipeline, env: dict[str, str], tmp_path: Path, *events: dict) -> None:
-    path = tmp_path / f"batch-{time.monotonic_ns()}.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in events))
-    result = pipeline.cli("produce", str(path), env=env)
-    assert result.returncode == 0, result.stderr
-
-
 def _message(eid: str, thread: str, at: datetime) -> dict:
-    return {"event_id": eid, "event_type": "message.sent", "occurred_at": _iso(at),
+    return {"event_id": eid, "event_type": "message.sent", "occurred_at": iso(at),
             "practice_id": "LIVE", "patient_id": f"MRN-{thread}", "thread_id": thread,
             "message_id": f"m-{eid}", "category": "clinical"}  # fmt: skip
 
 
 def _reply(eid: str, thread: str, at: datetime) -> dict:
-    return {"event_id": eid, "event_type": "message.replied", "occurred_at": _iso(at),
+    return {"event_id": eid, "event_type": "message.replied", "occurred_at": iso(at),
             "practice_id": "LIVE", "patient_id": f"MRN-{thread}", "thread_id": thread,
             "message_id": f"r-{eid}", "staff_pool": "nurse"}  # fmt: skip
 
@@ -138,7 +96,7 @@ def test_late_replies_on_the_wall_clock(
     pipeline, env = worker
     t0 = datetime.now(UTC).replace(microsecond=0)
     at_risk = t0 + timedelta(minutes=1)  # half of the 2-minute internal target
-    _produce(
+    produce(
         pipeline, env, tmp_path,
         _message("a1", "A", t0),
         _message("b1", "B", t0),
@@ -147,8 +105,8 @@ def test_late_replies_on_the_wall_clock(
         # D: the reply arrives first, its message afterwards.
         _reply("d2", "D", t0 - timedelta(seconds=20)),
     )  # fmt: skip
-    _produce(pipeline, env, tmp_path, _message("d1", "D", t0 - timedelta(seconds=30)))
-    _wait(
+    produce(pipeline, env, tmp_path, _message("d1", "D", t0 - timedelta(seconds=30)))
+    wait(
         "C's passed deadlines are raised at once",
         lambda: (
             {k for k, e in _events("C") if e == "raised"}
@@ -156,15 +114,13 @@ def test_late_replies_on_the_wall_clock(
         ),
     )
     # A: stamped 10 s before the at-risk instant, delivered 10 s after it: within the hold.
-    _wait(
-        "the at-risk instant passes", lambda: datetime.now(UTC) >= at_risk + timedelta(seconds=10)
-    )
-    _produce(pipeline, env, tmp_path, _reply("a2", "A", at_risk - timedelta(seconds=10)))
+    wait("the at-risk instant passes", lambda: datetime.now(UTC) >= at_risk + timedelta(seconds=10))
+    produce(pipeline, env, tmp_path, _reply("a2", "A", at_risk - timedelta(seconds=10)))
     # B: its at-risk alert fires (the hold passed without a reply), then the reply comes.
-    _wait("B's at-risk alert fires", lambda: ("sla.at_risk", "raised") in _events("B"))
+    wait("B's at-risk alert fires", lambda: ("sla.at_risk", "raised") in _events("B"))
     assert not _events("A"), "a reply delivered within the hold pages nobody"
-    _produce(pipeline, env, tmp_path, _reply("b2", "B", at_risk - timedelta(seconds=10)))
-    _wait("B's at-risk alert is withdrawn", lambda: ("sla.at_risk", "withdrawn") in _events("B"))
+    produce(pipeline, env, tmp_path, _reply("b2", "B", at_risk - timedelta(seconds=10)))
+    wait("B's at-risk alert is withdrawn", lambda: ("sla.at_risk", "withdrawn") in _events("B"))
 
     assert not _events("A")
     assert _events("B") == [("sla.at_risk", "raised"), ("sla.at_risk", "withdrawn")]
