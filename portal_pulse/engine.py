@@ -192,12 +192,8 @@ class Engine:
         self.last_outcome: str | None = None
         #: (alert kind or "response", WITHDRAWN | RAISED_LATE) → count
         self.corrections: Counter[tuple[str, str]] = Counter()
-        #: the corrections of the last ``on_event``: (event_id, [(kind, action, alert_id), ...])
+        #: the corrections of the last ``on_event``: (kind, action, alert or response id)
         self.last_corrections: list[tuple[str, str, str]] = []
-
-    @property
-    def correcting(self) -> bool:
-        return self._horizon is not None
 
     # -- reading states -------------------------------------------------------------------------
 
@@ -206,7 +202,7 @@ class Engine:
         if len(value) <= _HEADER_SIZE:
             return None
         if VALUE_HEADER.unpack_from(value)[0] & ENVELOPE:
-            state_bytes, _, _ = Envelope.split(value, _HEADER_SIZE)
+            state_bytes, _ = Envelope.peek(value, _HEADER_SIZE)  # the log stays undecoded
             return None if state_bytes is None else self.machines[idx].loads(key, state_bytes)
         return self.machines[idx].loads(key, value, _HEADER_SIZE)
 
@@ -243,11 +239,6 @@ class Engine:
             None if offset == NO_OFFSET else offset,
             self._load(idx, key, value),
         )
-
-    def envelope(self, name: str, key: str) -> Envelope | None:
-        """The key's envelope (tests and tools)."""
-        idx = next(i for i, m in enumerate(self.machines) if m.name == name)
-        return self._envelope(idx, key, self._stores[idx].get(key))
 
     # -- the deadline index ---------------------------------------------------------------------
 

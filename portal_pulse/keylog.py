@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,7 +239,3 @@ def differences(
     ]
     changed = [record for oid, record in after.items() if emitted.get(oid) != digest(record)]
     return withdrawn, changed
-
-
-def kinds_of(records: Sequence[Alert | ResponseFact]) -> list[str]:
-    return [r.kind if isinstance(r, Alert) else "response" for r in records]
