@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from portal_pulse.errors import UserError
 from portal_pulse.kafka_admin import ensure_topics
@@ -27,8 +26,10 @@ from portal_pulse.private_files import private_dir
 from portal_pulse.roles import group_id
 from portal_pulse.roles import topics_read as _topics_read
 from portal_pulse.settings import Settings, mask_url
-from streams.app import Runtime, build_app
+from streams.app import build_app
 from streams.group_lag import GroupLag
+from streams.records import TP
+from streams.runtime import Runtime
 from streams.web import web_url, withdraw_address
 
 __all__ = ["GroupLag", "run_worker"]
@@ -46,11 +47,13 @@ def _install_idle_exit(app: faust.App, rt: Runtime, lag: GroupLag, idle_seconds:
     started = time.monotonic()
     state: dict[str, Any] = {"checking": False}
 
+    feeds = rt.loop.feeds
+
     @app.timer(0.5)
     async def exit_when_idle() -> None:
-        if state["checking"] or app.rebalancing or time.monotonic() - started < 2:
+        if state["checking"] or not rt.loop.ready or time.monotonic() - started < 2:
             return
-        last = max((p.last_activity for p in rt.progress.values()), default=started)
+        last = max((f.last_activity for f in feeds), default=started)
         if time.monotonic() - last < idle_seconds:
             return
         state["checking"] = True
@@ -64,16 +67,13 @@ def _install_idle_exit(app: faust.App, rt: Runtime, lag: GroupLag, idle_seconds:
         if behind:
             if time.monotonic() - state.get("said", 0.0) >= 15:
                 state["said"] = time.monotonic()
-                consumer = app.consumer
                 shown = "; ".join(
-                    f"{t}:{p} {n} behind (worker: committed "
-                    f"{consumer._committed_offset.get(TP(t, p))}, processed "
-                    f"{max((g.offsets.get(TP(t, p), -1) for g in rt.progress.values()), default=-1)})"
+                    f"{t}:{p} {n} behind (worker: at offset {rt.loop.position(TP(t, p))})"
                     for (t, p), n in sorted(behind.items())[:6]
                 )
                 logger.info("idle, but the group has not committed everything yet: %s", shown)
             return
-        if time.monotonic() - max(p.last_activity for p in rt.progress.values()) < idle_seconds:
+        if time.monotonic() - max((f.last_activity for f in feeds), default=started) < idle_seconds:
             return
         ingest = rt.agents.get("ingest")
         if ingest is not None and not ingest.settled():
@@ -98,6 +98,7 @@ class PipelineWorker(faust.Worker):
         self.rt = rt
         self.shutdown_timeout = shutdown_timeout
         self._watchdog: threading.Timer | None = None
+        self._stopping = False
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         from portal_pulse.logs import install
@@ -135,11 +136,20 @@ class PipelineWorker(faust.Worker):
 
             logger.info("late events: %s", "; ".join(late_summary(rt.metrics)))
 
-    def _schedule_shutdown(self, signal: signal.Signals) -> None:
-        if not self._signal_stop_time:
-            logger.info("stopping on %s", signal.name)
+    def install_signal_handlers(self) -> None:
+        """mode's handlers, each preceded by a log line and the bounded-shutdown watchdog."""
+        super().install_signal_handlers()
+        loop = asyncio.get_event_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._watchdog is None:
+            logger.info("stopping on %s", sig.name)
             self._arm_watchdog()
-        super()._schedule_shutdown(signal)
+        if not self._stopping:
+            self._stopping = True
+            self.add_future(self.stop())
 
     async def stop(self) -> None:
         # Every way of stopping (signal, crash, end of input) is bounded in time.

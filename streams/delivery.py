@@ -108,6 +108,11 @@ class DeliveringProducer:
         """Make a flush in progress give up (at shutdown): its inputs stay unacknowledged."""
         self._stop.set()
 
+    def close(self) -> None:
+        """Drop what is queued and the connections (a runtime never run, or after shutdown)."""
+        self._producer.purge()
+        self._producer.flush(0)
+
     def _flush_until_done(self) -> int:
         waited = 0.0
         while True:

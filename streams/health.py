@@ -16,11 +16,9 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-import faust
-from faust.types import TP
-
 from portal_pulse.metrics import PipelineMetrics
-from streams.app import Runtime
+from streams.records import TP
+from streams.runtime import Runtime
 
 __all__ = ["WorkerHealth"]
 
@@ -28,9 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 class WorkerHealth:
-    def __init__(self, app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> None:
-        self.app = app
+    def __init__(self, rt: Runtime, metrics: PipelineMetrics) -> None:
         self.rt = rt
+        self.loop = rt.loop
         self.metrics = metrics
         self.started = time.monotonic()
         self._carried: dict[tuple[str, str], float] = {}
@@ -84,9 +82,6 @@ class WorkerHealth:
                 ("rejected", stats.rejected),
             ):
                 self._carry(m.webhook_deliveries.labels(outcome), ("webhook", outcome), n)
-        watchdog = agents.get("stall-watchdog")
-        if watchdog is not None:
-            self._carry(m.stall_rereads, ("stall", ""), watchdog.reseeks)
         m.consumer_lag.clear()
         for (topic, partition), behind in self.lag().items():
             m.consumer_lag.labels(topic, str(partition)).set(behind)
@@ -96,32 +91,18 @@ class WorkerHealth:
 
     # -- positions --------------------------------------------------------------------------------
 
-    def _topics(self) -> set[str]:
-        return {t for p in self.rt.progress.values() for t in p.topics}
-
     def assigned(self) -> list[TP]:
-        try:
-            assignment = self.app.consumer.assignment()
-        except Exception:
-            return []
-        topics = self._topics()
-        return sorted((tp for tp in assignment if tp.topic in topics), key=lambda t: t[:2])
+        return sorted(self.loop.assignment)
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages between what this worker processed and each assigned partition's end."""
-        consumer = self.app.consumer
+        loop = self.loop
         out: dict[tuple[str, int], int] = {}
         for tp in self.assigned():
-            try:
-                high = consumer.highwater(tp)
-            except Exception:  # not fetched yet
-                high = None
-            if high is None:
+            high = loop.highwater(tp)
+            if high is None:  # not fetched yet
                 continue
-            done = max((p.offsets.get(tp, -1) for p in self.rt.progress.values()), default=-1)
-            committed = consumer._committed_offset.get(tp) or 0
-            position = max(done + 1, committed)
-            out[(tp.topic, tp.partition)] = max(0, high - position)
+            out[(tp.topic, tp.partition)] = max(0, high - loop.position(tp))
         return out
 
     def events_per_second(self, window: float = 60.0) -> float:
@@ -154,11 +135,11 @@ class WorkerHealth:
             self._clickhouse_ok, self._clickhouse_error = True, None
 
     def not_ready_reasons(self, *, check_clickhouse: bool = True) -> list[str]:
-        app, reasons = self.app, []
-        if app.rebalancing:
-            reasons.append("consumer group is rebalancing")
-        elif not app.tables.recovery.completed.is_set():
-            reasons.append("recovering state from the changelog topics")
+        reasons = []
+        if not self.loop.ready:
+            reasons.append(
+                "consumer group is rebalancing, or state is being recovered from the changelog topics"
+            )
         max_lag = self.rt.settings.ready_max_lag
         behind = {k: v for k, v in self.lag().items() if v > max_lag}
         if behind:

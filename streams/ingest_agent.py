@@ -13,26 +13,27 @@ processors recognise and skip.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faust
-from faust.types import TP
+if TYPE_CHECKING:
+    import faust
 
 from portal_pulse.ingest import Rejected, Remembered
 from schemas.model import CleanEvent
 from schemas.serializer import clean_event_to_record
 from schemas.validation import is_practice_id
-from streams.app import Runtime
 from streams.checkpoint import Checkpoint
 from streams.delivery import DeliveringProducer
-from streams.feed import batches_of
 from streams.group_lag import GroupLag
-from streams.ordering import InOrder
+from streams.records import TP, Message, tp_of
+from streams.runtime import Runtime
+from streams.state import StateTable
 from streams.watermark import (
     COVER_HEADER,
     HEADER,
@@ -156,13 +157,15 @@ class WatermarkChangelog:
 class Ingest:
     """The ingest agent and its watermark timer."""
 
-    def __init__(self, app: faust.App, rt: Runtime, delivery: DeliveringProducer) -> None:
-        self.app = app
+    name = "ingest"
+
+    def __init__(self, rt: Runtime, delivery: DeliveringProducer) -> None:
         self.rt = rt
+        self.loop = rt.loop
         self.delivery = delivery
         self.names = rt.settings.topics
         self.raw_names = set(self.names.raw.values())
-        self.progress = rt.progress_of("ingest", self.raw_names)
+        self.feed = rt.loop.feed("ingest", self.raw_names, rt.settings.sink_batch_size, 0.05)
         self.stats = {"clean": 0, "dead_letter": 0, "duplicate": 0}
         self.reasons: dict[str, int] = {}
         self.watermark = Watermark()
@@ -178,25 +181,16 @@ class Ingest:
         # The de-duplication memory survives restarts: every remembered (practice_id, event_id)
         # is a record in a compacted changelog (partition = the raw partition it came from),
         # evictions are tombstones (DedupChangelog).
-        self.seen_table = app.Table(
-            "dedup",
-            partitions=rt.settings.raw_partitions,
-            schema=faust.Schema(key_serializer="json", value_serializer="json"),
-        )
-        self.dedup_log = DedupChangelog(self.seen_table.changelog_topic.get_topic_name(), delivery)
+        by = frozenset(self.raw_names)
+        self.seen_table = rt.loop.table(StateTable(rt.settings.app_id, "dedup", by))
+        self.dedup_log = DedupChangelog(self.seen_table.topic, delivery)
         dedup = rt.ingestor.dedup
         dedup.on_add = self.dedup_log.added
         dedup.on_evict = self.dedup_log.evicted
-        self.wm_table = app.Table(
-            "watermarks",
-            partitions=rt.settings.raw_partitions,
-            schema=faust.Schema(key_serializer="json", value_serializer="json"),
-        )
-        self.wm_log = WatermarkChangelog(self.wm_table.changelog_topic.get_topic_name(), delivery)
+        self.wm_table = rt.loop.table(StateTable(rt.settings.app_id, "watermarks", by))
+        self.wm_log = WatermarkChangelog(self.wm_table.topic, delivery)
         self.checkpoint = Checkpoint(delivery, [self.dedup_log, self.wm_log])  # type: ignore[list-item]
         self.restored = False
-        self.in_order = InOrder(app, "ingest")
-        self.in_order.register()
 
     def current_watermark(self) -> datetime | None:
         """The watermark for the next clean records' headers, and their cover."""
@@ -210,9 +204,8 @@ class Ingest:
         headers never claim the others: only an announcement right after the check does.
         The watermark never passes ``now``, the wall clock (SPEC §7): an event stamped a
         little ahead is accepted but moves no clock past "now"."""
-        app = self.app
-        assigned = [tp for tp in app.consumer.assignment() if tp.topic in self.raw_names]
-        wm = self.watermark.compute(assigned, lambda tp: self.progress.caught_up(app, tp), now)
+        assigned = self.assigned()
+        wm = self.watermark.compute(assigned, self.loop.caught_up, now)
         alone = len(assigned) >= len(self.raw_index)
         done = self.watermark.caught_up and (alone or others_caught_up)
         return wm, cover_value(assigned, self.raw_index, done)
@@ -220,8 +213,10 @@ class Ingest:
     def settled(self) -> bool:
         """Nothing left to announce: this worker holds no raw partition, or its last
         announcement said the whole pipeline is caught up (``--exit-when-idle`` waits for it)."""
-        assigned = [tp for tp in self.app.consumer.assignment() if tp.topic in self.raw_names]
-        return not assigned or self.said_caught_up
+        return not self.assigned() or self.said_caught_up
+
+    def assigned(self) -> list[TP]:
+        return [tp for tp in self.loop.assignment if tp.topic in self.raw_names]
 
     async def others_caught_up(self, assigned: list[TP]) -> bool:
         """Whether the group has committed every raw partition other workers hold up to its
@@ -230,17 +225,18 @@ class Ingest:
         if self.others_lag is None:
             self.others_lag = GroupLag(self.rt.settings, self.rt.bootstrap, self.raw_names)
         try:
-            behind = await self.app.loop.run_in_executor(None, self.others_lag.behind)
+            behind = await asyncio.get_running_loop().run_in_executor(None, self.others_lag.behind)
         except Exception as exc:  # broker trouble: not caught up; asked again at the next tick
             logger.debug("group lag of the raw topics unavailable: %s", exc)
             return False
         mine = {(tp.topic, tp.partition) for tp in assigned}
         return all(tp in mine for tp in behind)
 
-    def handle(self, msg: Any, data: bytes) -> None:
+    def handle(self, msg: Message, data: bytes) -> None:
         self.said_caught_up = False  # new input: the next announcement says how far it got
+        partition: int = msg.partition()  # type: ignore[assignment]
         try:
-            result = self.rt.ingestor.ingest(data, partition=msg.partition)
+            result = self.rt.ingestor.ingest(data, partition=partition)
         except Exception as exc:  # a bug, not the record's fault; still one dead letter
             result = Rejected("processing_error", f"ingest failed: {type(exc).__name__}")
         if result is None:
@@ -248,14 +244,14 @@ class Ingest:
             # A duplicate still says how far its source has got.
             at = self.rt.ingestor.last_duplicate_at
             if at is not None:
-                self.observe(msg.tp, at)
+                self.observe(tp_of(msg), at)
         elif isinstance(result, CleanEvent):
-            self.observe(msg.tp, result.occurred_at)
+            self.observe(tp_of(msg), result.occurred_at)
             self.stats["clean"] += 1
             if self.stats["clean"] % 64 == 1:  # recomputed every 64 events: it asks the consumer
                 self.wm = self.current_watermark()
             value = self.rt.clean_codec.encode_record(clean_event_to_record(result))
-            headers = {SOURCE_HEADER: source_value(msg.topic, msg.partition, msg.offset)}
+            headers = {SOURCE_HEADER: source_value(msg.topic(), partition, msg.offset())}  # type: ignore[arg-type]
             if self.wm is not None:
                 headers[HEADER] = header_value(self.wm)
                 headers[COVER_HEADER] = self.cover
@@ -271,17 +267,12 @@ class Ingest:
         if before is None or at > before:
             self.wm_log.changed(tp, at)
 
-    def restore(self) -> bool:
-        """After an assignment, once the tables are recovered: de-duplication memory and the
-        sources' event times as the last checkpoint left them."""
-        app = self.app
-        if self.restored or app.rebalancing or not app.tables.recovery.completed.is_set():
-            return self.restored
+    def restore(self, tps: frozenset[TP]) -> None:
+        """After an assignment, with the tables restored (``streams.consumer_loop``):
+        de-duplication memory and the sources' event times as the last checkpoint left them."""
         self.rt.ingestor.dedup.restore(entries(self.seen_table.data))
         self.watermark = Watermark()
-        # Only the partitions this worker reads: a standby replica's copy of another worker's
-        # partitions is in the table too.
-        assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+        assigned = {(tp.topic, tp.partition) for tp in tps}
         for key, ms in list(self.wm_table.data.items()):
             topic, _, partition = str(key).rpartition("|")
             try:
@@ -295,14 +286,14 @@ class Ingest:
                 self.watermark.observe(tp, at)
         self.announced = None
         self.restored = True
-        return True
 
-    def dead_letter(self, msg: Any, data: bytes, result: Rejected) -> None:
-        record = result.dead_letter(data, msg.topic, msg.partition, msg.offset, datetime.now(UTC))
+    def dead_letter(self, msg: Message, data: bytes, result: Rejected) -> None:
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        record = result.dead_letter(data, topic, partition, offset, datetime.now(UTC))  # type: ignore[arg-type]
         # The reason, field and position are logged; never the value (PHI).
         logger.warning(
             "dead letter %s:%d@%d: %s (field %s)",
-            msg.topic, msg.partition, msg.offset, result.reason, result.field or "-",
+            topic, partition, offset, result.reason, result.field or "-",
         )  # fmt: skip
         key = (result.event_id or "").encode() or None
         self.delivery.send(
@@ -311,31 +302,25 @@ class Ingest:
         self.stats["dead_letter"] += 1
         self.reasons[result.reason] = self.reasons.get(result.reason, 0) + 1
 
-    async def run_batches(self, stream: faust.StreamT) -> None:
-        async for events in batches_of(stream, self.rt.settings.sink_batch_size, 0.05):
-            with self.rt.batch_in_flight():
-                async with self.checkpoint.lock:
-                    admitted = self.in_order.admit(events)
-                    if admitted.fresh:
-                        self.restore()
-                    for event in admitted.fresh:
-                        self.handle(event.message, event.value or b"")
-                    await self.checkpoint.complete(stream.ack, admitted.to_ack)
-            for event in admitted.to_ack:
-                self.progress.done(event.message.tp, event.message.offset)
-            if admitted.gaps:
-                await self.in_order.read_again(admitted.gaps)
+    async def run(self) -> None:
+        feed, checkpoint, handle = self.feed, self.checkpoint, self.handle
+        async for taken in feed.batches():
+            async with checkpoint.lock:
+                records = feed.current(taken)
+                for msg in records:
+                    handle(msg, msg.value() or b"")
+                await checkpoint.complete()
+                feed.done(records)
 
     async def announce_watermark(self) -> None:
-        app = self.app
-        assigned = [tp for tp in app.consumer.assignment() if tp.topic in self.raw_names]
-        if app.rebalancing or not assigned:
+        assigned = self.assigned()
+        if not self.loop.ready or not assigned:
             return
-        if not all(self.progress.caught_up(app, tp) for tp in assigned):
+        if not all(self.loop.caught_up(tp) for tp in assigned):
             return
         now = datetime.now(UTC)  # one "now" for both looks: equal unless more was read
         async with self.checkpoint.lock:
-            if not self.restore():
+            if not self.restored:
                 return
             before, cover = self._watermark(True, now)
             if before is None:
@@ -345,7 +330,7 @@ class Ingest:
                 return  # already said, caught up: nothing new from this worker
         everyone = len(assigned) >= len(self.raw_index) or await self.others_caught_up(assigned)
         async with self.checkpoint.lock:
-            if not self.restore():
+            if not self.restored:
                 return
             wm, cover = self._watermark(everyone, now)
             if wm != before:
@@ -371,31 +356,21 @@ class Ingest:
             self.said_caught_up = done
             self.announced = (wm, cover)
 
-    async def on_revoked(self, revoked: set[TP]) -> None:
+    async def on_revoked(self, revoked: frozenset[TP]) -> None:
+        async with self.checkpoint.lock:  # a batch in flight finishes its checkpoint first
+            self.restored = False
+
+    async def on_assigned(self, assigned: frozenset[TP]) -> None:
         async with self.checkpoint.lock:
-            self.restored = False
-            self.in_order.reset()
-
-    def register(self) -> None:
-        app = self.app
-        app.agent(self.rt.topics.raw, name="ingest")(self.run_batches)
-        app.timer(self.rt.settings.tick_interval_seconds, name="ingest-watermark")(
-            self.announce_watermark
-        )
-
-        @app.on_partitions_revoked.connect
-        async def _revoked(app_: faust.App, revoked: set[TP], **_: Any) -> None:
-            await self.on_revoked(revoked)
-
-        @app.on_partitions_assigned.connect
-        async def _assigned(app_: faust.App, assigned: set[Any], **_: Any) -> None:
-            self.restored = False
-            self.in_order.reset()
+            self.restore(assigned)
 
 
 def register(app: faust.App, rt: Runtime) -> Ingest:
+    """The ingest agent on its feed, its watermark timer on the app."""
     delivery = DeliveringProducer(rt.settings, rt.bootstrap)
     rt.producers.append(delivery)
-    ingest = Ingest(app, rt, delivery)
-    ingest.register()
+    ingest = Ingest(rt, delivery)
+    rt.loop.on_assigned.append(ingest.on_assigned)
+    rt.loop.on_revoked.append(ingest.on_revoked)
+    app.timer(rt.settings.tick_interval_seconds, name="ingest-watermark")(ingest.announce_watermark)
     return ingest

@@ -19,14 +19,12 @@ past the wall clock (SPEC §7): the watermark and idle time move it up to "now" 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import faust
-from faust.types import TP
 
 from portal_pulse.domain.clock import EventClock
 from portal_pulse.domain.live import LiveMetrics
@@ -40,14 +38,13 @@ from schemas.catalogue import source_of
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink
 from sinks.rows import event_row
-from streams.app import Runtime
 from streams.checkpoint import Checkpoint
 from streams.codecs import alert_to_bytes, live_to_bytes, response_to_bytes
 from streams.delivery import DeliveringProducer
-from streams.feed import batches_of
-from streams.ordering import InOrder
+from streams.records import TP, Message
+from streams.runtime import Runtime
 from streams.sink_agents import events_table_sink
-from streams.state import STATE_VALUES, ChangelogStore
+from streams.state import STATE_VALUES, ChangelogStore, StateTable
 from streams.watermark import BadHeader, RecordHeaders, combine, raw_index, read_headers
 
 __all__ = ["CollectingOutputs", "Processors", "register"]
@@ -161,38 +158,31 @@ class PartitionState:
 class Processors:
     """The processors agent and its idle-clock timer, with their dependencies passed in."""
 
-    def __init__(self, app: faust.App, rt: Runtime, delivery: DeliveringProducer) -> None:
-        self.app = app
+    name = "processors"
+
+    def __init__(self, rt: Runtime, delivery: DeliveringProducer) -> None:
         self.rt = rt
+        self.loop = loop = rt.loop
         self.settings = settings = rt.settings
         self.delivery = delivery
-        parts = settings.clean_partitions
-        # JSON keys: read back from the changelog they are str, as they were written.
-        schema = faust.Schema(key_serializer="json", value_serializer="json")
-        # The machines' states are bytes (portal_pulse.engine), in memory as in the changelog.
-        state_schema = faust.Schema(key_serializer="json", value_serializer="raw")
+        self.feed = loop.feed(
+            "processors", [settings.topics.clean], settings.sink_batch_size,
+            settings.sink_flush_seconds,
+        )  # fmt: skip
+        app_id, by = settings.app_id, frozenset([settings.topics.clean])
         self.practices = practices = load_practices(settings)
         machines = build_machines(practices)
+        # The machines' states are bytes (portal_pulse.engine), in memory as in the changelog;
+        # the live figures and partition markers are JSON.
         self.stores = {
             m.name: ChangelogStore(
-                # value_type too: Faust gives the changelog topic the table's serializers.
-                app.Table(
-                    f"{m.name}-{STATE_TABLE_SUFFIX}",
-                    partitions=parts,
-                    schema=state_schema,
-                    value_type=bytes,
-                ),
+                loop.table(StateTable(app_id, f"{m.name}-{STATE_TABLE_SUFFIX}", by, STATE_VALUES)),
                 delivery,
-                STATE_VALUES,
             )
             for m in machines
         }
-        self.live_store = ChangelogStore(
-            app.Table("live-state", partitions=parts, schema=schema), delivery
-        )
-        self.markers = ChangelogStore(
-            app.Table("clocks", partitions=parts, schema=schema), delivery
-        )
+        self.live_store = ChangelogStore(loop.table(StateTable(app_id, "live-state", by)), delivery)
+        self.markers = ChangelogStore(loop.table(StateTable(app_id, "clocks", by)), delivery)
         self.out = CollectingOutputs()
         self.live = LiveMetrics(
             self.live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at)
@@ -221,9 +211,6 @@ class Processors:
         self.rule_bits = tuple(sorted(i for tp, i in index.items() if tp.topic in rule_topics))
         # The raw partitions a clean record's ``pp-src`` header may name.
         self.raw_sources = frozenset(f"{tp.topic}|{tp.partition}" for tp in index)
-        self.in_order = InOrder(app, "processors")
-        self.in_order.register()
-        self.progress = rt.progress_of("processors", [settings.topics.clean])
         # The process role writes no rows: the sink role makes them from the clean topic.
         self.events_sink: ClickHouseTableSink | None = (
             events_table_sink(rt) if rt.clickhouse is not None else None
@@ -296,21 +283,21 @@ class Processors:
 
     # -- per event --------------------------------------------------------------------------------
 
-    def process(self, event: Any) -> list[Any] | None:
+    def process(self, msg: Message) -> list[Any] | None:
         """Fold one clean record into the machines; its ``events`` row, or None.
 
         Everything read from the record (headers, value) is parsed inside the guard: a record
         that does not parse is dead-lettered and the stream goes on (SPEC §9)."""
-        msg = event.message
-        p, offset = msg.partition, msg.offset
+        p: int = msg.partition()  # type: ignore[assignment]
+        offset: int = msg.offset()  # type: ignore[assignment]
         state = self.partition(p)
         if offset <= state.offset:
             self.reread_skipped += 1
             return None  # its effects are all in the restored state already
         state.offset, state.dirty = offset, True
-        value = event.value
+        value = msg.value()
         try:
-            headers = read_headers(event.headers, self.raw_sources)
+            headers = read_headers(msg.headers(), self.raw_sources)
         except BadHeader as exc:
             self._dead_letter(msg, value, "bad_header", str(exc), exc.header)
             return None
@@ -358,16 +345,21 @@ class Processors:
             return None
 
     def _dead_letter(
-        self, msg: Any, value: bytes | None, reason: str, detail: str, field: str | None = None
+        self, msg: Message, value: bytes | None, reason: str, detail: str, field: str | None = None
     ) -> None:
         self.processing_errors += 1
         self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + 1
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         # The position and reason are logged, never the value (PHI).
         logger.error(
-            "processors: dead-lettering %s@%d: %s (%s)", msg.tp, msg.offset, reason, detail
+            "processors: dead-lettering %s:%s@%d: %s (%s)", topic, partition, offset, reason, detail
         )
         record = Rejected(reason, detail, field).dead_letter(
-            value or b"", msg.topic, msg.partition, msg.offset, datetime.now(UTC)
+            value or b"",
+            topic,
+            partition,
+            offset,
+            datetime.now(UTC),  # type: ignore[arg-type]
         )
         self.delivery.send(
             self.settings.topics.dead_letter, self.rt.dead_letter_codec.encode_record(record)
@@ -407,66 +399,62 @@ class Processors:
 
     # -- the agent, the timer, rebalances ---------------------------------------------------------
 
-    async def run_batches(self, stream: faust.StreamT) -> None:
-        settings = self.settings
-        async for events in batches_of(
-            stream, settings.sink_batch_size, settings.sink_flush_seconds
-        ):
-            with self.rt.batch_in_flight():
-                await self.run_batch(stream, events)
+    async def run(self) -> None:
+        async for taken in self.feed.batches():
+            async with self.checkpoint.lock:
+                await self.run_batch(self.feed.current(taken))
 
-    async def run_batch(self, stream: faust.StreamT, events: list[Any]) -> None:
-        async with self.checkpoint.lock:
-            admitted = self.in_order.admit(events)
-            batch = Batch()
-            touched: set[int] = set()
-            skipped = (self.reread_skipped, self.duplicates_skipped)
-            for event in admitted.fresh:
-                row = self.process(event)
-                msg = event.message
-                touched.add(msg.partition)
-                if row is not None:
-                    batch.add(row, msg.topic, msg.partition, msg.offset)
-            self.send_outputs()
-            self.late.end_batch()
-            for p in touched:
-                self._mark(p, self.partitions[p])
-            reread = self.reread_skipped - skipped[0] + len(admitted.seen)
-            copies = self.duplicates_skipped - skipped[1]
-            if reread or copies:
-                logger.info(
-                    "processors: %d of %d records read again after a restart or rebalance "
-                    "(%d already handled, %d second copies of a raw record%s): skipped",
-                    reread + copies, len(events), reread, copies,
-                    f", e.g. {'; '.join(self.copy_samples)}" if self.copy_samples else "",
-                )  # fmt: skip
-                self.copy_samples.clear()
-            if self.events_sink is not None:
-                await self.app.loop.run_in_executor(
-                    self.rt.db_executor, self.events_sink.write, batch
-                )
-            await self.checkpoint.complete(stream.ack, admitted.to_ack)
-            self.confirm_outputs()
-        for event in admitted.to_ack:
-            self.progress.done(event.message.tp, event.message.offset)
-        if admitted.gaps:
-            await self.in_order.read_again(admitted.gaps)
+    async def run_batch(self, records: list[Message]) -> None:
+        """One batch, checkpoint included (the caller holds the checkpoint lock)."""
+        if not records:
+            return
+        batch = Batch()
+        touched: set[int] = set()
+        skipped = (self.reread_skipped, self.duplicates_skipped)
+        process = self.process
+        for msg in records:
+            row = process(msg)
+            p: int = msg.partition()  # type: ignore[assignment]
+            touched.add(p)
+            if row is not None:
+                batch.add(row, msg.topic(), p, msg.offset())  # type: ignore[arg-type]
+        self.send_outputs()
+        self.late.end_batch()
+        for p in touched:
+            self._mark(p, self.partitions[p])
+        reread = self.reread_skipped - skipped[0]
+        copies = self.duplicates_skipped - skipped[1]
+        if reread or copies:
+            logger.info(
+                "processors: %d of %d records read again after a restart or rebalance "
+                "(%d already handled, %d second copies of a raw record%s): skipped",
+                reread + copies, len(records), reread, copies,
+                f", e.g. {'; '.join(self.copy_samples)}" if self.copy_samples else "",
+            )  # fmt: skip
+            self.copy_samples.clear()
+        if self.events_sink is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self.rt.db_executor, self.events_sink.write, batch
+            )
+        await self.checkpoint.complete()
+        self.feed.done(records)
+        self.confirm_outputs()
 
     async def tick(self) -> None:
-        app = self.app
-        if app.rebalancing or not app.tables.recovery.completed.is_set():
+        loop = self.loop
+        if not loop.ready:
             return
         wall, wall_now = time.monotonic(), datetime.now(UTC)
         clean = self.settings.topics.clean
         async with self.checkpoint.lock:
-            for tp in app.consumer.assignment():
+            for tp in loop.assignment:
                 if tp.topic != clean:
                     continue
                 state = self.partition(tp.partition)
                 # Only a caught-up partition's clock moves on with the wall clock while idle,
                 # and only once every raw partition's worker has said it is caught up too: a
                 # failover or a slow worker is not an idle stream.
-                here = self.progress.caught_up(app, tp)
+                here = loop.caught_up(tp)
                 idle = here and all(state.raw_caught_up)
                 now = state.clock.now(wall, idle_allowed=idle, not_after=wall_now)
                 if now is None:
@@ -495,33 +483,28 @@ class Processors:
             await self.checkpoint.complete()
             self.confirm_outputs()
 
-    async def on_revoked(self, revoked: set[TP]) -> None:
+    async def on_revoked(self, revoked: frozenset[TP]) -> None:
         # Wait for a batch in flight to finish its checkpoint, then forget the partitions.
         async with self.checkpoint.lock:
             self.partitions.clear()
             if self.events_sink is not None:
                 self.events_sink.forget()
             self._unconfirmed.clear()
-            self.in_order.reset()
 
-    def register(self) -> None:
-        app = self.app
-        app.agent(self.rt.topics.clean, name="processors")(self.run_batches)
-        app.timer(self.settings.tick_interval_seconds, name="processors-tick")(self.tick)
-
-        @app.on_partitions_revoked.connect
-        async def _revoked(app_: faust.App, revoked: set[TP], **_: Any) -> None:
-            await self.on_revoked(revoked)
-
-        @app.on_partitions_assigned.connect
-        async def _assigned(app_: faust.App, assigned: set[TP], **_: Any) -> None:
+    async def on_assigned(self, assigned: frozenset[TP]) -> None:
+        async with self.checkpoint.lock:
             self.partitions.clear()
-            self.in_order.reset()
+            # Every partition's deadline index and live figures are rebuilt on first touch
+            # from the restored tables (``partition``).
+            self.engine.rebuild([], keep_others=False)
 
 
-def register(app: faust.App, rt: Runtime) -> Processors:
+def register(app: Any, rt: Runtime) -> Processors:
+    """The processors agent on its feed, its idle-clock timer on the app."""
     delivery = DeliveringProducer(rt.settings, rt.bootstrap)
     rt.producers.append(delivery)
-    processors = Processors(app, rt, delivery)
-    processors.register()
+    processors = Processors(rt, delivery)
+    rt.loop.on_assigned.append(processors.on_assigned)
+    rt.loop.on_revoked.append(processors.on_revoked)
+    app.timer(rt.settings.tick_interval_seconds, name="processors-tick")(processors.tick)
     return processors

@@ -20,6 +20,7 @@ events sink skips a clean record the processors dead-letter (``bad_header`` and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import types
@@ -29,20 +30,15 @@ from dataclasses import fields, is_dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import faust
-from faust.types import TP
-
 from portal_pulse.ingest import Rejected
 from portal_pulse.reports.rollup import refeed_events_tail
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink, SinkStopped, lost_ack_fault
 from sinks.rows import EVENT_SOURCE_COLUMNS, TABLES, event_row
-from streams.app import Runtime
-from streams.checkpoint import release_and_ack
 from streams.codecs import alert_from_bytes, live_from_bytes, response_from_bytes
 from streams.delivery import DeliveringProducer
-from streams.feed import batches_of
-from streams.ordering import InOrder
+from streams.records import TP, Message
+from streams.runtime import Runtime
 from streams.watermark import BadHeader, raw_index, read_headers
 
 __all__ = ["DeadLetters", "EventsSinkAgent", "TableSinkAgent", "check_record", "register"]
@@ -106,11 +102,18 @@ class DeadLetters:
         self.pending = 0
         self.reasons: dict[str, int] = {}
 
-    def send(self, agent: str, msg: Any, value: bytes | None, reason: str, detail: str) -> None:
+    def send(self, agent: str, msg: Message, value: bytes | None, reason: str, detail: str) -> None:
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         # The position and reason are logged, never the value (it may hold PHI).
-        logger.error("%s: dead-lettering %s@%d: %s (%s)", agent, msg.tp, msg.offset, reason, detail)
+        logger.error(
+            "%s: dead-lettering %s:%s@%d: %s (%s)", agent, topic, partition, offset, reason, detail
+        )
         record = Rejected(reason, detail).dead_letter(
-            value or b"", msg.topic, msg.partition, msg.offset, datetime.now(UTC)
+            value or b"",
+            topic,
+            partition,
+            offset,
+            datetime.now(UTC),  # type: ignore[arg-type]
         )
         self.delivery.send(
             self.rt.settings.topics.dead_letter, self.rt.dead_letter_codec.encode_record(record)
@@ -128,76 +131,73 @@ class TableSinkAgent:
     """One topic → one table."""
 
     def __init__(
-        self, app: faust.App, rt: Runtime, name: str, topic: faust.TopicT, sink: ClickHouseTableSink,
+        self, rt: Runtime, name: str, topic: str, sink: ClickHouseTableSink,
         row_of: RowOf, dead_letters: DeadLetters | None = None,
     ) -> None:  # fmt: skip
-        self.app = app
         self.rt = rt
         self.name = name
         self.topic = topic
         self.sink = sink
         self.row_of = row_of
         self.dead_letters = dead_letters  # None: skip and count a bad record (dead-letter sink)
-        self.progress = rt.progress_of(name, topic.topics)
+        settings = rt.settings
+        self.feed = rt.loop.feed(
+            name, [topic], settings.sink_batch_size, settings.sink_flush_seconds
+        )
+        # Held from taking a batch's records to their commit: a revocation waits for it.
+        self.lock = asyncio.Lock()
         self.skipped = 0
-        self.in_order = InOrder(app, name)
-        self.in_order.register()
+        rt.loop.on_assigned.append(self.on_assigned)
+        rt.loop.on_revoked.append(self.on_revoked)
 
-    def batch_of(self, events: list[Any]) -> Batch:
+    def batch_of(self, records: list[Message]) -> Batch:
         batch = Batch()
-        for event in events:
-            msg = event.message
+        for msg in records:
+            value = msg.value()
             try:  # the pipeline's own topic, but a record that does not parse stops nothing
-                if not event.value:
+                if not value:
                     raise ValueError("empty record")  # only the clean topic has control records
-                row = self.row_of(event.value)
+                row = self.row_of(value)
             except Exception as exc:
                 self.skipped += 1
                 detail = f"not a record of this topic: {type(exc).__name__}"
                 if self.dead_letters is not None:
-                    self.dead_letters.send(
-                        self.name, msg, event.value, "bad_internal_record", detail
-                    )
+                    self.dead_letters.send(self.name, msg, value, "bad_internal_record", detail)
                 else:
                     logger.error(
-                        "%s: skipping a record that does not parse %s@%d: %s",
-                        self.name, msg.tp, msg.offset, detail,
+                        "%s: skipping a record that does not parse %s:%s@%d: %s",
+                        self.name, msg.topic(), msg.partition(), msg.offset(), detail,
                     )  # fmt: skip
                 continue
-            batch.add(row, msg.topic, msg.partition, msg.offset)
+            batch.add(row, msg.topic(), msg.partition(), msg.offset())  # type: ignore[arg-type]
         return batch
 
-    async def run_batches(self, stream: faust.StreamT) -> None:
-        settings = self.rt.settings
-        async for events in batches_of(
-            stream, settings.sink_batch_size, settings.sink_flush_seconds
-        ):
-            with self.rt.batch_in_flight():
-                admitted = self.in_order.admit(events)
-                await self.write(admitted.fresh)
+    async def run(self) -> None:
+        feed = self.feed
+        async for taken in feed.batches():
+            async with self.lock:
+                records = feed.current(taken)
+                if not records:
+                    continue
+                await self.write(records)
                 if self.dead_letters is not None:
                     await self.dead_letters.flush()
-                await release_and_ack(stream.ack, admitted.to_ack)
-            for event in admitted.to_ack:
-                self.progress.done(event.message.tp, event.message.offset)
-            if admitted.gaps:
-                await self.in_order.read_again(admitted.gaps)
+                feed.done(records)
 
-    async def write(self, events: list[Any]) -> None:
-        batch = self.batch_of(events)
-        await self.app.loop.run_in_executor(self.rt.db_executor, self.sink.write, batch)
+    async def write(self, records: list[Message]) -> None:
+        batch = self.batch_of(records)
+        await asyncio.get_running_loop().run_in_executor(
+            self.rt.db_executor, self.sink.write, batch
+        )
 
-    def on_assigned(self) -> None:
+    async def on_assigned(self, assigned: frozenset[TP]) -> None:
         # Another sink may have written these partitions meanwhile: read positions again.
-        self.sink.forget()
-        self.in_order.reset()
+        async with self.lock:
+            self.sink.forget()
 
-    def register(self) -> None:
-        self.app.agent(self.topic, name=self.name)(self.run_batches)
-
-        @self.app.on_partitions_assigned.connect
-        async def _assigned(app_: faust.App, assigned: set[TP], **_: Any) -> None:
-            self.on_assigned()
+    async def on_revoked(self, revoked: frozenset[TP]) -> None:
+        async with self.lock:  # a batch in flight finishes first
+            pass
 
 
 class EventsSinkAgent(TableSinkAgent):
@@ -214,10 +214,8 @@ class EventsSinkAgent(TableSinkAgent):
     that memory runs on the database thread, one batch at a time.
     """
 
-    def __init__(
-        self, app: faust.App, rt: Runtime, topic: faust.TopicT, sink: ClickHouseTableSink
-    ) -> None:
-        super().__init__(app, rt, "sink-events", topic, sink, self._row_of)
+    def __init__(self, rt: Runtime, topic: str, sink: ClickHouseTableSink) -> None:
+        super().__init__(rt, "sink-events", topic, sink, self._row_of)
         # clean partition → raw "topic|partition" → highest raw offset taken
         self.sources: dict[int, dict[str, int]] = {}
         index = raw_index(rt.settings.topics.raw.values(), rt.settings.raw_partitions)
@@ -231,13 +229,15 @@ class EventsSinkAgent(TableSinkAgent):
     def _row_of(self, value: bytes) -> list[Any]:
         return event_row(clean_event_from_record(self.rt.clean_codec.decode_record(value)))
 
-    def on_assigned(self) -> None:
+    async def on_assigned(self, assigned: frozenset[TP]) -> None:
         # Positions and raw offsets are read again on the database thread before the next batch.
-        self._stale = True
-        self.in_order.reset()
+        async with self.lock:
+            self._stale = True
 
-    async def write(self, events: list[Any]) -> None:
-        await self.app.loop.run_in_executor(self.rt.db_executor, self.write_now, events)
+    async def write(self, records: list[Message]) -> None:
+        await asyncio.get_running_loop().run_in_executor(
+            self.rt.db_executor, self.write_now, records
+        )
 
     def _load(self, topic: str) -> None:
         """Written positions and highest raw offsets of ``topic``, retried like an insert."""
@@ -266,8 +266,8 @@ class EventsSinkAgent(TableSinkAgent):
             self._loaded.add(topic)
             return
 
-    def write_now(self, events: list[Any]) -> int:
-        """Rows of the admitted ``events`` (in offset order), written; on the database thread."""
+    def write_now(self, events: list[Message]) -> int:
+        """Rows of ``events`` (in offset order), written; on the database thread."""
         if self._stale:
             self._stale = False
             self.sources.clear()
@@ -275,20 +275,20 @@ class EventsSinkAgent(TableSinkAgent):
             self.sink.forget()
         batch = Batch()
         skipped = (self.reread_skipped, self.copies_skipped)
-        for event in events:
-            msg = event.message
-            topic, p, offset = msg.topic, msg.partition, msg.offset
+        for msg in events:
+            topic, p, offset = msg.topic(), msg.partition(), msg.offset()
             if topic not in self._loaded:
                 self._load(topic)
             if offset <= self.sink._written.get((topic, p), -1):
                 self.reread_skipped += 1
                 continue  # its row (or its verdict) is in ClickHouse already
             try:
-                source = read_headers(event.headers, self.raw_sources).source
+                source = read_headers(msg.headers(), self.raw_sources).source
             except BadHeader:  # the processors dead-letter it (bad_header): no events row
                 self.bad_skipped += 1
                 continue
-            if not event.value:
+            value = msg.value()
+            if not value:
                 continue  # a watermark control record (or one the processors dead-letter)
             where, raw_offset = source if source is not None else ("", -1)
             if source is not None:
@@ -298,12 +298,12 @@ class EventsSinkAgent(TableSinkAgent):
                     continue
                 seen[where] = raw_offset
             try:
-                row = self._row_of(event.value)
+                row = self._row_of(value)
             except Exception as exc:  # the processors dead-letter it: no events row
                 self.skipped += 1
                 logger.error(
-                    "%s: skipping a record that does not parse %s@%d: %s",
-                    self.name, msg.tp, offset, type(exc).__name__,
+                    "%s: skipping a record that does not parse %s:%s@%d: %s",
+                    self.name, topic, p, offset, type(exc).__name__,
                 )  # fmt: skip
                 continue
             batch.add([*row, where, raw_offset], topic, p, offset)
@@ -338,11 +338,11 @@ def events_table_sink(rt: Runtime) -> ClickHouseTableSink:
     return sink
 
 
-def register(app: faust.App, rt: Runtime) -> list[TableSinkAgent]:
-    topics = rt.topics
+def register(rt: Runtime) -> list[TableSinkAgent]:
     settings = rt.settings
+    topics = settings.topics
     # agent name, topic, table, and how a record's bytes become the table's record
-    specs: list[tuple[str, faust.TopicT, str, Callable[[bytes], Any]]] = [
+    specs: list[tuple[str, str, str, Callable[[bytes], Any]]] = [
         (
             "sink-dead-letters",
             topics.dead_letter,
@@ -384,14 +384,11 @@ def register(app: faust.App, rt: Runtime) -> list[TableSinkAgent]:
         )
         rt.sinks[table] = sink
         agent = TableSinkAgent(
-            app, rt, name, topic, sink, lambda b, row=spec.row, decode=decode: row(decode(b)),
+            rt, name, topic, sink, lambda b, row=spec.row, decode=decode: row(decode(b)),
             None if table == "dead_letters" else dead_letters,
         )  # fmt: skip
-        agent.register()
         agents.append(agent)
     if rt.role == "sink":
         # In the all role the processors write these rows themselves.
-        events = EventsSinkAgent(app, rt, topics.clean, events_table_sink(rt))
-        events.register()
-        agents.append(events)
+        agents.append(EventsSinkAgent(rt, topics.clean, events_table_sink(rt)))
     return agents

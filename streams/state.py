@@ -1,10 +1,12 @@
 """Changelog-backed state whose changelog is written at the checkpoint, after the outputs.
 
-Faust restores each table from its changelog topic when partitions are assigned. We write the
-changelog ourselves, through the librdkafka producer, and only once the outputs that the same
-state changes produced are delivered (``streams.checkpoint``): a restored state therefore never
-claims an alert was raised that did not reach Kafka. Each changed key is written once per
-checkpoint (last write wins), which also keeps the changelog small.
+A ``StateTable`` is a dict in memory and a compacted changelog topic in Kafka. The consumer
+loop (``streams.consumer_loop``) restores it from the changelog when partitions are assigned,
+before any input record of those partitions is handed over. The changelog is written here,
+through the librdkafka producer, and only once the outputs that the same state changes produced
+are delivered (``streams.checkpoint``): a restored state therefore never claims an alert was
+raised that did not reach Kafka. Each changed key is written once per checkpoint (last write
+wins), which also keeps the changelog small.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import faust
-
 from portal_pulse.engine import is_stub, stub
 from streams.delivery import DeliveringProducer
 
-__all__ = ["JSON_VALUES", "STATE_VALUES", "ChangelogStore", "Values"]
+__all__ = [
+    "JSON_VALUES",
+    "STATE_VALUES",
+    "ChangelogStore",
+    "StateTable",
+    "Values",
+    "changelog_topic",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +40,7 @@ def _json(obj: Any) -> bytes:
 class Values:
     """How a store's values are written to the changelog and what a deletion stub looks like."""
 
-    serializer: str  # the Faust table's value serializer, which reads the changelog back
+    loads: Callable[[bytes], Any]  # reads the changelog back
     dumps: Callable[[Any], bytes]
     stub: Callable[[int, int], Any]
     is_stub: Callable[[Any], bool]
@@ -41,31 +48,72 @@ class Values:
 
 #: ``{"p": partition, "s": state, "o": offset}`` dicts (live figures, partition markers).
 JSON_VALUES = Values(
-    "json", _json, lambda p, o: {"p": p, "s": None, "o": o}, lambda v: v.get("s") is None
+    json.loads, _json, lambda p, o: {"p": p, "s": None, "o": o}, lambda v: v.get("s") is None
 )
 #: The engine's bytes (``portal_pulse.engine``): memory and changelog hold the same bytes.
-STATE_VALUES = Values("raw", bytes, stub, is_stub)
+STATE_VALUES = Values(bytes, bytes, stub, is_stub)
+
+
+def changelog_topic(app_id: str, name: str) -> str:
+    """A table's changelog (the name Faust gave it, so existing changelogs are read back)."""
+    return f"{app_id}-{name}-changelog"
+
+
+class StateTable:
+    """Key → value for the partitions this worker owns, restored from ``topic`` on assignment.
+
+    ``by`` names the input topics whose partition numbers the table's partitions follow: a
+    table partition is restored when the worker is given that partition of those topics.
+    Keys are JSON in the changelog (``str`` or ``list`` once read back), values ``values``."""
+
+    def __init__(
+        self, app_id: str, name: str, by: frozenset[str], values: Values | None = None
+    ) -> None:
+        self.name = name
+        self.topic = changelog_topic(app_id, name)
+        self.by = by
+        self.values = values or JSON_VALUES
+        self.data: dict[Any, Any] = {}
+
+    def apply(self, data: dict[Any, Any], key: bytes | None, value: bytes | None) -> None:
+        """One changelog record into ``data`` (recovery): a tombstone deletes the key.
+
+        ``ValueError`` for a record this pipeline did not write; the caller skips and counts it.
+        A list key becomes a tuple (hashable), as Faust's tables made it."""
+        if key is None:
+            raise ValueError("a changelog record without a key")
+        k = json.loads(key)
+        if isinstance(k, list):
+            k = tuple(k)
+        if value is None:
+            data.pop(k, None)
+        else:
+            data[k] = self.values.loads(value)
+
+    def install(self, data: dict[Any, Any]) -> None:
+        """The restored contents (on the event loop, before any record is handed over)."""
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 class ChangelogStore:
-    """Key → value in a Faust table (``Values`` says which kind); changelog on ``write_changes``."""
+    """Key → value in a ``StateTable``; its changelog records on ``write_changes``."""
 
-    def __init__(
-        self, table: faust.Table, delivery: DeliveringProducer, values: Values = JSON_VALUES
-    ) -> None:
+    def __init__(self, table: StateTable, delivery: DeliveringProducer) -> None:
         self.table = table
         self.delivery = delivery
-        self.values = values
-        self.topic = table.changelog_topic.get_topic_name()
+        self.values = table.values
+        self.topic = table.topic
         self._dirty: dict[str, int] = {}
         # Deleted keys are first written as stubs that keep their input offset (a re-read of
         # that input must not bring them back), and tombstoned at the following checkpoint.
         self._stubbed: dict[str, int] = {}
 
     @property
-    def _data(self) -> dict[str, Any]:
-        # The memory store's own dict: Faust's mapping wrapper costs a call per access.
-        return self.table.data.data  # type: ignore[no-any-return]
+    def _data(self) -> dict[Any, Any]:
+        return self.table.data
 
     def get(self, key: str) -> Any:
         return self._data.get(key)

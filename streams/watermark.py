@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from faust.types import TP
+from streams.records import TP
 
 __all__ = [
     "COVER_HEADER",

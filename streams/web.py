@@ -47,8 +47,8 @@ from sinks.remote import (
     worker_token,
     write_private,
 )
-from streams.app import Runtime
 from streams.health import WorkerHealth
+from streams.runtime import Runtime
 
 __all__ = ["address_dir", "register", "web_url", "withdraw_address"]
 
@@ -63,7 +63,7 @@ def address_dir(settings: Any) -> Path:
 
 
 def register(app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> WorkerHealth:
-    health = WorkerHealth(app, rt, metrics)
+    health = WorkerHealth(rt, metrics)
     settings = rt.settings
     directory = address_dir(settings)
     configured = settings.web_token.get_secret_value() if settings.web_token else None

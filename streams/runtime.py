@@ -1,0 +1,60 @@
+"""What the agents of one worker share: settings, codecs, the consumer loop, producers, sinks.
+
+Each agent gets the runtime (and its own delivery producer) passed in when it is built; the
+runtime never imports an agent, so there is no import circle (``streams.app`` builds both).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from portal_pulse.ingest import Ingestor
+from portal_pulse.metrics import PipelineMetrics
+from portal_pulse.settings import Settings
+from schemas.serializer import AvroCodec
+from streams.consumer_loop import ConsumerLoop
+
+__all__ = ["Runtime"]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    loop: ConsumerLoop
+    clickhouse: Client | None  # None for the process role: it writes no ClickHouse rows
+    raw_codec: AvroCodec
+    clean_codec: AvroCodec
+    alert_codec: AvroCodec
+    dead_letter_codec: AvroCodec
+    ingestor: Ingestor
+    # ClickHouse calls run on one thread: off the event loop, and never two at once.
+    db_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
+    )
+    sinks: dict[str, Any] = field(default_factory=dict)
+    producers: list[Any] = field(default_factory=list)
+    # "ingest", "processors", "sinks": read by health, status and the shutdown summary.
+    agents: dict[str, Any] = field(default_factory=dict)
+    notifier: Any = None
+    bootstrap: str = ""
+    metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
+    health: Any = None
+    started_at: float | None = None
+    role: str = "all"  # portal_pulse.roles
+
+    def stop_io(self) -> None:
+        """Make retries in progress give up (shutdown): their inputs stay uncommitted."""
+        for producer in self.producers:
+            producer.stop()
+        for sink in self.sinks.values():
+            sink.stop()
+
+    def close(self) -> None:
+        """Release the producers' connections (tests that build a runtime and never run it)."""
+        for producer in self.producers:
+            producer.stop()
+            producer.close()
