@@ -48,6 +48,8 @@ class DeliveringProducer:
                 # Same key → same partition as Java clients and aiokafka.
                 "partitioner": "murmur2_random",
                 "error_cb": self._on_error,
+                # librdkafka's own log lines go through logging (our format, escaped), not stderr.
+                "logger": logging.getLogger("librdkafka"),
                 # Reports only for failed records: a Python callback per delivered record cost
                 # more than producing it. A failure still reaches ``_on_delivery``.
                 "on_delivery": self._on_delivery,

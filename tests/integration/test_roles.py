@@ -43,7 +43,7 @@ baseline = faults.baseline
 # Each scenario is run once more if it fails: in 2 of the last clean-clone runs a few raw records
 # of the smallest topic never reached Kafka although `produce` saw every delivery acknowledged
 # (not yet explained; see the crash-safety note). A scenario failing twice fails the suite.
-pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.flaky(reruns=1)]
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 # A dead process worker's partitions move after this (the default is 10 s).
 SESSION_TIMEOUT = "6"

@@ -280,28 +280,16 @@ def test_faust_data_dir_is_under_the_data_dir(
 ) -> None:
     """The app the worker builds keeps Faust's files under PORTAL_PULSE_DATA_DIR, not in the
     working directory (root-owned /app in the image)."""
-    import faust
-
     import streams.app
 
-    class Built(Exception):
-        pass
-
-    built: list[Any] = []
-    real_app = faust.App
-
-    def capture(*args: Any, **kwargs: Any) -> Any:
-        built.append(real_app(*args, **kwargs))
-        raise Built  # stop before ClickHouse: only the app's configuration matters here
-
-    monkeypatch.setattr(streams.app.faust, "App", capture)
     monkeypatch.chdir(tmp_path)
     data_dir = tmp_path / "state"
     monkeypatch.setenv("PORTAL_PULSE_DATA_DIR", str(data_dir))
     monkeypatch.setenv("PORTAL_PULSE_PSEUDONYM_KEY", "k" * 32)
-    with pytest.raises(Built):
-        streams.app.build_app(Settings(), "kafka:9092")
-    conf = built[0].conf
+    # The process role opens no ClickHouse: only the app's configuration matters here.
+    app, rt = streams.app.build_app(Settings(), "kafka:9092", role="process")
+    rt.close()
+    conf = app.conf
     for path in (conf.datadir, conf.appdir, conf.tabledir):
         assert Path(path).resolve().is_relative_to(data_dir.resolve()), path
     assert not list(tmp_path.glob("*-data")), "nothing in the working directory"

@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 import yaml
-from faust.types import Message
+from confluent_kafka import Message
 
 from portal_pulse.settings import Settings
 from schemas.serializer import clean_event_to_record
 from streams.app import build_app
 from streams.processor_agent import Processors
-from streams.topics import BytesEvent
 from streams.watermark import COVER_HEADER, HEADER, SOURCE_HEADER, header_value
 
 NOBODY = "127.0.0.1:9"  # discard port: nothing answers, nothing is delivered
@@ -58,8 +57,7 @@ def processors(tmp_path: Path) -> Iterator[Processors]:
     )
     _app, rt = build_app(settings, NOBODY, role="process")
     yield rt.agents["processors"]
-    for producer in rt.producers:
-        producer.stop()
+    rt.close()
 
 
 def _clean(pr: Processors, **fields: Any) -> bytes:
@@ -77,10 +75,9 @@ def _clean(pr: Processors, **fields: Any) -> bytes:
     return pr.rt.clean_codec.encode_record(clean_event_to_record(event))
 
 
-def _record(pr: Processors, offset: int, value: bytes | None, headers: list[Any]) -> BytesEvent:
+def _record(pr: Processors, offset: int, value: bytes | None, headers: list[Any]) -> Message:
     topic = pr.settings.topics.clean
-    msg = Message(topic, 0, offset, time.time(), 0, headers, b"k", value, None)
-    return BytesEvent(pr.app, b"k", value, headers, msg)
+    return Message(topic=topic, partition=0, offset=offset, key=b"k", value=value, headers=headers)
 
 
 def _headers(pr: Processors, at: datetime | None, raw_offset: int | None) -> list[Any]:

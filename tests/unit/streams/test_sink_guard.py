@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -11,18 +10,18 @@ from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
-from faust.types import Message
+from confluent_kafka import Message
 
 from portal_pulse.domain.live import LiveRow
 from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.settings import Settings
 from sinks.batching import ClickHouseTableSink
 from sinks.rows import TABLES
-from streams.app import Runtime, build_app
+from streams.app import build_app
+from streams.runtime import Runtime
 from streams.codecs import alert_from_bytes, alert_to_bytes, live_to_bytes, response_to_bytes
 from streams.delivery import DeliveringProducer
 from streams.sink_agents import DeadLetters, TableSinkAgent, check_record
-from streams.topics import BytesEvent
 
 T = datetime(2026, 1, 5, 9, tzinfo=UTC)
 ALERT = Alert("a1", "sla.breached", "P001", "t", "f" * 32, "billing", "billing", T, T, T)
@@ -40,16 +39,14 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
     )
     _app, runtime = build_app(settings, "127.0.0.1:9", role="process")
     yield runtime
-    for producer in runtime.producers:
-        producer.stop()
+    runtime.close()
 
 
-def _events(rt: Runtime, topic: str, values: list[bytes | None]) -> list[BytesEvent]:
-    out = []
-    for offset, value in enumerate(values):
-        msg = Message(topic, 0, offset, time.time(), 0, [], None, value, None)
-        out.append(BytesEvent(rt.topics.alerts.app, None, value, [], msg))  # type: ignore[attr-defined]
-    return out
+def _events(topic: str, values: list[bytes | None]) -> list[Message]:
+    return [
+        Message(topic=topic, partition=0, offset=offset, value=value, headers=[])
+        for offset, value in enumerate(values)
+    ]
 
 
 def test_records_as_the_pipeline_writes_them_pass() -> None:
@@ -87,8 +84,7 @@ def test_a_bad_alert_record_is_dead_lettered_and_the_rest_written(
     sink = ClickHouseTableSink(chdb_client, "alerts", spec.columns)
     dead = DeadLetters(rt, DeliveringProducer(rt.settings, rt.bootstrap))
     agent = TableSinkAgent(
-        rt.topics.alerts.app,  # type: ignore[attr-defined]
-        rt, "sink-alerts", rt.topics.alerts, sink,
+        rt, "sink-alerts", rt.settings.topics.alerts, sink,
         lambda b: spec.row(check_record(alert_from_bytes(rt.alert_codec, b))), dead,
     )  # fmt: skip
     good = alert_to_bytes(rt.alert_codec, ALERT)
@@ -97,7 +93,7 @@ def test_a_bad_alert_record_is_dead_lettered_and_the_rest_written(
         Alert("a2", "k", "P", "t", "p", None, None, datetime(1960, 1, 1, tzinfo=UTC), T, T),
     )
     values = [good, b"", None, b"\x00garbage", response_to_bytes(FACT), early, live_to_bytes(LIVE)]
-    batch = agent.batch_of(_events(rt, rt.settings.topics.alerts, values))
+    batch = agent.batch_of(_events(rt.settings.topics.alerts, values))
     assert len(batch) == 1
     assert dead.reasons == {"bad_internal_record": len(values) - 1}
     assert dead.pending == len(values) - 1
@@ -110,11 +106,10 @@ def test_the_dead_letter_sink_skips_a_bad_record_without_a_dead_letter(
 ) -> None:
     spec = TABLES["dead_letters"]
     agent = TableSinkAgent(
-        rt.topics.alerts.app,  # type: ignore[attr-defined]
-        rt, "sink-dead-letters", rt.topics.dead_letter, ClickHouseTableSink(chdb_client, "dead_letters", spec.columns),
+        rt, "sink-dead-letters", rt.settings.topics.dead_letter, ClickHouseTableSink(chdb_client, "dead_letters", spec.columns),
         lambda b: spec.row(rt.dead_letter_codec.decode_record(b)),
     )  # fmt: skip
     batch = agent.batch_of(
-        _events(rt, rt.settings.topics.dead_letter, [b"", json.dumps({}).encode()])
+        _events(rt.settings.topics.dead_letter, [b"", json.dumps({}).encode()])
     )
     assert len(batch) == 0 and agent.skipped == 2

@@ -6,27 +6,11 @@ import json
 from typing import Any
 
 from portal_pulse.engine import VALUE_HEADER
-from streams.state import STATE_VALUES, ChangelogStore
+import pytest
 
+from streams.state import STATE_VALUES, ChangelogStore, StateTable
 
-class _Topic:
-    def get_topic_name(self) -> str:
-        return "app-sla-state-changelog"
-
-
-class _Store:
-    """A Faust memory store: its dict is ``.data``."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-
-class _Table:
-    """The two things ChangelogStore uses of a Faust table."""
-
-    def __init__(self) -> None:
-        self.data = _Store()
-        self.changelog_topic = _Topic()
+BY = frozenset({"app.events.clean"})
 
 
 class _Recorder:
@@ -44,7 +28,7 @@ class _Recorder:
 
 def store() -> tuple[ChangelogStore, _Recorder]:
     rec = _Recorder()
-    return ChangelogStore(_Table(), rec), rec  # type: ignore[arg-type]
+    return ChangelogStore(StateTable("app", "sla-state", BY), rec), rec  # type: ignore[arg-type]
 
 
 def test_nothing_is_sent_before_the_checkpoint_and_each_key_once() -> None:
@@ -96,7 +80,7 @@ class _BytesRecorder(_Recorder):
 
 def test_engine_states_go_to_the_changelog_as_they_are_held() -> None:
     rec = _BytesRecorder()
-    s = ChangelogStore(_Table(), rec, STATE_VALUES)  # type: ignore[arg-type]
+    s = ChangelogStore(StateTable("app", "sla-state", BY, STATE_VALUES), rec)  # type: ignore[arg-type]
     value = VALUE_HEADER.pack(2, 9) + b"state"
     s.put("k", value, 2)
     s.write_changes()
@@ -107,3 +91,32 @@ def test_engine_states_go_to_the_changelog_as_they_are_held() -> None:
     s.write_changes()
     assert rec.sent[-1] == ("k", None, 2)
     assert s.get("k") is None
+
+
+def test_a_table_reads_back_what_its_store_wrote() -> None:
+    """Recovery (streams.consumer_loop) replays the changelog through ``apply``: the last
+    record of a key wins, a tombstone deletes it, a list key comes back as a tuple."""
+    table = StateTable("app", "dedup", BY)
+    assert table.topic == "app-dedup-changelog"
+    data: dict[object, object] = {}
+    table.apply(data, b'["P001","e1"]', b'[0,"00000000000000ff"]')
+    table.apply(data, b'"k"', b'{"n":1}')
+    table.apply(data, b'"k"', b'{"n":2}')
+    table.apply(data, b'"gone"', b"1")
+    table.apply(data, b'"gone"', None)
+    assert data == {("P001", "e1"): [0, "00000000000000ff"], "k": {"n": 2}}
+
+
+def test_engine_state_bytes_come_back_unchanged() -> None:
+    table = StateTable("app", "sla-state", BY, STATE_VALUES)
+    data: dict[object, object] = {}
+    table.apply(data, b'"k"', b"\x00\x01raw")
+    assert data == {"k": b"\x00\x01raw"}
+
+
+@pytest.mark.parametrize(("key", "value"), [(None, b"1"), (b"not json", b"1"), (b'"k"', b"{")])
+def test_a_record_this_pipeline_did_not_write_is_refused(
+    key: bytes | None, value: bytes
+) -> None:
+    with pytest.raises(ValueError):
+        StateTable("app", "live", BY).apply({}, key, value)
