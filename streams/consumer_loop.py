@@ -203,6 +203,8 @@ class ConsumerLoop:
             # Range keeps partition p of every topic (and so of every table) on one worker.
             "partition.assignment.strategy": "range",
             "on_commit": self._on_commit,
+            # librdkafka's own log lines go through logging (our format, escaped), not stderr.
+            "logger": logging.getLogger("librdkafka"),
         }
         self.max_batch = max_batch
         self.metrics = metrics
@@ -566,7 +568,11 @@ class ConsumerLoop:
             return {table.name: {} for table in self.tables}
         reader = Consumer(
             {
-                **{k: v for k, v in self.config.items() if k != "on_commit"},
+                **{
+                    k: v
+                    for k, v in self.config.items()
+                    if k not in ("on_commit", "group.instance.id")
+                },
                 "group.id": f"{self.config['group.id']}-restore",
                 "enable.partition.eof": False,
             }
