@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PP := $(VENV)/bin/portal-pulse
 
-.PHONY: help demo test test-faults lint format lock broker-start broker-stop broker-status kafka-libs browser prometheus-tools bench clean
+.PHONY: help demo test test-faults test-loop lint format lock broker-start broker-stop broker-status kafka-libs browser prometheus-tools bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ test: $(VENV)/.installed kafka-libs browser prometheus-tools ## run the whole te
 
 test-faults: $(VENV)/.installed kafka-libs ## the fault-injection suite (kills, outages, poison records; slow)
 	$(PY) -m pytest -m faults tests/integration/test_fault_injection.py
+
+RUNS ?= 20
+test-loop: $(VENV)/.installed kafka-libs ## the fault and roles suites RUNS times in a row, no rerun (docs/testing.md)
+	$(PY) tests/loop_suites.py --runs $(RUNS)
 
 lint: $(VENV)/.installed ## ruff check and format check
 	$(VENV)/bin/ruff check .

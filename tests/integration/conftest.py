@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,13 @@ import pytest
 from portal_pulse.broker import LocalBroker, docker_available
 
 PSEUDONYM_KEY = "integration-test-key-not-a-secret"
+
+# PORTAL_PULSE_TEST_CPU_LOAD=1: the modules that use the ``cpu_load`` fixture run while one busy
+# process per core keeps every core at 100 % (tests/loop_suites.py --under-load sets it; CI does
+# not). Their liveness bounds (how long a worker may take to start, stop or go idle) stretch by
+# LIVENESS_SCALE under it; no result check changes.
+CPU_LOAD = os.environ.get("PORTAL_PULSE_TEST_CPU_LOAD", "").lower() in {"1", "true", "yes"}
+LIVENESS_SCALE = 3.0 if CPU_LOAD else 1.0
 
 
 def free_port() -> int:
@@ -52,6 +61,45 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="module")
+def cpu_load() -> Iterator[int]:
+    """Under PORTAL_PULSE_TEST_CPU_LOAD, ``os.cpu_count()`` processes spinning on the CPU for the
+    whole module (started before its first test, stopped after its last); yields how many.
+
+    Real contention, not a sleep: the workers, the broker and the replay compete with them for
+    every core, so the module's kills and outages meet slow polls, late heartbeats and long
+    pauses between a fetch and its processing. On exit each spinner's CPU time is printed, to
+    show the load was there."""
+    if not CPU_LOAD:
+        yield 0
+        return
+    count = os.cpu_count() or 1
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+    began = time.monotonic()
+    print(f"\n[cpu-load] {count} busy processes started (one per core)")
+    try:
+        yield count
+    finally:
+        wall = time.monotonic() - began
+        shares: list[str] = []
+        for proc in spinners:
+            if proc.poll() is not None:  # reaped already: its CPU time is gone with it
+                shares.append(f"none (exited {proc.returncode})")
+                continue
+            proc.send_signal(signal.SIGKILL)
+            # wait4, not Popen.wait: the child's CPU time comes with its exit status.
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = -signal.SIGKILL if os.WIFSIGNALED(status) else status
+            shares.append(f"{(usage.ru_utime + usage.ru_stime) / wall:.0%}")
+        print(
+            f"\n[cpu-load] {count} busy processes over {wall:.0f} s used "
+            f"{', '.join(shares)} of a core each"
+        )
 
 
 class Pipeline:

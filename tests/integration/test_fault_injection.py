@@ -27,12 +27,14 @@ import pytest
 import yaml
 
 from portal_pulse.simulate import SimulationSpec, realistic_order, simulate
-from tests.integration.conftest import Pipeline, free_port, query_chdb
+from tests.integration.conftest import LIVENESS_SCALE, Pipeline, free_port, query_chdb
 
-# Each scenario is run once more if it fails: in 2 of the last clean-clone runs a few raw records
-# of the smallest topic never reached Kafka although `produce` saw every delivery acknowledged
-# (not yet explained; see the crash-safety note). A scenario failing twice fails the suite.
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+# ``cpu_load``: every core busy for the module under PORTAL_PULSE_TEST_CPU_LOAD=1 (conftest).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.faults,
+    pytest.mark.usefixtures("cpu_load"),
+]
 
 SPEC = SimulationSpec(practices=2, patients=150, months=2, seed=11, bad_fraction=0.01)
 
@@ -284,6 +286,7 @@ class Worker:
     def ready(self, timeout: float = 90.0) -> float:
         """Wait until the worker logs that its state is recovered (joined, recovered); seconds since
         launch."""
+        timeout *= LIVENESS_SCALE
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (
@@ -295,7 +298,9 @@ class Worker:
         pytest.fail(f"{self.name} not ready within {timeout:.0f}s:\n{self.stderr()[-3000:]}")
 
     def terminate(self, within: float = 30.0) -> tuple[int, float]:
-        """SIGTERM; returns (exit code, seconds to exit). Fails if it takes over ``within``."""
+        """SIGTERM; returns (exit code, seconds to exit). Fails if it takes over ``within``
+        (times LIVENESS_SCALE)."""
+        within *= LIVENESS_SCALE
         sent = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -351,7 +356,8 @@ def _recover(
 ) -> Finished:
     """The last restart: ``worker --exit-when-idle 3`` (as ``pipeline.run_worker``), timed from
     launch to its idle exit ("time to recover"); its output is kept in files, so a worker that
-    never goes idle still shows its log."""
+    never goes idle still shows its log. ``timeout`` (times LIVENESS_SCALE) bounds liveness only."""
+    timeout *= LIVENESS_SCALE
     out_path, err_path = (
         pipeline.root / f"{label}-final.stdout",
         pipeline.root / f"{label}-final.stderr",
@@ -746,7 +752,7 @@ def test_broker_outage_past_delivery_timeout(
         broker.start(timeout=120)
         back = time.monotonic()
         caught_up = False
-        while time.monotonic() < back + 120 and w1.proc.poll() is None:
+        while time.monotonic() < back + 120 * LIVENESS_SCALE and w1.proc.poll() is None:
             try:
                 caught_up = not _group_lag(pipe)
             except Exception:  # the broker is still settling
