@@ -156,7 +156,9 @@ def build_app(
         settings=settings,
         role=role,
         bootstrap=bootstrap,
-        loop=ConsumerLoop(loop_config, max_batch=settings.sink_batch_size),
+        loop=ConsumerLoop(
+            loop_config, max_batch=settings.sink_batch_size, standby=settings.standby_replicas > 0
+        ),
         clickhouse=client,
         raw_codec=raw_codec,
         clean_codec=get_codec("CleanEvent", registry),

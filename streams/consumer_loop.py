@@ -46,6 +46,7 @@ from confluent_kafka import (
 
 from streams.records import TP
 from streams.state import StateTable
+from streams.warm_copies import WarmCopies
 
 __all__ = ["ConsumerLoop", "Feed", "LoopStats", "Taken"]
 
@@ -72,7 +73,8 @@ class LoopStats:
     paused: int = 0  # times a topic was paused for back-pressure
     commits: int = 0
     commit_errors: int = 0
-    restored_records: int = 0
+    restored_records: int = 0  # changelog records read at assignment
+    warm_records: int = 0  # keys taken from standby replicas at assignment
     bad_changelog_records: int = 0
 
 
@@ -193,6 +195,7 @@ class ConsumerLoop:
         *,
         max_batch: int = 5_000,
         metrics: Any = None,
+        standby: bool = False,
     ) -> None:
         self.config = {
             **config,
@@ -227,6 +230,8 @@ class ConsumerLoop:
         self._aio: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self.standby = standby
+        self.warm: WarmCopies | None = None
         self.failure: BaseException | None = None
         self.on_failure: Callable[[BaseException], None] | None = None
 
@@ -277,6 +282,12 @@ class ConsumerLoop:
             feed.bind(aio)
         self._by_topic = {t: [f for f in self.feeds if t in f.topics] for t in self.topics}
         self._consumer = Consumer(self.config)
+        if self.standby and self.tables:
+            self.warm = WarmCopies(
+                {**self._reader_config(), "group.id": f"{self.config['group.id']}-standby"},
+                self.tables,
+            )
+            self.warm.start()
         self._thread = threading.Thread(target=self._run, name="kafka-consumer", daemon=True)
         self._thread.start()
 
@@ -286,6 +297,8 @@ class ConsumerLoop:
         thread = self._thread
         if thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        if self.warm is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.warm.stop)
 
     def _run(self) -> None:
         consumer = self._consumer
@@ -497,6 +510,7 @@ class ConsumerLoop:
             "; ".join(f"{t} {ps}" for t, ps in by_topic.items()) or "none",
         )
         committed = self._committed_offsets(consumer, partitions)
+        read_before, warm_before = self.stats.restored_records, self.stats.warm_records
         restored = self._restore(tps)
         self._call(self._install(tps, committed, restored))
         consumer.assign(
@@ -506,9 +520,12 @@ class ConsumerLoop:
             ]
         )
         logger.info(
-            "state recovered in %.1fs: processing (rebalance %d)",
+            "state recovered in %.1fs: processing (rebalance %d; %d changelog records read, "
+            "%d keys from standby replicas)",
             time.monotonic() - began,
             self.stats.rebalances,
+            self.stats.restored_records - read_before,
+            self.stats.warm_records - warm_before,
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -567,15 +584,7 @@ class ConsumerLoop:
         if not any(wanted.values()):
             return {table.name: {} for table in self.tables}
         reader = Consumer(
-            {
-                **{
-                    k: v
-                    for k, v in self.config.items()
-                    if k not in ("on_commit", "group.instance.id")
-                },
-                "group.id": f"{self.config['group.id']}-restore",
-                "enable.partition.eof": False,
-            }
+            {**self._reader_config(), "group.id": f"{self.config['group.id']}-restore"}
         )
         try:
             for table in self.tables:
@@ -588,6 +597,14 @@ class ConsumerLoop:
             reader.close()
         return restored
 
+    def _reader_config(self) -> dict[str, Any]:
+        """A consumer that only reads assigned partitions: never joins a group, never commits."""
+        return {
+            k: v
+            for k, v in self.config.items()
+            if k not in ("on_commit", "group.instance.id", "partition.assignment.strategy")
+        }
+
     def _read_changelog(
         self, reader: Consumer, table: StateTable, parts: list[int], data: dict[Any, Any]
     ) -> None:
@@ -597,9 +614,15 @@ class ConsumerLoop:
             low, high = self._retrying(
                 lambda p=p: reader.get_watermark_offsets(TopicPartition(table.topic, p), 10)
             )
-            if high > low:
+            start = low
+            warm = self.warm.copy_of(table.topic, p) if self.warm is not None else None
+            if warm is not None and warm[1] > low:
+                data.update(warm[0])
+                start = warm[1]
+                self.stats.warm_records += len(warm[0])
+            if high > start:
                 ends[p] = high
-                starts.append(TopicPartition(table.topic, p, low))
+                starts.append(TopicPartition(table.topic, p, start))
         if not starts:
             return
         reader.assign(starts)

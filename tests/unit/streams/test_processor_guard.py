@@ -7,7 +7,6 @@ processors are driven record by record; dead letters queue in the producer and a
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path

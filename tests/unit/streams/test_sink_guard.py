@@ -18,9 +18,9 @@ from portal_pulse.settings import Settings
 from sinks.batching import ClickHouseTableSink
 from sinks.rows import TABLES
 from streams.app import build_app
-from streams.runtime import Runtime
 from streams.codecs import alert_from_bytes, alert_to_bytes, live_to_bytes, response_to_bytes
 from streams.delivery import DeliveringProducer
+from streams.runtime import Runtime
 from streams.sink_agents import DeadLetters, TableSinkAgent, check_record
 
 T = datetime(2026, 1, 5, 9, tzinfo=UTC)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from portal_pulse.engine import VALUE_HEADER
 import pytest
 
+from portal_pulse.engine import VALUE_HEADER
 from streams.state import STATE_VALUES, ChangelogStore, StateTable
 
 BY = frozenset({"app.events.clean"})
