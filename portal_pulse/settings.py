@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     app_id: str = "portal-pulse"
     # Failover: a dead worker's partitions move after this many seconds without a heartbeat.
     session_timeout_seconds: float = 10.0
-    # Standby replicas (Faust): each table partition is also kept warm on this many other
-    # workers, so failover restores from a nearby position instead of the changelog's start.
+    # Standby replicas (streams/warm_copies.py): 1 or more keeps a warm copy of every table
+    # partition on each worker, so failover restores from a nearby position instead of the
+    # changelog's start; 0 turns them off.
     standby_replicas: int = Field(default=1, ge=0)
     # Static group membership (Kafka group.instance.id): a worker restarted under the same id
     # gets its partitions back at once, without a rebalance. Unique per worker.
@@ -108,9 +109,6 @@ class Settings(BaseSettings):
     # An insert that fails is retried with back-off up to this pause, for as long as it takes.
     sink_retry_max_seconds: float = 10.0
     tick_interval_seconds: float = 0.25
-    # A partition whose commits stopped short of its end for this long while nothing is in
-    # flight is read again from its committed offset (streams/stall.py).
-    stall_reread_seconds: float = 2.5
     idle_grace_seconds: float = 0.5
     # Late and out-of-order events (SPEC §7.1, docs/time.md): a clock-driven alert waits this
     # long past its instant, so an event that arrives within it can still prevent the page;
