@@ -1,26 +1,34 @@
-"""Dashboard query times on a large simulated data set (default 50 practices × 2,000 × 12 months).
+"""Monthly view query times on a large simulated data set (default 50 practices × 2,000 × 12 months).
 
 Builds the data set once with the simulator and the offline replay (several minutes), or reuses
-an existing chDB path (migrating it: a path built before migration 0006 gets its rollup
-backfilled), then times one practice-month as `dashboard` fetches it (`fetch_month`, a query of
-its own for one month, portal_pulse/reports/practice_month.py) and as read from the view, one
-practice's trailing twelve months (the HTML report), and all practices over all months. Each is
-compared with migration 0002's query-time definition, recreated as
-`reference_monthly_portal_performance` ("before"; see tests/reference_monthly.py). Runs take
-turns, so all see the same machine load. Prints medians of repeated runs, then whether
-`fetch_month` gives the view's rows and the view the reference's numbers.
+an existing chDB path (migrating it to this code's schema), then times, as the code it runs
+reads them:
+
+- one practice-month as `portal-pulse dashboard` fetches it (`fetch_month`);
+- the same practice-month from `monthly_portal_performance`, as a BI tool reads it;
+- one practice's trailing twelve months (`fetch_trailing`, the HTML report);
+- all practices × all months from the view (`SELECT *`).
+
+Each beside the same read of migration 0002's query-time definition, recreated as
+`reference_monthly_portal_performance` (tests/reference_monthly.py). Runs take turns, so all
+see the same machine load. Prints medians of wall time and of this process's CPU time (chDB runs
+in the process: CPU moves less than wall time on a shared machine), then whether `fetch_month`
+gives the view's rows and the view the reference's numbers, and a last line of JSON.
+
+Run it on two checkouts (say main and a branch) against copies of one chDB path to compare
+code: a path migrated by newer code cannot go back.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clickhouse_connect.driver.client import Client
 
 from portal_pulse.replay import replay_file
-from portal_pulse.reports import dashboard
-from portal_pulse.reports.dashboard import fetch_month, fetch_trailing
+from portal_pulse.reports.dashboard import fetch_month, fetch_trailing, previous_month
 from portal_pulse.settings import Settings
 from portal_pulse.simulate import SimulationSpec, simulate_to_file
 from sinks.client import connect
@@ -49,38 +56,26 @@ FLOAT_MEANS = ("avg_response_business_hours", "avg_response_hours")
 """Means of Float64 columns: their last bits depend on summation order (threads, parts)."""
 
 
-def timed(fns: Sequence[Callable[[], Any]], repeat: int) -> tuple[list[float], list[Any]]:
-    """Median seconds of each of ``fns`` over ``repeat`` runs, taking turns so all see the same
-    load, and each one's last result. One untimed run of each first warms the caches."""
+def timed(
+    fns: Sequence[Callable[[], Any]], repeat: int
+) -> tuple[list[tuple[float, float]], list[Any]]:
+    """(median wall seconds, median CPU seconds) of each of ``fns`` over ``repeat`` runs, taking
+    turns so all see the same load, and each one's last result. One untimed run of each first
+    warms the caches."""
     for fn in fns:
         fn()
-    runs: list[list[float]] = [[] for _ in fns]
+    walls: list[list[float]] = [[] for _ in fns]
+    cpus: list[list[float]] = [[] for _ in fns]
     results: list[Any] = [None for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             results[i] = fn()
-            runs[i].append(time.perf_counter() - t0)
-    return [statistics.median(r) for r in runs], results
-
-
-def timed_pair(
-    before: Callable[[], Any], after: Callable[[], Any], repeat: int
-) -> tuple[float, float, Any, Any]:
-    """``timed`` for two."""
-    (b, a), (rb, ra) = timed([before, after], repeat)
-    return b, a, rb, ra
-
-
-@contextmanager
-def dashboard_view(name: str) -> Iterator[None]:
-    """Point the dashboard's own fetch functions at ``name`` for a while."""
-    saved = dashboard.VIEW
-    dashboard.VIEW = name
-    try:
-        yield
-    finally:
-        dashboard.VIEW = saved
+            walls[i].append(time.perf_counter() - t0)
+            cpus[i].append(time.process_time() - c0)
+    return [
+        (statistics.median(w), statistics.median(c)) for w, c in zip(walls, cpus, strict=True)
+    ], results
 
 
 def load(client: Client, path: Path, args: argparse.Namespace) -> None:
@@ -163,7 +158,7 @@ def main() -> None:
     month = months[-2] if len(months) > 1 else months[-1]
 
     def month_of(view: str) -> Callable[[], Any]:
-        """The practice-month read from ``view``, as BI tools (and fetch_month before) do."""
+        """The practice-month read from ``view``, as a BI tool reads it."""
 
         def fetch() -> Any:
             return client.query(
@@ -173,46 +168,56 @@ def main() -> None:
         return fetch
 
     def trailing_of(view: str) -> Callable[[], Any]:
+        """Twelve months of P001 from ``view``, as ``fetch_trailing`` asks the view for them."""
+        first = previous_month(month, 11)
+
         def fetch() -> Any:
-            with dashboard_view(view):
-                return fetch_trailing(client, "P001", month)
+            return client.query(
+                f"SELECT * FROM {view} WHERE practice_id = 'P001' "
+                f"AND month >= '{first}' AND month <= '{month}' ORDER BY month"
+            ).result_rows
 
         return fetch
 
     def every_of(view: str) -> Callable[[], Any]:
         return lambda: client.query(f"SELECT * FROM {view} ORDER BY practice_id, month")
 
-    # fetch_month (what `dashboard` runs) computes the row with a query of its own for one
-    # month; the view read for the same row is timed beside it.
-    (one_before, one_after, one_view), _ = timed(
+    # Reference and this code's reads, taking turns; fetch_month is what `dashboard` runs.
+    (one_ref, one_fetch, one_view), _ = timed(
         [month_of(reference), lambda: fetch_month(client, "P001", month), month_of(VIEW)],
         args.repeat,
     )
-    trailing = timed_pair(trailing_of(reference), trailing_of(VIEW), args.repeat)
-    everything = timed_pair(every_of(reference), every_of(VIEW), max(3, args.repeat // 2))
+    (trailing_ref, trailing_now), _ = timed(
+        [trailing_of(reference), lambda: fetch_trailing(client, "P001", month)], args.repeat
+    )
+    (every_ref, every_view), last = timed(
+        [every_of(reference), every_of(VIEW)], max(3, args.repeat // 2)
+    )
     figures = {
-        "before": [one_before, one_before, trailing[0], everything[0]],
-        "after": [one_after, one_view, trailing[1], everything[1]],
+        "one practice-month, fetch_month (dashboard)": (one_ref, one_fetch),
+        "one practice-month from the view (BI)": (one_ref, one_view),
+        "one practice, trailing twelve months": (trailing_ref, trailing_now),
+        "all practices × all months from the view": (every_ref, every_view),
     }
-    results = {"before": everything[2].result_rows, "after": everything[3].result_rows}
-    columns = list(everything[3].column_names)
+    results = {"before": last[0].result_rows, "after": last[1].result_rows}
+    columns = list(last[1].column_names)
 
     rows = len(results["after"])
+    load_average = os.getloadavg()[0]
     print(
         f"data set: {events:,} events, {args.practices} practices × {args.patients} patients "
         f"× {args.months} months ({rows} practice-months; {parts} parts in the "
-        f"{len(ROLLUP_TABLES)} rollup tables); load average {os.getloadavg()[0]:.1f}"
+        f"{len(ROLLUP_TABLES)} rollup tables); load average {load_average:.1f}"
     )
-    print(f"{'median of repeated runs':46} {'before':>9} {'after':>9}")
-    names = (
-        f"one practice-month ({month}), fetch_month",
-        "the same practice-month from the view",
-        "one practice, trailing twelve months",
-        "all practices, all months",
+    print(
+        f"{'median of repeated runs (' + month + ')':46} {'0002 reference':>16} "
+        f"{'this code':>16}   (wall / CPU)"
     )
-    for i, name in enumerate(names):
-        before, after = figures["before"][i], figures["after"][i]
-        print(f"{name:46} {before * 1000:7.0f} ms {after * 1000:7.0f} ms  ({before / after:.1f}×)")
+    for name, ((ref_wall, ref_cpu), (wall, cpu)) in figures.items():
+        print(
+            f"{name:46} {ref_wall * 1000:6.0f} / {ref_cpu * 1000:5.0f} ms "
+            f"{wall * 1000:6.0f} / {cpu * 1000:5.0f} ms"
+        )
 
     # fetch_month against the view's rows, for every month of the practice timed.
     view_rows = {(r[0], r[1]): r for r in results["after"]}
@@ -239,6 +244,24 @@ def main() -> None:
     else:
         print(f"same numbers: NO, {other} cells differ")
         raise SystemExit(1)
+    print(
+        json.dumps(
+            {
+                "month": month,
+                "load_average": round(load_average, 2),
+                "parts": parts,
+                "ms": {
+                    name: {
+                        "reference_wall": round(ref[0] * 1000, 1),
+                        "reference_cpu": round(ref[1] * 1000, 1),
+                        "wall": round(now[0] * 1000, 1),
+                        "cpu": round(now[1] * 1000, 1),
+                    }
+                    for name, (ref, now) in figures.items()
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
