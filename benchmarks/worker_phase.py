@@ -35,7 +35,7 @@ def main() -> None:
         sink = rt.sinks["events"]
         if sink.rows_written >= args.expect and "end" not in result:
             result["end"] = time.monotonic()
-            start = rt.progress["ingest"].first_activity or result["end"]
+            start = rt.agents["ingest"].feed.first_activity or result["end"]
             seconds = result["end"] - start
             print(
                 json.dumps(
