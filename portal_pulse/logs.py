@@ -23,7 +23,7 @@ __all__ = ["MAX_MESSAGE", "JsonFormatter", "PipelineLogFilter", "TextFormatter",
 
 MAX_MESSAGE = 2000  # characters; no log line is unbounded
 
-_LIBRARIES = ("faust", "mode", "aiokafka", "kafka", "venusian", "aiohttp.access")
+_LIBRARIES = ("faust", "mode", "aiokafka", "kafka", "librdkafka", "venusian", "aiohttp.access")
 _HARMLESS = re.compile(
     r"Timer \S+ is overlapping"
     r"|GroupCoordinatorNotAvailable|Group Coordinator Request failed"

@@ -27,6 +27,7 @@ from portal_pulse.settings import Settings
 from schemas.serializer import get_codec
 from sinks.client import connect
 from sinks.migrate import migrate
+from streams import ingest_agent, notify_agent, processor_agent, sink_agents, web
 from streams.consumer_loop import ConsumerLoop
 from streams.runtime import Runtime
 
@@ -172,8 +173,6 @@ def build_app(
         ),
     )
     rt.loop.metrics = rt.metrics
-    from streams import ingest_agent, notify_agent, processor_agent, sink_agents
-
     agents: list[Any] = []
     if role in ("all", "process"):
         rt.agents["ingest"] = ingest = ingest_agent.register(app, rt)
@@ -193,8 +192,6 @@ def build_app(
 
 def _instrument(app: faust.App, rt: Runtime) -> None:
     """Metrics, the HTTP endpoint and the operator's log lines (docs/operations.md)."""
-    from streams import web
-
     metrics = rt.metrics
     if rt.settings.web_port <= 0:  # no endpoint: nobody reads the metrics, keep only the logs
         return
