@@ -87,10 +87,13 @@ def acl_rules(settings: Settings) -> list[AclRule]:
     internal = (names.clean, names.dead_letter, names.alerts, names.responses, names.live_metrics)
     for topic in internal:
         rules += [AclRule(PIPELINE, "topic", topic, op) for op in _OWNED]
-    # Changelogs "<app_id>-<table>-changelog" and Faust's "<app_id>-__assignor-__leader", for
-    # the groups <app_id> and <app_id>-sink alike.
+    # Changelogs "<app_id>-<table>-changelog", for the groups <app_id> and <app_id>-sink alike.
     rules += [AclRule(PIPELINE, "topic", f"{settings.app_id}-", op, "prefixed") for op in _OWNED]
-    for group in (settings.app_id, f"{settings.app_id}-sink"):
+    # The consumer loop's readers of the changelogs (restore, standby replicas) name groups of
+    # their own; they only read assigned partitions and never join or commit.
+    groups = (settings.app_id, f"{settings.app_id}-sink")
+    groups += (f"{settings.app_id}-restore", f"{settings.app_id}-standby")
+    for group in groups:
         rules.append(AclRule(PIPELINE, "group", group, "READ"))
     return rules
 

@@ -61,7 +61,12 @@ def test_only_the_pipeline_writes_or_reads_internal_topics() -> None:
 def test_the_pipeline_owns_its_groups_and_the_apps_own_topics() -> None:
     rules = [r for r in acl_rules(SETTINGS) if r.user == PIPELINE]
     groups = {(r.name, r.pattern) for r in rules if r.resource == "group"}
-    assert groups == {("pp", "literal"), ("pp-sink", "literal")}
+    assert groups == {
+        ("pp", "literal"),
+        ("pp-sink", "literal"),
+        ("pp-restore", "literal"),
+        ("pp-standby", "literal"),
+    }
     prefixed = {(r.name, r.operation) for r in rules if r.pattern == "prefixed"}
     assert ("pp-", "WRITE") in prefixed and ("pp-", "CREATE") in prefixed
     assert {r.name for r in rules if r.pattern == "prefixed"} == {"pp-"}
