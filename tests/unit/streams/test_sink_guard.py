@@ -109,7 +109,5 @@ def test_the_dead_letter_sink_skips_a_bad_record_without_a_dead_letter(
         rt, "sink-dead-letters", rt.settings.topics.dead_letter, ClickHouseTableSink(chdb_client, "dead_letters", spec.columns),
         lambda b: spec.row(rt.dead_letter_codec.decode_record(b)),
     )  # fmt: skip
-    batch = agent.batch_of(
-        _events(rt.settings.topics.dead_letter, [b"", json.dumps({}).encode()])
-    )
+    batch = agent.batch_of(_events(rt.settings.topics.dead_letter, [b"", json.dumps({}).encode()]))
     assert len(batch) == 0 and agent.skipped == 2

@@ -115,8 +115,6 @@ def test_engine_state_bytes_come_back_unchanged() -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [(None, b"1"), (b"not json", b"1"), (b'"k"', b"{")])
-def test_a_record_this_pipeline_did_not_write_is_refused(
-    key: bytes | None, value: bytes
-) -> None:
+def test_a_record_this_pipeline_did_not_write_is_refused(key: bytes | None, value: bytes) -> None:
     with pytest.raises(ValueError):
         StateTable("app", "live", BY).apply({}, key, value)
