@@ -130,6 +130,14 @@ class ClickHouseTableSink:
         self._known_topics: set[str] = set()
         self._stop = threading.Event()
 
+    def written(self, topic: str, partition: int) -> int:
+        """The highest offset of ``topic``'s partition known written (-1: none)."""
+        return self._written.get((topic, partition), -1)
+
+    def wait_stopped(self, seconds: float) -> bool:
+        """Sleep ``seconds`` between retries; True at once when stopped."""
+        return self._stop.wait(seconds)
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -143,7 +151,7 @@ class ClickHouseTableSink:
             self._written.pop(tp, None)
             self._known_topics.discard(tp[0])
 
-    def _load_positions(self, topic: str) -> None:
+    def load_positions(self, topic: str) -> None:
         if self.position_columns:
             # The sink's own table name; the topic is a parameter.
             sql = (
@@ -203,7 +211,7 @@ class ClickHouseTableSink:
         started = time.monotonic()
         for topic, _ in batch.positions:
             if topic not in self._known_topics:
-                self._load_positions(topic)
+                self.load_positions(topic)
         todo = batch.after(self._written) if batch.positions else batch
         self.rows_skipped += len(batch) - len(todo)
         if not todo.rows:

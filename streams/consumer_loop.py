@@ -123,6 +123,17 @@ class Feed:
             self._signalled = False
         return n
 
+    def skip_to(self, tp: TP, offset: int) -> None:
+        """Offsets below ``offset`` hold nothing for this feed (transaction markers)."""
+        with self._lock:
+            if offset > self.processed.get(tp, -1):
+                self.processed[tp] = offset
+
+    def restart(self, processed: dict[TP, int]) -> None:
+        """A new assignment: done up to the committed offsets."""
+        with self._lock:
+            self.processed = processed
+
     def processed_snapshot(self) -> dict[TP, int]:
         with self._lock:
             return dict(self.processed)
@@ -434,8 +445,7 @@ class ConsumerLoop:
                 targets[tp] = tpo.offset
                 for feed, _ in snapshots:
                     if tp.topic in feed.topics:
-                        with feed._lock:
-                            feed.processed[tp] = tpo.offset
+                        feed.skip_to(tp, tpo.offset)
 
     def _commit(self, consumer: Consumer, *, idle: bool, wait: bool = False) -> None:
         targets = self._targets(idle, consumer)
@@ -554,8 +564,7 @@ class ConsumerLoop:
             self._sent.clear()
             self._paused.clear()
             for feed in self.feeds:
-                with feed._lock:
-                    feed.processed.clear()
+                feed.restart({})
             consumer.unassign()
 
     def _committed_offsets(
@@ -673,10 +682,7 @@ class ConsumerLoop:
         self.committed = dict(committed)
         self._next = {tp: committed.get(tp, 0) for tp in tps}
         for feed in self.feeds:
-            with feed._lock:
-                feed.processed = {
-                    tp: off for tp, off in committed.items() if tp.topic in feed.topics
-                }
+            feed.restart({tp: off for tp, off in committed.items() if tp.topic in feed.topics})
         self.assignment = tps
         for hook in self.on_assigned:
             await hook(tps)

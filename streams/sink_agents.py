@@ -252,7 +252,7 @@ class EventsSinkAgent(TableSinkAgent):
         delay = self.sink.backoff
         while True:
             try:
-                self.sink._load_positions(topic)
+                self.sink.load_positions(topic)
                 result = self.sink.client.query(
                     "SELECT kafka_partition, raw_source, max(raw_offset) FROM events "
                     "WHERE kafka_topic = {t:String} AND raw_offset >= 0 "
@@ -264,7 +264,7 @@ class EventsSinkAgent(TableSinkAgent):
                     "%s: reading written positions failed: %s; retrying in %.1fs",
                     self.name, f"{type(exc).__name__}: {exc}"[:300], delay,
                 )  # fmt: skip
-                if self.sink._stop.wait(delay):
+                if self.sink.wait_stopped(delay):
                     raise SinkStopped("stopped before reading the written positions") from exc
                 delay = min(delay * 2, self.sink.max_backoff)
                 continue
@@ -287,7 +287,7 @@ class EventsSinkAgent(TableSinkAgent):
             topic, p, offset = msg.topic(), msg.partition(), msg.offset()
             if topic not in self._loaded:
                 self._load(topic)
-            if offset <= self.sink._written.get((topic, p), -1):
+            if offset <= self.sink.written(topic, p):
                 self.reread_skipped += 1
                 continue  # its row (or its verdict) is in ClickHouse already
             try:
