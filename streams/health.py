@@ -140,6 +140,11 @@ class WorkerHealth:
             reasons.append(
                 "consumer group is rebalancing, or state is being recovered from the changelog topics"
             )
+        else:
+            unknown = [tp for tp in self.assigned() if self.loop.highwater(tp) is None]
+            if unknown:
+                # Nothing fetched from them yet: how far behind they are is not known.
+                reasons.append(f"{len(unknown)} partitions not fetched yet (log end unknown)")
         max_lag = self.rt.settings.ready_max_lag
         behind = {k: v for k, v in self.lag().items() if v > max_lag}
         if behind:
