@@ -47,6 +47,7 @@ METRIC_NAMES = (
     "portal_pulse_event_lateness_seconds",
     "portal_pulse_late_events_total",
     "portal_pulse_alert_corrections_total",
+    "portal_pulse_consumer_loop_events_total",
 )
 
 SOURCES = ("ehr", "portal", "billing", "phone", "survey")
@@ -58,6 +59,15 @@ WEBHOOK_CUTOFF_REASONS = ("deadline", "body_limit")
 # The Alertmanager and PagerDuty sinks (portal_pulse/notify), with the webhook's outcomes.
 ALERT_SINKS = ("alertmanager", "pagerduty")
 STATE_TABLES = ("sla", "followups", "live", "dedup")
+# What the consumer loop counts (streams/consumer_loop.py LoopStats, docs/delivery-guarantees.md).
+LOOP_EVENTS = (
+    "paused",  # a topic paused for back-pressure
+    "dropped_stale",  # records of an earlier assignment, never handed over
+    "dropped_repeat",  # records below the next offset expected, never handed over
+    "commit_error",  # a commit refused or failed (sent again)
+    "restored_record",  # changelog records read at an assignment
+    "standby_key",  # keys taken from standby replicas at an assignment
+)
 # The reason codes of docs/events.md ("Reason codes"), in its order; a unit test keeps them equal.
 DEAD_LETTER_REASONS = (
     "undecodable", "bad_encoding", "invalid_json", "not_an_object", "details_mismatch",
@@ -200,6 +210,13 @@ class PipelineMetrics:
             ["kind", "action"],
             registry=registry,
         )
+        self.loop_events = Counter(
+            "portal_pulse_consumer_loop_events",
+            "What the consumer loop did besides handing records over: back-pressure pauses, "
+            "records dropped as stale or repeated, commit errors, state restored at assignment.",
+            ["event"],
+            registry=registry,
+        )
         self._initialise()
 
     def _initialise(self) -> None:
@@ -237,6 +254,8 @@ class PipelineMetrics:
                 self.alert_sink_deliveries.labels(sink, outcome)
         for table in STATE_TABLES:
             self.state_keys.labels(table)
+        for event in LOOP_EVENTS:
+            self.loop_events.labels(event)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

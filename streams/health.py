@@ -82,6 +82,16 @@ class WorkerHealth:
                 ("rejected", stats.rejected),
             ):
                 self._carry(m.webhook_deliveries.labels(outcome), ("webhook", outcome), n)
+        stats = self.rt.loop.stats
+        for event, total in (
+            ("paused", stats.paused),
+            ("dropped_stale", stats.dropped_stale),
+            ("dropped_repeat", stats.dropped_repeats),
+            ("commit_error", stats.commit_errors),
+            ("restored_record", stats.restored_records),
+            ("standby_key", stats.warm_records),
+        ):
+            self._carry(m.loop_events.labels(event), ("loop", event), total)
         m.consumer_lag.clear()
         for (topic, partition), behind in self.lag().items():
             m.consumer_lag.labels(topic, str(partition)).set(behind)
