@@ -35,7 +35,8 @@ def main() -> None:
         sink = rt.sinks["events"]
         if sink.rows_written >= args.expect and "end" not in result:
             result["end"] = time.monotonic()
-            start = rt.agents["ingest"].feed.first_activity or result["end"]
+            ingest = rt.ingest
+            start = (ingest.feed.first_activity if ingest else None) or result["end"]
             seconds = result["end"] - start
             print(
                 json.dumps(

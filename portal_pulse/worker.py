@@ -75,7 +75,7 @@ def _install_idle_exit(app: faust.App, rt: Runtime, lag: GroupLag, idle_seconds:
             return
         if time.monotonic() - max((f.last_activity for f in feeds), default=started) < idle_seconds:
             return
-        ingest = rt.agents.get("ingest")
+        ingest = rt.ingest
         if ingest is not None and not ingest.settled():
             # The last watermark ("every source caught up") is not out yet: the final
             # deadlines fire only once the processors read it.
@@ -121,7 +121,7 @@ class PipelineWorker(faust.Worker):
 
     def log_summary(self) -> None:
         rt = self.rt
-        ingest = rt.agents.get("ingest")
+        ingest = rt.ingest
         stats = dict(ingest.stats) if ingest else {}
         rows = {name: sink.rows_written for name, sink in rt.sinks.items()}
         alerts = sum(int(s.value) for s in _samples(rt.metrics.alerts))
@@ -131,7 +131,7 @@ class PipelineWorker(faust.Worker):
             time.monotonic() - (rt.started_at or time.monotonic()), stats, rows, alerts,
             int(sum(s.value for s in _samples(rt.metrics.rebalances))),
         )  # fmt: skip
-        if rt.agents.get("processors") is not None:
+        if rt.processors is not None:
             from portal_pulse.late_events import late_summary
 
             logger.info("late events: %s", "; ".join(late_summary(rt.metrics)))

@@ -175,11 +175,11 @@ def build_app(
     rt.loop.metrics = rt.metrics
     agents: list[Any] = []
     if role in ("all", "process"):
-        rt.agents["ingest"] = ingest = ingest_agent.register(app, rt)
-        rt.agents["processors"] = processors = processor_agent.register(app, rt)
+        rt.ingest = ingest = ingest_agent.register(app, rt)
+        rt.processors = processors = processor_agent.register(app, rt)
         agents += [ingest, processors]
     if role in ("all", "sink"):
-        rt.agents["sinks"] = sinks = sink_agents.register(rt)
+        rt.table_sinks = sinks = sink_agents.register(rt)
         agents += sinks
     if role in ("all", "process"):
         notify = notify_agent.register(rt)

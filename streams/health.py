@@ -50,9 +50,9 @@ class WorkerHealth:
 
     def collect(self) -> None:
         """Bring every metric up to date (called by the timer and before each scrape)."""
-        m, agents = self.metrics, self.rt.agents
-        ingest = agents.get("ingest")
-        processors = agents.get("processors")
+        m = self.metrics
+        ingest = self.rt.ingest
+        processors = self.rt.processors
         if ingest is not None:
             for outcome, n in ingest.stats.items():
                 self._carry(m.events.labels(outcome), ("events", outcome), n)
@@ -174,9 +174,8 @@ class WorkerHealth:
 
     def status(self) -> dict[str, Any]:
         self.collect()
-        agents = self.rt.agents
-        ingest = agents.get("ingest")
-        processors = agents.get("processors")
+        ingest = self.rt.ingest
+        processors = self.rt.processors
         reasons = self.not_ready_reasons()
         by_topic: dict[str, int] = {}
         for (topic, _), n in self.lag().items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -17,6 +17,11 @@ from portal_pulse.metrics import PipelineMetrics
 from portal_pulse.settings import Settings
 from schemas.serializer import AvroCodec
 from streams.consumer_loop import ConsumerLoop
+
+if TYPE_CHECKING:  # types only: the agents import this module, never the reverse
+    from streams.ingest_agent import Ingest
+    from streams.processor_agent import Processors
+    from streams.sink_agents import TableSinkAgent
 
 __all__ = ["Runtime"]
 
@@ -37,8 +42,10 @@ class Runtime:
     )
     sinks: dict[str, Any] = field(default_factory=dict)
     producers: list[Any] = field(default_factory=list)
-    # "ingest", "processors", "sinks": read by health, status and the shutdown summary.
-    agents: dict[str, Any] = field(default_factory=dict)
+    # The role's agents, for health, status and the shutdown summary (None: not in this role).
+    ingest: Ingest | None = None
+    processors: Processors | None = None
+    table_sinks: list[TableSinkAgent] = field(default_factory=list)
     notifier: Any = None
     bootstrap: str = ""
     metrics: PipelineMetrics = field(default_factory=PipelineMetrics)

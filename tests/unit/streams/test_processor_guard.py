@@ -55,7 +55,8 @@ def processors(tmp_path: Path) -> Iterator[Processors]:
         practices_file=practices,
     )
     _app, rt = build_app(settings, NOBODY, role="process")
-    yield rt.agents["processors"]
+    assert rt.processors is not None
+    yield rt.processors
     rt.close()
 
 
