@@ -235,6 +235,7 @@ class ConsumerLoop:
         self._sent: dict[TP, int] = {}  # commits sent and not yet answered
         self._paused: set[str] = set()
         self._highs: dict[TP, int] = {}
+        self._epoch = 0  # bumped by every rebalance callback (consumer thread only)
         self._ends_read_at = 0.0
         self._by_topic: dict[str, list[Feed]] = {}
         self._consumer: Consumer | None = None
@@ -322,7 +323,16 @@ class ConsumerLoop:
                 on_lost=self._on_lost,
             )
             while not self._stopping.is_set():
+                epoch = self._epoch
                 records = consumer.consume(self.max_batch, 0.1)
+                if self._epoch != epoch:
+                    # A rebalance ran inside this ``consume``: the batch may hold records
+                    # fetched for the old assignment before ones of the new (librdkafka filters
+                    # outdated fetches only until they are in the batch). Drop it whole and read
+                    # the new assignment again from where it starts.
+                    self.stats.dropped_stale += len(records)
+                    records = []
+                    self._restart_fetch(consumer)
                 if records:
                     self._route(records)
                 self._flow(consumer)
@@ -505,7 +515,20 @@ class ConsumerLoop:
                     future.cancel()
                     raise
 
+    def _restart_fetch(self, consumer: Consumer) -> None:
+        """Assign the current partitions again at the next offsets expected (nothing of the
+        dropped batch was handed over, so that is where the assignment started)."""
+        if self.assignment:
+            starts = [
+                TopicPartition(tp.topic, tp.partition, self._next.get(tp, OFFSET_BEGINNING))
+                for tp in sorted(self.assignment)
+            ]
+            consumer.assign(starts)
+            consumer.resume(starts)  # a pause from before is no longer wanted: feeds are empty
+            self._paused.clear()
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._epoch += 1
         began = time.monotonic()
         tps = frozenset(TP(p.topic, p.partition) for p in partitions)
         self.stats.rebalances += 1
@@ -546,6 +569,7 @@ class ConsumerLoop:
         self._release(consumer, commit=False)
 
     def _release(self, consumer: Consumer, *, commit: bool) -> None:
+        self._epoch += 1
         tps = self.assignment
         self.ready = False
         try:
