@@ -594,17 +594,9 @@ class ConsumerLoop:
     def _committed_offsets(
         self, consumer: Consumer, partitions: list[TopicPartition]
     ) -> dict[TP, int]:
-        delay = 0.5
-        while True:
-            try:
-                answered = consumer.committed(partitions, timeout=10)
-                break
-            except KafkaException as exc:
-                if self._stopping.is_set():
-                    raise
-                logger.warning("reading the group's committed offsets: %s (retrying)", exc)
-                time.sleep(delay)  # liveness only: the broker is away
-                delay = min(delay * 2, 10.0)
+        answered = self._retrying(
+            lambda: consumer.committed(partitions, timeout=10), "reading the committed offsets"
+        )
         return {TP(t.topic, t.partition): t.offset for t in answered if t.offset >= 0}
 
     def _restore(self, tps: frozenset[TP]) -> dict[str, dict[Any, Any]]:
@@ -684,7 +676,8 @@ class ConsumerLoop:
                 self.stats.bad_changelog_records,
             )
 
-    def _retrying(self, call: Callable[[], Any]) -> Any:
+    def _retrying(self, call: Callable[[], Any], what: str = "restoring state") -> Any:
+        """``call`` until the broker answers (or the loop stops)."""
         delay = 0.5
         while True:
             try:
@@ -692,7 +685,7 @@ class ConsumerLoop:
             except KafkaException as exc:
                 if self._stopping.is_set():
                     raise
-                logger.warning("restoring state: %s (retrying)", exc)
+                logger.warning("%s: %s (retrying)", what, exc)
                 time.sleep(delay)  # liveness only: the broker is away
                 delay = min(delay * 2, 10.0)
 
