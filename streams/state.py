@@ -85,6 +85,10 @@ class StateTable:
         k = json.loads(key)
         if isinstance(k, list):
             k = tuple(k)
+        try:
+            hash(k)
+        except TypeError:  # an object, or a list inside the list: no key this pipeline writes
+            raise ValueError("a changelog key that cannot be a key") from None
         if value is None:
             data.pop(k, None)
         else:

@@ -114,7 +114,10 @@ def test_engine_state_bytes_come_back_unchanged() -> None:
     assert data == {"k": b"\x00\x01raw"}
 
 
-@pytest.mark.parametrize(("key", "value"), [(None, b"1"), (b"not json", b"1"), (b'"k"', b"{")])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [(None, b"1"), (b"not json", b"1"), (b'"k"', b"{"), (b'{"a":1}', b"1"), (b"[[1]]", b"1")],
+)
 def test_a_record_this_pipeline_did_not_write_is_refused(key: bytes | None, value: bytes) -> None:
     with pytest.raises(ValueError):
         StateTable("app", "live", BY).apply({}, key, value)
