@@ -213,6 +213,9 @@ class ConsumerLoop:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
+            # The end of each partition's fetch, as an event in the queue (``_route``): how a
+            # tail of transaction markers is known to be read (``_skip_markers``).
+            "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
             # Range keeps partition p of every topic (and so of every table) on one worker.
             "partition.assignment.strategy": "range",
@@ -235,6 +238,9 @@ class ConsumerLoop:
         self._sent: dict[TP, int] = {}  # commits sent and not yet answered
         self._paused: set[str] = set()
         self._highs: dict[TP, int] = {}
+        # Per partition, where the fetch of the current assignment last reached the partition's
+        # end (librdkafka's end-of-partition event): past any markers, nothing for us before it.
+        self._ends_reached: dict[TP, int] = {}
         self._epoch = 0  # bumped by every rebalance callback (consumer thread only)
         self._ends_read_at = 0.0
         self._by_topic: dict[str, list[Feed]] = {}
@@ -360,7 +366,12 @@ class ConsumerLoop:
             if err is not None:
                 if err.fatal():
                     raise KafkaException(err)
-                if err.code() != KafkaError._PARTITION_EOF:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    eof = TP(m.topic(), m.partition())  # type: ignore[arg-type]
+                    if eof in expected:
+                        # Queued behind every record of this fetch below its offset.
+                        self._ends_reached[eof] = m.offset()  # type: ignore[assignment]
+                else:
                     logger.warning("Kafka consumer: %s (retrying)", err.str())
                 continue
             topic, offset = m.topic(), m.offset()
@@ -413,7 +424,7 @@ class ConsumerLoop:
                 consumer.resume(tps)
                 self._paused.discard(topic)
 
-    def _targets(self, idle: bool, consumer: Consumer) -> dict[TP, int]:
+    def _targets(self, idle: bool) -> dict[TP, int]:
         """Per assigned partition, the offset every feed reading it has done."""
         done: dict[TP, list[int]] = {}
         snapshots = [(f, f.processed_snapshot()) for f in self.feeds]
@@ -425,40 +436,35 @@ class ConsumerLoop:
             done[tp] = values
         targets = {tp: min(v) for tp, v in done.items() if v and min(v) >= 0}
         if idle:
-            self._skip_markers(consumer, targets, snapshots)
+            self._skip_markers(targets, snapshots)
         return targets
 
     def _skip_markers(
         self,
-        consumer: Consumer,
         targets: dict[TP, int],
         snapshots: list[tuple[Feed, dict[TP, int]]],
     ) -> None:
         """Past the last record handed over, a partition may hold offsets that are no records
         for us (transaction markers, aborted records): once every feed has done everything
-        handed over, librdkafka's position says how far the partition really is read."""
+        handed over, the fetch's end-of-partition event says how far the partition is read.
+
+        Not librdkafka's ``position``: right after an ``assign`` it still answers the previous
+        fetch's position (records dropped with a stale batch, or read before a rebalance), and
+        skipping to it would lose them. The end event is queued by the current fetch only."""
         if any(f.queued() for f in self.feeds):
             return
-        candidates = [
-            tp for tp, nxt in self._next.items() if nxt is not None and targets.get(tp) == nxt
-        ]
-        if not candidates:
-            return
-        try:
-            positions = consumer.position([TopicPartition(t, p) for t, p in candidates])
-        except KafkaException:
-            return
-        for tpo in positions:
-            tp = TP(tpo.topic, tpo.partition)
-            if tpo.offset > targets[tp] and self._next.get(tp) == targets[tp]:
-                self._next[tp] = tpo.offset
-                targets[tp] = tpo.offset
-                for feed, _ in snapshots:
-                    if tp.topic in feed.topics:
-                        feed.skip_to(tp, tpo.offset)
+        for tp, end in list(self._ends_reached.items()):
+            nxt = self._next.get(tp)
+            if nxt is None or end <= nxt or targets.get(tp) != nxt:
+                continue
+            self._next[tp] = end
+            targets[tp] = end
+            for feed, _ in snapshots:
+                if tp.topic in feed.topics:
+                    feed.skip_to(tp, end)
 
     def _commit(self, consumer: Consumer, *, idle: bool, wait: bool = False) -> None:
-        targets = self._targets(idle, consumer)
+        targets = self._targets(idle)
         due = [
             TopicPartition(tp.topic, tp.partition, offset)
             for tp, offset in targets.items()
@@ -518,6 +524,7 @@ class ConsumerLoop:
     def _restart_fetch(self, consumer: Consumer) -> None:
         """Assign the current partitions again at the next offsets expected (nothing of the
         dropped batch was handed over, so that is where the assignment started)."""
+        self._ends_reached.clear()  # events of the dropped fetch say nothing of the new one
         if self.assignment:
             starts = [
                 TopicPartition(tp.topic, tp.partition, self._next.get(tp, OFFSET_BEGINNING))
@@ -585,6 +592,7 @@ class ConsumerLoop:
             self.assignment = frozenset()
             self._highs = {}
             self._next.clear()
+            self._ends_reached.clear()
             self._sent.clear()
             self._paused.clear()
             for feed in self.feeds:
@@ -698,6 +706,7 @@ class ConsumerLoop:
             table.install(restored.get(table.name, {}))
         self.committed = dict(committed)
         self._next = {tp: committed.get(tp, 0) for tp in tps}
+        self._ends_reached.clear()
         for feed in self.feeds:
             feed.restart({tp: off for tp, off in committed.items() if tp.topic in feed.topics})
         self.assignment = tps

@@ -144,6 +144,25 @@ class Pipeline:
         assert result.returncode == 0, result.stderr[-4000:]
         return result
 
+    def group_lag(self, role: str = "all") -> dict[tuple[str, int], int]:
+        """What the consumer group of ``role`` has not committed on the partitions the role
+        reads, against the log ends the broker answers now (not a worker's cached view)."""
+        from portal_pulse.roles import group_id
+        from portal_pulse.settings import Settings
+        from portal_pulse.worker import GroupLag, topics_read
+
+        settings = Settings(topic_prefix=self.prefix, app_id=self.env["PORTAL_PULSE_APP_ID"])
+        lag = GroupLag(
+            settings,
+            self.env["KAFKA_BOOTSTRAP_SERVERS"],
+            topics_read(settings, role),
+            group=group_id(settings, role),
+        )
+        try:
+            return lag.behind()
+        finally:
+            lag.close()
+
     def query(self, sql: str, chdb: Path | None = None) -> list[list[Any]]:
         return query_chdb(chdb or self.chdb, [sql])[0]
 

@@ -177,28 +177,6 @@ def replay_baseline(recording: Recording, kafka_bootstrap: str, root: Path) -> B
     return base
 
 
-def _group_lag(pipeline: Pipeline, role: str = "all") -> dict[tuple[str, int], int]:
-    """What the consumer group of ``role`` has not committed on the partitions the role reads."""
-    from portal_pulse.roles import group_id
-    from portal_pulse.settings import Settings
-    from portal_pulse.worker import GroupLag, topics_read
-
-    settings = Settings(
-        topic_prefix=pipeline.prefix,
-        app_id=pipeline.env["PORTAL_PULSE_APP_ID"],
-    )
-    lag = GroupLag(
-        settings,
-        pipeline.env["KAFKA_BOOTSTRAP_SERVERS"],
-        topics_read(settings, role),
-        group=group_id(settings, role),
-    )
-    try:
-        return lag.behind()
-    finally:
-        lag.close()
-
-
 def assert_matches_replay(
     pipeline: Pipeline,
     baseline: Baseline,
@@ -241,7 +219,7 @@ def assert_matches_replay(
         want_dead[reason] = want_dead.get(reason, 0) + n
     assert dead_letters == want_dead, f"dead letters by reason{tail}"
     for role in roles:
-        assert _group_lag(pipeline, role) == {}, (
+        assert pipeline.group_lag(role) == {}, (
             f"the {role} group committed every partition it reads"
         )
 
@@ -388,7 +366,7 @@ def _recover(
     )
     if code is None:
         pytest.fail(
-            f"[{label}] group lag when stopped: {_group_lag(pipeline)}\n"
+            f"[{label}] group lag when stopped: {pipeline.group_lag()}\n"
             f"[{label}] no idle exit within {timeout:.0f}s; log before the SIGTERM ({err_path}):\n"
             f"{done.stderr.split('stopping on SIGTERM')[0][-4000:]}"
         )
@@ -754,7 +732,7 @@ def test_broker_outage_past_delivery_timeout(
         caught_up = False
         while time.monotonic() < back + 120 * LIVENESS_SCALE and w1.proc.poll() is None:
             try:
-                caught_up = not _group_lag(pipe)
+                caught_up = not pipe.group_lag()
             except Exception:  # the broker is still settling
                 caught_up = False
             if caught_up:
@@ -762,7 +740,7 @@ def test_broker_outage_past_delivery_timeout(
             time.sleep(2)
         if w1.proc.poll() is None:
             assert caught_up, (
-                f"worker stuck after the outage; lag {_group_lag(pipe)}:\n{w1.stderr()[-3000:]}"
+                f"worker stuck after the outage; lag {pipe.group_lag()}:\n{w1.stderr()[-3000:]}"
             )
             code, took = w1.terminate(within=30)
             print(

@@ -32,7 +32,6 @@ from tests.integration.test_fault_injection import (
     Baseline,
     Recording,
     Worker,
-    _group_lag,
     assert_matches_replay,
 )
 
@@ -169,8 +168,8 @@ def _run_roles(
     logs = [w.stderr() for w in everyone]
     copies = sum(log.count("second copies of a raw record") for log in logs)
     print(f"[roles] log lines about second copies of raw records: {copies}")
-    assert _group_lag(pipeline, "process") == {}
-    assert _group_lag(pipeline, "sink") == {}
+    assert pipeline.group_lag("process") == {}
+    assert pipeline.group_lag("sink") == {}
     return logs
 
 
