@@ -80,6 +80,24 @@ def _install_idle_exit(app: faust.App, rt: Runtime, lag: GroupLag, idle_seconds:
             # The last watermark ("every source caught up") is not out yet: the final
             # deadlines fire only once the processors read it.
             return
+        # The timers (watermark announcements, the processors' tick) could still send records
+        # between this check and the stop, which nobody would read: quiet them (waiting for
+        # one in flight, delivered when this returns), then look at the group once more.
+        quieted = [a for a in (ingest, rt.processors) if a is not None]
+        for agent in quieted:
+            await agent.quiesce()
+        state["checking"] = True
+        try:
+            settled = not await asyncio.get_running_loop().run_in_executor(None, lag.behind)
+        except Exception as exc:
+            logger.info("exit-when-idle: cannot read the group's offsets yet: %s", exc)
+            settled = False
+        finally:
+            state["checking"] = False
+        if not settled:
+            for agent in quieted:  # something was sent just before: read it, then try again
+                agent.resume()
+            return
         logger.info(
             "caught up (group committed everything) and idle for %.1fs: stopping", idle_seconds
         )

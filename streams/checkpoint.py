@@ -17,15 +17,20 @@ and the sinks skip positions they have written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from streams.delivery import DeliveringProducer
 from streams.state import ChangelogStore
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "CheckpointAbandoned"]
 
 logger = logging.getLogger(__name__)
+
+
+class CheckpointAbandoned(RuntimeError):
+    """A batch was cut short after it changed state: nothing more may be checkpointed."""
 
 
 class Checkpoint:
@@ -44,9 +49,32 @@ class Checkpoint:
         # the timers and a rebalance never interleave inside one.
         self.lock = asyncio.Lock()
         self.completed = 0
+        self.abandoned: str | None = None
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """The lock, for one batch of changes and its checkpoint.
+
+        A batch cut short (cancelled by a stop while it waits for ClickHouse or the broker, a
+        sink that gave up) leaves memory ahead of what was written: its state and partition
+        markers changed, its rows or outputs maybe not. A later checkpoint (a timer's) would
+        write that state, and the next owner would skip the batch's records as done. So from
+        then on this checkpoint writes nothing: the records are read again from the last
+        commit by whoever owns the partitions next."""
+        async with self.lock:
+            if self.abandoned is not None:
+                raise CheckpointAbandoned(self.abandoned)
+            try:
+                yield
+            except BaseException as exc:
+                self.abandoned = f"a batch was cut short ({type(exc).__name__})"
+                logger.info("checkpoint abandoned: %s; nothing more is written", self.abandoned)
+                raise
 
     async def complete(self) -> None:
         """Steps 2–3 above for the state changed so far (the caller then does step 4)."""
+        if self.abandoned is not None:
+            raise CheckpointAbandoned(self.abandoned)
         await self.delivery.flush()
         if sum(store.write_changes() for store in self.stores):
             await self.delivery.flush()

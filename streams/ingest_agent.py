@@ -177,6 +177,7 @@ class Ingest:
         # Reads the group's commits on the raw partitions other workers hold (made on first use).
         self.others_lag: GroupLag | None = None
         self.said_caught_up = False  # the last announcement said the pipeline is caught up
+        self.quiet = False  # set by ``quiesce``: no more announcements
         self.logged_at = -60.0
         # The de-duplication memory survives restarts: every remembered (practice_id, event_id)
         # is a record in a compacted changelog (partition = the raw partition it came from),
@@ -305,7 +306,7 @@ class Ingest:
     async def run(self) -> None:
         feed, checkpoint, handle = self.feed, self.checkpoint, self.handle
         async for taken in feed.batches():
-            async with checkpoint.lock:
+            async with checkpoint.batch():
                 records = feed.current(taken)
                 for msg in records:
                     handle(msg, msg.value() or b"")
@@ -314,7 +315,7 @@ class Ingest:
 
     async def announce_watermark(self) -> None:
         assigned = self.assigned()
-        if not self.loop.ready or not assigned:
+        if not self.loop.ready or not assigned or self.quiet:
             return
         if not all(self.loop.caught_up(tp) for tp in assigned):
             return
@@ -330,7 +331,7 @@ class Ingest:
                 return  # already said, caught up: nothing new from this worker
         everyone = len(assigned) >= len(self.raw_index) or await self.others_caught_up(assigned)
         async with self.checkpoint.lock:
-            if not self.restored:
+            if not self.restored or self.quiet:
                 return
             wm, cover = self._watermark(everyone, now)
             if wm != before:
@@ -355,6 +356,15 @@ class Ingest:
                 logger.info("every source caught up: event time %s", wm.isoformat())
             self.said_caught_up = done
             self.announced = (wm, cover)
+
+    async def quiesce(self) -> None:
+        """No announcement from now on (``--exit-when-idle`` is about to stop the worker):
+        waits for one in flight, which is delivered by the time this returns."""
+        async with self.checkpoint.lock:
+            self.quiet = True
+
+    def resume(self) -> None:
+        self.quiet = False
 
     async def on_revoked(self, revoked: frozenset[TP]) -> None:
         async with self.checkpoint.lock:  # a batch in flight finishes its checkpoint first

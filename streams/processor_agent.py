@@ -38,7 +38,7 @@ from schemas.catalogue import source_of
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink
 from sinks.rows import event_row
-from streams.checkpoint import Checkpoint
+from streams.checkpoint import Checkpoint, CheckpointAbandoned
 from streams.codecs import alert_to_bytes, live_to_bytes, response_to_bytes
 from streams.delivery import DeliveringProducer
 from streams.records import TP, Message
@@ -203,6 +203,7 @@ class Processors:
             delivery, [*self.stores.values(), self.live_store], [self.markers]
         )
         self.partitions: dict[int, PartitionState] = {}
+        self.quiet = False  # set by ``quiesce``: the timer sends nothing
         index = raw_index(settings.topics.raw.values(), settings.raw_partitions)
         self.raw_count = len(index)
         # Which sources the rules read, from the catalogue (SPEC §2's source column): their
@@ -401,7 +402,7 @@ class Processors:
 
     async def run(self) -> None:
         async for taken in self.feed.batches():
-            async with self.checkpoint.lock:
+            async with self.checkpoint.batch():
                 await self.run_batch(self.feed.current(taken))
 
     async def run_batch(self, records: list[Message]) -> None:
@@ -442,46 +443,64 @@ class Processors:
 
     async def tick(self) -> None:
         loop = self.loop
-        if not loop.ready:
+        if not loop.ready or self.checkpoint.abandoned or self.quiet:
             return
         wall, wall_now = time.monotonic(), datetime.now(UTC)
         clean = self.settings.topics.clean
+        try:
+            async with self.checkpoint.batch():
+                if not self.quiet:
+                    self._tick(wall, wall_now, clean)
+                    self.send_outputs()
+                    await self.checkpoint.complete()
+                    self.confirm_outputs()
+        except CheckpointAbandoned:
+            return  # a batch was cut short by a stop: nothing more is written
+
+    def _tick(self, wall: float, wall_now: datetime, clean: str) -> None:
+        """Idle clocks, deadlines and live figures of every assigned clean partition."""
+        loop = self.loop
+        for tp in loop.assignment:
+            if tp.topic != clean:
+                continue
+            state = self.partition(tp.partition)
+            # Only a caught-up partition's clock moves on with the wall clock while idle,
+            # and only once every raw partition's worker has said it is caught up too: a
+            # failover or a slow worker is not an idle stream.
+            here = loop.caught_up(tp)
+            idle = here and all(state.raw_caught_up)
+            now = state.clock.now(wall, idle_allowed=idle, not_after=wall_now)
+            if now is None:
+                continue
+            # The rules' clock idles on when their own sources are caught up, whatever the
+            # other feeds do (SPEC §7.1).
+            rule_idle = here and state.rule_caught_up()
+            rule_now = (
+                state.rule_clock.now(wall, idle_allowed=rule_idle, not_after=wall_now)
+                if state.rule_clock is not None
+                else None
+            )
+            if rule_idle and rule_now is not None:
+                self.engine.advance(rule_now, tp.partition)
+            if idle or rule_idle:
+                self._mark(tp.partition, state)
+            if wall - self._last_published.get(tp.partition, 0.0) >= 1.0:
+                self._last_published[tp.partition] = wall
+                for row in self.live.drain(tp.partition, now):
+                    self.delivery.send(
+                        self.settings.topics.live_metrics,
+                        live_to_bytes(row),
+                        row.practice_id.encode(),
+                    )
+
+    async def quiesce(self) -> None:
+        """No timer output from now on (``--exit-when-idle`` is about to stop the worker):
+        waits for a tick in flight, whose outputs are then delivered."""
         async with self.checkpoint.lock:
-            for tp in loop.assignment:
-                if tp.topic != clean:
-                    continue
-                state = self.partition(tp.partition)
-                # Only a caught-up partition's clock moves on with the wall clock while idle,
-                # and only once every raw partition's worker has said it is caught up too: a
-                # failover or a slow worker is not an idle stream.
-                here = loop.caught_up(tp)
-                idle = here and all(state.raw_caught_up)
-                now = state.clock.now(wall, idle_allowed=idle, not_after=wall_now)
-                if now is None:
-                    continue
-                # The rules' clock idles on when their own sources are caught up, whatever the
-                # other feeds do (SPEC §7.1).
-                rule_idle = here and state.rule_caught_up()
-                rule_now = (
-                    state.rule_clock.now(wall, idle_allowed=rule_idle, not_after=wall_now)
-                    if state.rule_clock is not None
-                    else None
-                )
-                if rule_idle and rule_now is not None:
-                    self.engine.advance(rule_now, tp.partition)
-                if idle or rule_idle:
-                    self._mark(tp.partition, state)
-                if wall - self._last_published.get(tp.partition, 0.0) >= 1.0:
-                    self._last_published[tp.partition] = wall
-                    for row in self.live.drain(tp.partition, now):
-                        self.delivery.send(
-                            self.settings.topics.live_metrics,
-                            live_to_bytes(row),
-                            row.practice_id.encode(),
-                        )
-            self.send_outputs()
-            await self.checkpoint.complete()
-            self.confirm_outputs()
+            self.quiet = True
+
+    def resume(self) -> None:
+        self.quiet = False
 
     async def on_revoked(self, revoked: frozenset[TP]) -> None:
         # Wait for a batch in flight to finish its checkpoint, then forget the partitions.
