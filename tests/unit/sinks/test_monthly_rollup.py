@@ -26,8 +26,8 @@ from clickhouse_connect.driver.client import Client
 from portal_pulse.domain.practices import Practices
 from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.replay import replay_file
-from portal_pulse.reports.practice_month import query_practice_month
 from portal_pulse.reports.practices_sync import sync_practices
+from portal_pulse.reports.reads import LocalReads
 from portal_pulse.reports.rollup import refeed_events_tail
 from portal_pulse.settings import Settings
 from portal_pulse.simulate import SimulationSpec, simulate_to_file
@@ -86,8 +86,9 @@ def same_row(columns: Sequence[str], got: Sequence[Any], want: Sequence[Any]) ->
 
 
 def compare(db: Client, where: str = "") -> int:
-    """Assert the view equals the reference, and the one-practice-month query (what the
-    dashboard runs) the view, row by row; returns the number of rows compared."""
+    """Assert the view equals the reference, and the dashboard's read of one practice-month
+    (``practice_month``, which ``fetch_month`` calls) the view's row; returns the number of rows
+    compared."""
     reference = create_reference(db)
     new = db.query(f"SELECT * FROM monthly_portal_performance {where} ORDER BY practice_id, month")
     old = db.query(f"SELECT * FROM {reference} {where} ORDER BY practice_id, month")
@@ -96,7 +97,7 @@ def compare(db: Client, where: str = "") -> int:
     for got, want in zip(new.result_rows, old.result_rows, strict=True):
         same_row(new.column_names, got, want)
     for row in new.result_rows:
-        one = query_practice_month(db, row[0], row[1])
+        one = LocalReads(db).practice_month(row[0], row[1])
         assert one is not None, f"no row for {row[0]} {row[1]}"
         assert list(one) == list(new.column_names)
         same_row(new.column_names, list(one.values()), row)
@@ -284,8 +285,8 @@ def test_a_month_without_events_has_no_row(db: Client) -> None:
         parameters={"p": GAP},
     ).result_rows
     assert [m[0] for m in months] == ["2026-01", "2026-03"]
-    assert query_practice_month(db, GAP, "2026-02") is None
-    assert query_practice_month(db, "P999", "2026-01") is None
+    assert LocalReads(db).practice_month(GAP, "2026-02") is None
+    assert LocalReads(db).practice_month("P999", "2026-01") is None
 
 
 def test_half_hour_zone_cuts_months_at_local_midnight(db: Client) -> None:
@@ -398,12 +399,12 @@ def test_migrating_a_database_that_has_data(
                 f"INSERT INTO {table} ({', '.join(columns)}) "
                 f"SELECT {', '.join(values)} FROM {source}.{table}"
             )
-        if applied < 6:  # no rollup yet: the one-month query reads migration 0002's view
+        if applied < 6:  # no rollup yet: the dashboard's read gives migration 0002's row
             row = db.query(
                 "SELECT * FROM monthly_portal_performance WHERE practice_id = 'P001' "
                 "ORDER BY month LIMIT 1"
             )
-            one = query_practice_month(client, "P001", row.result_rows[0][1])
+            one = LocalReads(client).practice_month("P001", row.result_rows[0][1])
             assert one is not None
             same_row(row.column_names, list(one.values()), row.result_rows[0])
         monkeypatch.setattr("sinks.migrate.MIGRATIONS_DIR", MIGRATIONS_DIR)
@@ -574,7 +575,7 @@ def test_withdrawn_facts_and_breaches_stop_counting_and_count_again_when_raised_
                     )
 
         def figures() -> tuple[Any, ...]:
-            row = query_practice_month(client, "P001", "2026-01")
+            row = LocalReads(client).practice_month("P001", "2026-01")
             assert row is not None
             compare(client)  # the view and the query-time reference agree
             return (
@@ -614,7 +615,7 @@ def test_withdrawn_facts_and_breaches_stop_counting_and_count_again_when_raised_
         insert_events(client, [clean("P001", "p" * 32, "message.sent", feb, thread_id="t2")])
         gone = _fact("r-feb", feb, 10.0, True)
         put(gone, gone.withdraw(feb + timedelta(hours=1)))
-        february = query_practice_month(client, "P001", "2026-02")
+        february = LocalReads(client).practice_month("P001", "2026-02")
         assert february is not None
         assert february["responses"] == 0 and february["avg_response_business_hours"] is None
         compare(client)
@@ -623,7 +624,7 @@ def test_withdrawn_facts_and_breaches_stop_counting_and_count_again_when_raised_
         moved = dataclasses.replace(fast, replied_at=feb, updated_at=day + timedelta(days=30))
         put(moved)
         assert figures() == (1, 2.5, 0.0, 1)
-        february = query_practice_month(client, "P001", "2026-02")
+        february = LocalReads(client).practice_month("P001", "2026-02")
         assert february is not None and february["responses"] == 1
     finally:
         client.close()
