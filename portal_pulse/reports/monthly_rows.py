@@ -61,7 +61,8 @@ def refresh_monthly_rows(
     started = time.monotonic()
     if practice_ids is not None and not practice_ids:
         return RefreshResult(0, 0, 0.0)
-    conditions, params = [], {}
+    conditions: list[str] = []
+    params: dict[str, Any] = {}
     if practice_ids is not None:
         conditions.append("practice_id IN {ids:Array(String)}")
         params["ids"] = sorted(practice_ids)
