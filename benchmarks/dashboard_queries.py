@@ -4,16 +4,21 @@ Builds the data set once with the simulator and the offline replay (several minu
 an existing chDB path (migrating it to this code's schema), then times, as the code it runs
 reads them:
 
-- one practice-month as `portal-pulse dashboard` fetches it (`fetch_month`);
-- the same practice-month from `monthly_portal_performance`, as a BI tool reads it;
+- one practice-month as `portal-pulse dashboard` fetches it (`fetch_month`, from the view);
+- the same practice-month from `monthly_portal_performance` (the stored rows, migration 0010),
+  as a BI tool reads it, and from `monthly_portal_performance_computed` (what a refresh runs);
 - one practice's trailing twelve months (`fetch_trailing`, the HTML report);
-- all practices × all months from the view (`SELECT *`).
+- all practices × all months from the view and from the computing view (`SELECT *`);
+- what keeping the stored rows costs: one refresh of one practice-month, of one practice from
+  a middle month, of one practice's every month, and of everything; then the view's reads
+  again with the parts those refreshes left.
 
-Each beside the same read of migration 0002's query-time definition, recreated as
+Each read beside the same read of migration 0002's query-time definition, recreated as
 `reference_monthly_portal_performance` (tests/reference_monthly.py). Runs take turns, so all
 see the same machine load. Prints medians of wall time and of this process's CPU time (chDB runs
-in the process: CPU moves less than wall time on a shared machine), then whether `fetch_month`
-gives the view's rows and the view the reference's numbers, and a last line of JSON.
+in the process: CPU moves less than wall time on a shared machine), then whether the stored rows
+are the computing view's, `fetch_month` gives the view's rows and the view the reference's
+numbers, and a last line of JSON.
 
 Run it on two checkouts (say main and a branch) against copies of one chDB path to compare
 code: a path migrated by newer code cannot go back.
@@ -38,6 +43,7 @@ from clickhouse_connect.driver.client import Client
 
 from portal_pulse.replay import replay_file
 from portal_pulse.reports.dashboard import fetch_month, fetch_trailing, previous_month
+from portal_pulse.reports.monthly_rows import refresh_monthly_rows
 from portal_pulse.settings import Settings
 from portal_pulse.simulate import SimulationSpec, simulate_to_file
 from sinks.client import connect
@@ -45,6 +51,7 @@ from sinks.migrate import migrate
 from tests.reference_monthly import create_reference
 
 VIEW = "monthly_portal_performance"
+COMPUTED = "monthly_portal_performance_computed"
 ROLLUP_TABLES = (
     "rollup_months",
     "rollup_patient_years",
@@ -183,24 +190,54 @@ def main() -> None:
         return lambda: client.query(f"SELECT * FROM {view} ORDER BY practice_id, month")
 
     # Reference and this code's reads, taking turns; fetch_month is what `dashboard` runs.
-    (one_ref, one_fetch, one_view), _ = timed(
-        [month_of(reference), lambda: fetch_month(client, "P001", month), month_of(VIEW)],
+    (one_ref, one_fetch, one_view, one_computed), _ = timed(
+        [
+            month_of(reference),
+            lambda: fetch_month(client, "P001", month),
+            month_of(VIEW),
+            month_of(COMPUTED),
+        ],
         args.repeat,
     )
     (trailing_ref, trailing_now), _ = timed(
         [trailing_of(reference), lambda: fetch_trailing(client, "P001", month)], args.repeat
     )
-    (every_ref, every_view), last = timed(
-        [every_of(reference), every_of(VIEW)], max(3, args.repeat // 2)
+    (every_ref, every_view, every_computed), last = timed(
+        [every_of(reference), every_of(VIEW), every_of(COMPUTED)], max(3, args.repeat // 2)
     )
     figures = {
         "one practice-month, fetch_month (dashboard)": (one_ref, one_fetch),
         "one practice-month from the view (BI)": (one_ref, one_view),
+        "one practice-month, computing view": (one_ref, one_computed),
         "one practice, trailing twelve months": (trailing_ref, trailing_now),
         "all practices × all months from the view": (every_ref, every_view),
+        "all practices × all months, computing view": (every_ref, every_computed),
     }
     results = {"before": last[0].result_rows, "after": last[1].result_rows}
+    computed_rows = last[2].result_rows
     columns = list(last[1].column_names)
+
+    # What keeping the stored rows costs: one refresh of each extent, taking turns.
+    middle = months[len(months) // 2]
+    refreshes = {
+        "refresh one practice-month": lambda: refresh_monthly_rows(
+            client, ["P001"], (month, month)
+        ),
+        f"refresh one practice from {middle}": lambda: refresh_monthly_rows(
+            client, ["P001"], (middle, months[-1])
+        ),
+        "refresh one practice, every month": lambda: refresh_monthly_rows(client, ["P001"]),
+        "refresh every practice": lambda: refresh_monthly_rows(client),
+    }
+    costs, _ = timed(list(refreshes.values()), args.repeat)
+    stored_parts = client.query(
+        "SELECT count() FROM system.parts WHERE active AND database = currentDatabase() "
+        "AND table = 'monthly_portal_performance_rows'"
+    ).result_rows[0][0]
+    (one_after, every_after), _ = timed([month_of(VIEW), every_of(VIEW)], args.repeat)
+    refresh_figures = dict(zip(refreshes, costs, strict=True))
+    refresh_figures[f"one practice-month from the view, {stored_parts} parts"] = one_after
+    refresh_figures[f"all practices × months from the view, {stored_parts} parts"] = every_after
 
     rows = len(results["after"])
     load_average = os.getloadavg()[0]
@@ -218,18 +255,22 @@ def main() -> None:
             f"{name:46} {ref_wall * 1000:6.0f} / {ref_cpu * 1000:5.0f} ms "
             f"{wall * 1000:6.0f} / {cpu * 1000:5.0f} ms"
         )
+    print(f"{'stored rows, after the reads above':46} {'':>16} {'wall / CPU':>16}")
+    for name, (wall, cpu) in refresh_figures.items():
+        print(f"{name:46} {'':>16} {wall * 1000:6.0f} / {cpu * 1000:5.0f} ms")
 
-    # fetch_month against the view's rows, for every month of the practice timed.
+    # The stored rows against the computing view, and fetch_month against the stored rows.
+    other, gap = differences(columns, results["after"], computed_rows)
+    if other:
+        print(f"stored rows: NO, {other} cells differ from the computing view")
+        raise SystemExit(1)
+    print(f"stored rows: the computing view's, every row (float means within {gap:.1e})")
     view_rows = {(r[0], r[1]): r for r in results["after"]}
-    mismatched = 0
     for m in months:
         row = fetch_month(client, "P001", m)
-        got = [tuple(row[c] for c in columns)]
-        if differences(columns, got, [view_rows["P001", m]])[0]:
-            mismatched += 1
-    if mismatched:
-        print(f"fetch_month: NO, {mismatched} of P001's {len(months)} months differ from the view")
-        raise SystemExit(1)
+        if differences(columns, [tuple(row[c] for c in columns)], [view_rows["P001", m]])[0]:
+            print(f"fetch_month: NO, {m} differs from the view")
+            raise SystemExit(1)
     print(f"fetch_month: the view's row for each of P001's {len(months)} months")
 
     other, gap = differences(columns, results["after"], results["before"])
@@ -258,6 +299,10 @@ def main() -> None:
                         "cpu": round(now[1] * 1000, 1),
                     }
                     for name, (ref, now) in figures.items()
+                },
+                "refresh_ms": {
+                    name: {"wall": round(wall * 1000, 1), "cpu": round(cpu * 1000, 1)}
+                    for name, (wall, cpu) in refresh_figures.items()
                 },
             }
         )

@@ -7,6 +7,8 @@ identifier or pseudonym.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -19,6 +21,9 @@ from prometheus_client import (
 from portal_pulse.domain.followups import FOLLOWUP_KINDS
 from portal_pulse.domain.sla import ALERT_KINDS as SLA_ALERT_KINDS
 from sinks.rows import TABLES
+
+if TYPE_CHECKING:
+    from portal_pulse.reports.monthly_rows import RefreshResult
 
 __all__ = ["METRIC_NAMES", "PipelineMetrics"]
 
@@ -48,6 +53,9 @@ METRIC_NAMES = (
     "portal_pulse_late_events_total",
     "portal_pulse_alert_corrections_total",
     "portal_pulse_consumer_loop_events_total",
+    "portal_pulse_monthly_refresh_seconds",
+    "portal_pulse_monthly_refreshed_rows_total",
+    "portal_pulse_monthly_refresh_errors_total",
 )
 
 SOURCES = ("ehr", "portal", "billing", "phone", "survey")
@@ -217,7 +225,28 @@ class PipelineMetrics:
             ["event"],
             registry=registry,
         )
+        self.monthly_refresh_seconds = Histogram(
+            "portal_pulse_monthly_refresh_seconds",
+            "Time to refresh the stored monthly rows (monthly_portal_performance) from the "
+            "computing view, once per refresh.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf")),
+            registry=registry,
+        )
+        self.monthly_refreshed_rows = Counter(
+            "portal_pulse_monthly_refreshed_rows",
+            "Practice-months written to the stored monthly rows by refreshes.",
+            registry=registry,
+        )
+        self.monthly_refresh_errors = Counter(
+            "portal_pulse_monthly_refresh_errors",
+            "Refreshes of the stored monthly rows that failed (tried again at the next one).",
+            registry=registry,
+        )
         self._initialise()
+
+    def monthly_refreshed(self, result: RefreshResult) -> None:
+        self.monthly_refresh_seconds.observe(result.seconds)
+        self.monthly_refreshed_rows.inc(result.rows)
 
     def _initialise(self) -> None:
         """Give every labelled series its known label values at 0 from the start.

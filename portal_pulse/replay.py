@@ -22,6 +22,7 @@ from portal_pulse.keylog import order_key
 from portal_pulse.pipeline import build_machines, load_practices
 from portal_pulse.progress import STEP, ProgressFactory, count_lines
 from portal_pulse.pseudonym import Pseudonymizer, load_key
+from portal_pulse.reports.monthly_rows import refresh_monthly_rows
 from portal_pulse.reports.practices_sync import sync_practices
 from portal_pulse.settings import Settings
 from schemas.jsonl import LineError, iter_lines
@@ -169,5 +170,12 @@ def replay_file(
     summary.clock = clock
     for buf in buffers.values():
         buf.flush()
-    sync_practices(client, practices, {e.practice_id for _, _, e in accepted})
+    replayed = {e.practice_id for _, _, e in accepted}
+    sync_practices(client, practices, replayed)
+    # What BI tools and the dashboard read (monthly_portal_performance) is stored: refreshed
+    # for the practices replayed, exactly the computing view's rows when this returns.
+    refreshed = refresh_monthly_rows(client, replayed)
+    logger.info(
+        "monthly rows refreshed: %d practice-months in %.2f s", refreshed.rows, refreshed.seconds
+    )
     return summary

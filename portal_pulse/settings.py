@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     sink_fault_rate: float = 0.0
     # An insert that fails is retried with back-off up to this pause, for as long as it takes.
     sink_retry_max_seconds: float = 10.0
+    # The stored monthly rows (monthly_portal_performance, migration 0010) are refreshed at
+    # most this often while rows are written, and always before the worker stops: how stale
+    # BI tools and the dashboard may see the month while a worker runs (docs/metrics.md).
+    monthly_refresh_seconds: float = Field(default=5.0, gt=0, le=3600)
     tick_interval_seconds: float = 0.25
     idle_grace_seconds: float = 0.5
     # Late and out-of-order events (SPEC §7.1, docs/time.md): a clock-driven alert waits this

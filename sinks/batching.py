@@ -102,6 +102,7 @@ class ClickHouseTableSink:
         attempts: int | None = None,
         backoff: float = 0.2,
         max_backoff: float = 10.0,
+        before_insert: Callable[[Batch], None] | None = None,
         after_insert: Callable[[Batch], None] | None = None,
         on_positions: Callable[[str, dict[int, int]], None] | None = None,
     ) -> None:
@@ -113,6 +114,9 @@ class ClickHouseTableSink:
         self.attempts = attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
+        # Called with the rows about to be inserted: what they change is marked before it can
+        # have changed (the stored monthly rows, portal_pulse/reports/monthly_rows.py).
+        self.before_insert = before_insert
         # Fault hook: raising here simulates a write whose acknowledgement was lost, so the
         # same batch is sent again with the same token.
         self.after_insert = after_insert
@@ -235,6 +239,8 @@ class ClickHouseTableSink:
             if token
             else {}
         )
+        if self.before_insert is not None:
+            self.before_insert(todo)
         self.client.insert(self.table, rows, column_names=columns, settings=settings)
         if self.after_insert is not None:
             self.after_insert(todo)

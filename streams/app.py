@@ -21,6 +21,7 @@ from faust.app.base import BootStrategy
 from portal_pulse.ingest import Ingestor, bounds_from
 from portal_pulse.pipeline import load_practices
 from portal_pulse.pseudonym import Pseudonymizer, load_key
+from portal_pulse.reports.monthly_rows import MonthlyRows
 from portal_pulse.reports.practices_sync import sync_practices
 from portal_pulse.roles import ROLES, group_id, writes_clickhouse
 from portal_pulse.settings import Settings
@@ -89,6 +90,25 @@ class AgentRunner(mode.Service):
             closing = getattr(agent, "close", None)
             if closing is not None:
                 await closing()
+        await refresh_monthly_rows(self.rt, "at stop", final=True)
+
+
+async def refresh_monthly_rows(rt: Runtime, why: str = "", *, final: bool = False) -> None:
+    """Refresh the stored monthly rows the sinks marked, on the database thread. A failure is
+    logged: what was marked stays marked for the next try (at stop: the next start refreshes
+    everything)."""
+    monthly = rt.monthly_rows
+    if monthly is None or not monthly.pending():
+        return
+    try:
+        await asyncio.get_running_loop().run_in_executor(rt.db_executor, monthly.refresh, why)
+    except Exception as exc:
+        rt.metrics.monthly_refresh_errors.inc()
+        logger.warning(
+            "monthly rows: refresh failed%s: %s",
+            " (the next start refreshes every practice)" if final else "; tried again later",
+            f"{type(exc).__name__}: {exc}"[:300],
+        )
 
 
 def runner_for(app: faust.App, rt: Runtime, agents: list[Any]) -> type[AgentRunner]:
@@ -173,6 +193,14 @@ def build_app(
         ),
     )
     rt.loop.metrics = rt.metrics
+    if client is not None:
+        # Starts with everything marked: a crash may have left rows unrefreshed.
+        rt.monthly_rows = MonthlyRows(client, on_refreshed=rt.metrics.monthly_refreshed)
+
+        @app.timer(settings.monthly_refresh_seconds)
+        async def refresh_monthly() -> None:
+            await refresh_monthly_rows(rt)
+
     agents: list[Any] = []
     if role in ("all", "process"):
         rt.ingest = ingest = ingest_agent.register(app, rt)

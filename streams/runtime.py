@@ -14,6 +14,7 @@ from clickhouse_connect.driver.client import Client
 
 from portal_pulse.ingest import Ingestor
 from portal_pulse.metrics import PipelineMetrics
+from portal_pulse.reports.monthly_rows import MonthlyRows
 from portal_pulse.settings import Settings
 from schemas.serializer import AvroCodec
 from streams.consumer_loop import ConsumerLoop
@@ -41,6 +42,8 @@ class Runtime:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
     )
     sinks: dict[str, Any] = field(default_factory=dict)
+    # The stored monthly rows the sinks mark stale (None: this role writes no ClickHouse rows).
+    monthly_rows: MonthlyRows | None = None
     producers: list[Any] = field(default_factory=list)
     # The role's agents, for health, status and the shutdown summary (None: not in this role).
     ingest: Ingest | None = None

@@ -26,12 +26,13 @@ import logging
 import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields, is_dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from portal_pulse.ingest import Rejected
+from portal_pulse.reports.monthly_rows import FEEDING_TABLES
 from portal_pulse.reports.rollup import refeed_events_tail
 from schemas.serializer import clean_event_from_record
 from sinks.batching import Batch, ClickHouseTableSink, SinkStopped, lost_ack_fault
@@ -325,16 +326,26 @@ class EventsSinkAgent(TableSinkAgent):
         return self.sink.write(batch)
 
 
+def _marker(rt: Runtime, table: str, columns: Sequence[str]) -> Callable[[Batch], None] | None:
+    """Marks the practices of a batch stale in the stored monthly rows, for the tables whose
+    rows change monthly figures."""
+    if rt.monthly_rows is None or table not in FEEDING_TABLES:
+        return None
+    return rt.monthly_rows.marker(columns)
+
+
 def events_table_sink(rt: Runtime) -> ClickHouseTableSink:
     """The ``events`` writer, with clean-topic and raw positions: the processors' in the all
     role, the sink-events agent's in the sink role."""
     settings = rt.settings
     rate = settings.sink_fault_rate
+    columns = (*TABLES["events"].columns, *EVENT_SOURCE_COLUMNS)
     sink = ClickHouseTableSink(
         rt.clickhouse,
         "events",
-        (*TABLES["events"].columns, *EVENT_SOURCE_COLUMNS),
+        columns,
         position_columns=True,
+        before_insert=_marker(rt, "events", columns),
         max_backoff=settings.sink_retry_max_seconds,
         after_insert=lost_ack_fault(rate) if rate > 0 else None,
         # Repairs the rollup if a crash came between an insert's events and its rollup rows.
@@ -388,6 +399,7 @@ def register(rt: Runtime) -> list[TableSinkAgent]:
             table,
             spec.columns,
             max_backoff=settings.sink_retry_max_seconds,
+            before_insert=_marker(rt, table, spec.columns),
             after_insert=fault,
         )
         rt.sinks[table] = sink

@@ -1,10 +1,9 @@
 """The monthly portal dashboard (SPEC §1, §4): read ``monthly_portal_performance``, render it.
 
-ClickHouse computes every metric (the view, migrations 0002-0007; one practice-month comes from
-``practice_month``, a query for that month over the same rollup, which gives the view's row);
-this module only fetches rows and lays them out: the article's text dashboard, a JSON object
-with exactly the SPEC §4 keys, and one self-contained HTML page whose charts are inline SVG
-drawn here, so it opens offline. Nothing here changes a number: presentation only.
+ClickHouse computes every metric (the view, migrations 0002-0009: one definition, which BI tools
+read too); this module only fetches the view's rows and lays them out: the article's text
+dashboard, a JSON object with exactly the SPEC §4 keys, and one self-contained HTML page whose
+charts are inline SVG drawn here, so it opens offline. Nothing here changes a number: presentation only.
 
 Presentation rules (issue 10 §4):
 
@@ -169,7 +168,7 @@ def _why_no_row(reads: ReadModel, practice: str, month: str) -> str:
 
 def fetch_month(source: ReadModel | Client, practice: str, month: str) -> dict[str, Any]:
     """practice_id, month and every SPEC §4 key (numbers, or None where undefined): the view's
-    row, from a query written for one month (``practice_month``), about twice as fast.
+    row for the practice and month, read from the view as a BI tool reads it.
 
     ``MonthNotFound`` (a ``UserError``) says whether the practice is unknown or the month empty.
     """

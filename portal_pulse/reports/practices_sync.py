@@ -4,7 +4,9 @@ The monthly view reads ``practices`` for each practice's zone and look-back, and
 (migration 0006) cuts local months with ``local_days``, the local midnights of every zone in use.
 Both are upserts: calling this at start-up and after each processing run is cheap and
 idempotent. A changed zone or look-back rebuilds that practice's rollup here
-(portal_pulse/reports/rollup.py), so it shows on the next query.
+(portal_pulse/reports/rollup.py), and any change refreshes the stored monthly rows of every
+practice (portal_pulse/reports/monthly_rows.py: the default row reaches every practice without
+its own), so it shows on the next query.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from clickhouse_connect.driver.client import Client
 
 from portal_pulse.domain.practices import PracticeConfig, Practices
 from portal_pulse.reports.local_time import LOCAL_DAYS_FIRST, LOCAL_DAYS_LAST, local_midnights
+from portal_pulse.reports.monthly_rows import refresh_monthly_rows
 from portal_pulse.reports.rollup import (
     built_with,
     effective_settings,
@@ -38,8 +41,8 @@ def sync_practices(client: Client, practices: Practices, practice_ids: Iterable[
 
     Only rows that differ from what is stored are written. Practices whose monthly rollup was
     cut with another zone or look-back than the one now in force (their own row's, or the
-    default's for practices without one) have it rebuilt. Returns how many practice rows were
-    written.
+    default's for practices without one) have it rebuilt. If anything changed, every stored
+    monthly row is refreshed. Returns how many practice rows were written.
     """
     ids = set(practices.listed_ids) | set(practice_ids)
     ids |= {row[0] for row in client.query("SELECT DISTINCT practice_id FROM events").result_rows}
@@ -80,6 +83,8 @@ def sync_practices(client: Client, practices: Practices, practice_ids: Iterable[
             wait_for_inserts_before(client, written)
         rebuild_rollup(client, moved)
         record_builds(client, moved)
+    if rows or moved:
+        refresh_monthly_rows(client)
     return len(rows)
 
 

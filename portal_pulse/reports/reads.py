@@ -22,7 +22,6 @@ from typing import Any, Protocol, runtime_checkable
 from portal_pulse.domain.followups import FOLLOWUP_KINDS
 from portal_pulse.domain.records import ALERT_FIELDS
 from portal_pulse.domain.sla import ALERT_KINDS as SLA_KINDS
-from portal_pulse.reports.practice_month import query_practice_month
 
 __all__ = [
     "ALERT_KINDS",
@@ -250,7 +249,9 @@ class LocalReads:
         return zones.get(practice) or zones.get("default") or None
 
     def practice_month(self, practice: str, month: str) -> dict[str, Any] | None:
-        return query_practice_month(self.db, practice, month)  # type: ignore[arg-type]
+        # The view's row itself, as a BI tool reads it: one definition of every figure.
+        rows = self.months(practice, month, month)
+        return rows[0] if rows else None
 
     def months(self, practice: str, first: str, last: str) -> list[dict[str, Any]]:
         from portal_pulse.reports.dashboard import METRIC_KEYS

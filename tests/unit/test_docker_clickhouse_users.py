@@ -42,7 +42,7 @@ PER_PATIENT = {
 WRITER_INSERTS = {
     "events", "dead_letters", "alerts", "message_responses", "live_metrics", "sink_positions",
     "practices", "local_days", "rollup_builds", "events_rollup_feed",
-    "message_responses_rollup_feed", "alerts_rollup_feed",
+    "message_responses_rollup_feed", "alerts_rollup_feed", "monthly_portal_performance_rows",
 }  # fmt: skip
 PASSWORDS = {ADMIN: "admin-test", WRITER: "writer-test", BI: "bi-test"}
 HASH_VARS = {

@@ -26,6 +26,7 @@ from portal_pulse.reports.dashboard import (
     render_json,
 )
 from portal_pulse.reports.local_time import local_midnights
+from portal_pulse.reports.monthly_rows import refresh_monthly_rows
 from portal_pulse.reports.practices_sync import sync_practices
 from schemas.model import CleanEvent
 from sinks.rows import (
@@ -279,6 +280,8 @@ def db(chdb_client: Client) -> Client:
     insert_events(
         chdb_client, [ev(UNSYNCED, "u1", "portal.login", "2026-02-01T03:30:00", channel="web")]
     )
+    # The rows above went straight into the tables: the refresh a writer runs after its own.
+    refresh_monthly_rows(chdb_client)
     return chdb_client
 
 

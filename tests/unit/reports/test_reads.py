@@ -32,6 +32,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from portal_pulse.domain.records import ALERT_FIELDS, Alert
+from portal_pulse.reports.dashboard import MonthNotFound, fetch_month
 from portal_pulse.reports.reads import (
     ENDPOINTS,
     READ_ONLY,
@@ -316,3 +317,12 @@ def test_alerts_and_open_counts_leave_withdrawn_alerts_out_unless_asked(
     after = reads.open_alerts_by_kind()
     assert after.get("sla.at_risk", 0) == before["sla.at_risk"] - 1
     assert ids(open_only=True) == []
+
+
+@pytest.mark.parametrize("practice", ["O'Brien", "P\\001", "x' OR 1 = 1 --"])
+def test_practice_month_binds_the_practice_id(chdb_client: Client, practice: str) -> None:
+    """The dashboard's read of the view binds values as parameters: quotes and backslashes stay
+    in the string, so such an id finds no row rather than changing the query."""
+    assert LocalReads(chdb_client).practice_month(practice, "2026-01") is None
+    with pytest.raises(MonthNotFound):
+        fetch_month(chdb_client, practice, "2026-01")

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from portal_pulse.domain.practices import Practices
 from portal_pulse.domain.records import Alert, ResponseFact
-from portal_pulse.reports.practices_sync import sync_practices
+from portal_pulse.reports.local_time import local_midnights
 from schemas.catalogue import event_types
 from schemas.model import CleanEvent
 from sinks.batching import POSITION_COLUMNS, Batch, ClickHouseTableSink, SinkWriteError
@@ -569,7 +568,18 @@ def test_migration_0009_keeps_what_an_older_database_holds(
     monkeypatch.setattr("sinks.migrate.MIGRATIONS_DIR", older)
     assert max(migrate(empty_database)) == 8
     db = empty_database
-    sync_practices(db, Practices.from_mapping({"practices": {"default": {"timezone": "UTC"}}}))
+    # What sync_practices writes (it also refreshes the stored monthly rows of migration 0010,
+    # which this schema does not have yet): the default zone and its local midnights.
+    db.insert(
+        "practices",
+        [["default", "UTC", 0, datetime.now(UTC)]],
+        column_names=["practice_id", "timezone", "roster_lookback_days", "updated_at"],
+    )
+    db.insert(
+        "local_days",
+        [["UTC", start, day] for start, day in local_midnights("UTC")],
+        column_names=["timezone", "starts_at", "local_date"],
+    )
     practice = f"p-{uid()}"
     raised = make_alert("al-1", practice)
     resolved = raised.resolve(T0 + timedelta(hours=2), 30.0)

@@ -26,8 +26,9 @@ from clickhouse_connect.driver.client import Client
 from portal_pulse.domain.practices import Practices
 from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.replay import replay_file
-from portal_pulse.reports.practice_month import query_practice_month
+from portal_pulse.reports.monthly_rows import COMPUTED, refresh_monthly_rows
 from portal_pulse.reports.practices_sync import sync_practices
+from portal_pulse.reports.reads import LocalReads
 from portal_pulse.reports.rollup import refeed_events_tail
 from portal_pulse.settings import Settings
 from portal_pulse.simulate import SimulationSpec, simulate_to_file
@@ -85,18 +86,26 @@ def same_row(columns: Sequence[str], got: Sequence[Any], want: Sequence[Any]) ->
             assert x == y and type(x) is type(y), f"{where_}: {x!r} != {y!r}"
 
 
+def same_rows(got: Any, want: Any) -> None:
+    """Two query results: same columns, same practice-months, every value equal."""
+    assert got.column_names == want.column_names
+    assert [(r[0], r[1]) for r in got.result_rows] == [(r[0], r[1]) for r in want.result_rows]
+    for x, y in zip(got.result_rows, want.result_rows, strict=True):
+        same_row(got.column_names, x, y)
+
+
 def compare(db: Client, where: str = "") -> int:
-    """Assert the view equals the reference, and the one-practice-month query (what the
-    dashboard runs) the view, row by row; returns the number of rows compared."""
+    """Assert the view BI tools read (the stored rows) equals the computing view, the computing
+    view the reference, and the dashboard's read of one practice-month (``practice_month``,
+    which ``fetch_month`` calls) the view's row; returns the number of rows compared."""
     reference = create_reference(db)
     new = db.query(f"SELECT * FROM monthly_portal_performance {where} ORDER BY practice_id, month")
+    computed = db.query(f"SELECT * FROM {COMPUTED} {where} ORDER BY practice_id, month")
     old = db.query(f"SELECT * FROM {reference} {where} ORDER BY practice_id, month")
-    assert new.column_names == old.column_names
-    assert [(r[0], r[1]) for r in new.result_rows] == [(r[0], r[1]) for r in old.result_rows]
-    for got, want in zip(new.result_rows, old.result_rows, strict=True):
-        same_row(new.column_names, got, want)
+    same_rows(new, computed)
+    same_rows(computed, old)
     for row in new.result_rows:
-        one = query_practice_month(db, row[0], row[1])
+        one = LocalReads(db).practice_month(row[0], row[1])
         assert one is not None, f"no row for {row[0]} {row[1]}"
         assert list(one) == list(new.column_names)
         same_row(new.column_names, list(one.values()), row)
@@ -225,6 +234,12 @@ def insert_events(db: Client, rows: list[list[Any]]) -> None:
     db.insert("events", rows, column_names=list(EVENT_COLUMNS))
 
 
+def refreshed(db: Client) -> Client:
+    """After rows inserted straight into the tables: the refresh a writer runs after its own."""
+    refresh_monthly_rows(db)
+    return db
+
+
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("rollup")
@@ -252,6 +267,7 @@ def db(chdb_client: Client, recording: tuple[Path, Path]) -> Iterator[Client]:
     second = replay_file(settings, events, client)
     assert second.events == first.events and second.alerts == first.alerts > 0
     insert_events(client, late_events(client) + kolkata_midnight_events() + gap_events())
+    refreshed(client)
     try:
         yield client
     finally:
@@ -284,8 +300,8 @@ def test_a_month_without_events_has_no_row(db: Client) -> None:
         parameters={"p": GAP},
     ).result_rows
     assert [m[0] for m in months] == ["2026-01", "2026-03"]
-    assert query_practice_month(db, GAP, "2026-02") is None
-    assert query_practice_month(db, "P999", "2026-01") is None
+    assert LocalReads(db).practice_month(GAP, "2026-02") is None
+    assert LocalReads(db).practice_month("P999", "2026-01") is None
 
 
 def test_half_hour_zone_cuts_months_at_local_midnight(db: Client) -> None:
@@ -316,7 +332,7 @@ def test_re_inserted_alert_versions_count_once_in_their_latest_month(db: Client)
     moved[columns.index("due_at")] = due_at + timedelta(days=40)
     moved[columns.index("version")] = version + 1
     db.insert("alerts", [moved], column_names=columns)  # a later version, due a month later
-    compare(db)
+    compare(refreshed(db))
 
 
 def test_zone_and_look_back_changes(db: Client) -> None:
@@ -364,7 +380,7 @@ def test_zone_and_look_back_changes(db: Client) -> None:
     assert exact_rows(db, "WHERE practice_id NOT IN ('P950', 'P900')") == before
 
 
-@pytest.mark.parametrize("applied", [5, 6, 8])
+@pytest.mark.parametrize("applied", [5, 6, 8, 9])
 def test_migrating_a_database_that_has_data(
     chdb_client: Client,
     db: Client,
@@ -374,7 +390,8 @@ def test_migrating_a_database_that_has_data(
 ) -> None:
     """Migrations up to ``applied``, the base tables filled (through 0006's materialized views
     if it is applied), then the rest: 0006 backfills the rollup, 0007 redefines the view, 0009
-    swaps in a versioned ``message_responses`` and rebuilds the SLA rollup."""
+    swaps in a versioned ``message_responses`` and rebuilds the SLA rollup, 0010 stores the
+    view's rows (backfilled: BI tools see the same rows without any refresh)."""
     older = tmp_path / "migrations"
     older.mkdir()
     versions = sorted(int(path.name[:4]) for path in MIGRATIONS_DIR.glob("*.sql"))
@@ -398,12 +415,12 @@ def test_migrating_a_database_that_has_data(
                 f"INSERT INTO {table} ({', '.join(columns)}) "
                 f"SELECT {', '.join(values)} FROM {source}.{table}"
             )
-        if applied < 6:  # no rollup yet: the one-month query reads migration 0002's view
+        if applied < 6:  # no rollup yet: the dashboard's read gives migration 0002's row
             row = db.query(
                 "SELECT * FROM monthly_portal_performance WHERE practice_id = 'P001' "
                 "ORDER BY month LIMIT 1"
             )
-            one = query_practice_month(client, "P001", row.result_rows[0][1])
+            one = LocalReads(client).practice_month("P001", row.result_rows[0][1])
             assert one is not None
             same_row(row.column_names, list(one.values()), row.result_rows[0])
         monkeypatch.setattr("sinks.migrate.MIGRATIONS_DIR", MIGRATIONS_DIR)
@@ -474,13 +491,13 @@ def test_a_crash_between_events_and_their_rollup_is_repaired_when_a_sink_meets_t
             )
         finally:
             client.command("ATTACH TABLE events_rollup_feed_mv")
-        june = "SELECT count() FROM monthly_portal_performance WHERE practice_id = 'P001' AND month = '2027-06'"
+        june = f"SELECT count() FROM {COMPUTED} WHERE practice_id = 'P001' AND month = '2027-06'"
         assert client.query(june).result_rows[0][0] == 0
 
         # The replacement sink reads the positions back, skips the batch, and repairs the rollup.
         assert sink().write(batch) == 0
         assert client.query(june).result_rows[0][0] == 1
-        compare(client)
+        compare(refreshed(client))
     finally:
         client.close()
         chdb_client.command(f"DROP DATABASE IF EXISTS {name} SYNC")
@@ -572,9 +589,10 @@ def test_withdrawn_facts_and_breaches_stop_counting_and_count_again_when_raised_
                     client.insert(
                         "message_responses", [response_row(record)], column_names=RESPONSE_COLUMNS
                     )
+            refreshed(client)
 
         def figures() -> tuple[Any, ...]:
-            row = query_practice_month(client, "P001", "2026-01")
+            row = LocalReads(client).practice_month("P001", "2026-01")
             assert row is not None
             compare(client)  # the view and the query-time reference agree
             return (
@@ -614,7 +632,7 @@ def test_withdrawn_facts_and_breaches_stop_counting_and_count_again_when_raised_
         insert_events(client, [clean("P001", "p" * 32, "message.sent", feb, thread_id="t2")])
         gone = _fact("r-feb", feb, 10.0, True)
         put(gone, gone.withdraw(feb + timedelta(hours=1)))
-        february = query_practice_month(client, "P001", "2026-02")
+        february = LocalReads(client).practice_month("P001", "2026-02")
         assert february is not None
         assert february["responses"] == 0 and february["avg_response_business_hours"] is None
         compare(client)
@@ -623,7 +641,7 @@ def test_withdrawn_facts_and_breaches_stop_counting_and_count_again_when_raised_
         moved = dataclasses.replace(fast, replied_at=feb, updated_at=day + timedelta(days=30))
         put(moved)
         assert figures() == (1, 2.5, 0.0, 1)
-        february = query_practice_month(client, "P001", "2026-02")
+        february = LocalReads(client).practice_month("P001", "2026-02")
         assert february is not None and february["responses"] == 1
     finally:
         client.close()
