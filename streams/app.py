@@ -30,6 +30,7 @@ from sinks.client import connect
 from sinks.migrate import migrate
 from streams import ingest_agent, notify_agent, processor_agent, sink_agents, web
 from streams.consumer_loop import ConsumerLoop
+from streams.monthly_refresh import refresh_monthly_rows
 from streams.runtime import Runtime
 
 __all__ = ["AgentRunner", "PipelineBoot", "Runtime", "build_app"]
@@ -91,24 +92,6 @@ class AgentRunner(mode.Service):
             if closing is not None:
                 await closing()
         await refresh_monthly_rows(self.rt, "at stop", final=True)
-
-
-async def refresh_monthly_rows(rt: Runtime, why: str = "", *, final: bool = False) -> None:
-    """Refresh the stored monthly rows the sinks marked, on the database thread. A failure is
-    logged: what was marked stays marked for the next try (at stop: the next start refreshes
-    everything)."""
-    monthly = rt.monthly_rows
-    if monthly is None or not monthly.pending():
-        return
-    try:
-        await asyncio.get_running_loop().run_in_executor(rt.db_executor, monthly.refresh, why)
-    except Exception as exc:
-        rt.metrics.monthly_refresh_errors.inc()
-        logger.warning(
-            "monthly rows: refresh failed%s: %s",
-            " (the next start refreshes every practice)" if final else "; tried again later",
-            f"{type(exc).__name__}: {exc}"[:300],
-        )
 
 
 def runner_for(app: faust.App, rt: Runtime, agents: list[Any]) -> type[AgentRunner]:

@@ -48,6 +48,7 @@ from sinks.remote import (
     write_private,
 )
 from streams.health import WorkerHealth
+from streams.monthly_refresh import refresh_monthly_rows
 from streams.runtime import Runtime
 
 __all__ = ["address_dir", "register", "web_url", "withdraw_address"]
@@ -124,6 +125,8 @@ def register(app: faust.App, rt: Runtime, metrics: PipelineMetrics) -> WorkerHea
                         content_type=_JSON,
                         status=404,
                     )
+                # Rows written since the last refresh are in the monthly figures it answers.
+                await refresh_monthly_rows(rt)
                 query = list(request.query.items())
                 loop = asyncio.get_running_loop()
                 status, body = await loop.run_in_executor(

@@ -18,7 +18,8 @@ from portal_pulse.settings import Settings
 from schemas.model import CleanEvent
 from sinks.batching import Batch
 from sinks.rows import TABLES, event_row
-from streams.app import build_app, refresh_monthly_rows
+from streams.app import build_app
+from streams.monthly_refresh import refresh_monthly_rows
 from streams.runtime import Runtime
 
 T = datetime(2026, 3, 5, 9, tzinfo=UTC)
