@@ -7,6 +7,12 @@ Each batch remembers the Kafka position of every row. Two things make a write ex
 - the sink knows the highest offset it has written per topic-partition, read back from
   ClickHouse when it first meets the partition (from the table's own ``kafka_*`` columns, or
   from ``sink_positions``), so records read again after a crash or a rebalance are skipped.
+  One insert is not atomic: ClickHouse writes a part per table partition (``events`` by month)
+  and commits each on its own, so a crash can leave a batch's later offsets written and earlier
+  ones not. For a table with ``kafka_*`` columns the sink therefore reads the exact offsets
+  written at or above the group's committed offset (``floors``; everything below it was
+  written whole before it was committed) and skips exactly those there, not everything up to
+  the highest.
 
 Failure policy: an insert is retried with capped exponential back-off until it succeeds or the
 sink is stopped (the caller then acknowledges nothing). ``attempts`` bounds it for one-shot
@@ -19,7 +25,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -75,13 +81,13 @@ class Batch:
         )
         return f"{table}|{spans}"
 
-    def after(self, written: dict[tuple[str, int], int]) -> Batch:
-        """The rows whose position is past what was already written."""
+    def unwritten(self, is_written: Callable[[str, int, int], bool]) -> Batch:
+        """The rows whose position is not written yet."""
         rest = Batch()
         for row, src in zip(self.rows, self.sources, strict=True):
             if src is None:
                 rest.add(row)
-            elif src[2] > written.get((src[0], src[1]), -1):
+            elif not is_written(*src):
                 rest.add(row, *src)
         return rest
 
@@ -105,6 +111,7 @@ class ClickHouseTableSink:
         before_insert: Callable[[Batch], None] | None = None,
         after_insert: Callable[[Batch], None] | None = None,
         on_positions: Callable[[str, dict[int, int]], None] | None = None,
+        floors: Callable[[str], Mapping[int, int]] | None = None,
     ) -> None:
         self.client = client
         self.table = table
@@ -123,6 +130,9 @@ class ClickHouseTableSink:
         # Called with (topic, partition → highest offset written) each time positions are read
         # back: what ``events`` needs to repair its rollup after a crash (streams/sink_agents).
         self.on_positions = on_positions
+        # The group's committed offset per partition of a topic (the consumer loop's): below
+        # it every row was written whole; at and above it an insert may have been cut short.
+        self.floors = floors
         self.rows_written = 0
         self.rows_skipped = 0
         self.errors = 0
@@ -131,12 +141,22 @@ class ClickHouseTableSink:
         self.on_error: Callable[[str], None] | None = None
         self.on_written: Callable[[int, float], None] | None = None
         self._written: dict[tuple[str, int], int] = {}
+        # (topic, partition) → (floor, highest offset read back, offsets written from the floor
+        # up to it): where a cut-short insert may have left holes (``load_positions``).
+        self._exact: dict[tuple[str, int], tuple[int, int, frozenset[int]]] = {}
         self._known_topics: set[str] = set()
         self._stop = threading.Event()
 
     def written(self, topic: str, partition: int) -> int:
         """The highest offset of ``topic``'s partition known written (-1: none)."""
         return self._written.get((topic, partition), -1)
+
+    def is_written(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether the row of this position is in the table already."""
+        exact = self._exact.get((topic, partition))
+        if exact is not None and exact[0] <= offset <= exact[1]:
+            return offset in exact[2]
+        return offset <= self._written.get((topic, partition), -1)
 
     def wait_stopped(self, seconds: float) -> bool:
         """Sleep ``seconds`` between retries; True at once when stopped."""
@@ -149,10 +169,12 @@ class ClickHouseTableSink:
         """Read positions back from ClickHouse again (another sink may have written since)."""
         if tps is None:
             self._written.clear()
+            self._exact.clear()
             self._known_topics.clear()
             return
         for tp in tps:
             self._written.pop(tp, None)
+            self._exact.pop(tp, None)
             self._known_topics.discard(tp[0])
 
     def load_positions(self, topic: str) -> None:
@@ -174,9 +196,38 @@ class ClickHouseTableSink:
             key = (topic, int(partition))
             self._written[key] = max(self._written.get(key, -1), int(offset))
             highs[int(partition)] = self._written[key]
+        if self.position_columns and self.floors is not None:
+            self._load_exact(topic, highs)
         if self.on_positions is not None and highs:
             self.on_positions(topic, highs)
         self._known_topics.add(topic)
+
+    def _load_exact(self, topic: str, highs: dict[int, int]) -> None:
+        """The offsets written between the committed offset and the highest one, per partition
+        with both: usually none (a clean hand-over commits what it wrote)."""
+        assert self.floors is not None
+        floors = {p: f for p, f in self.floors(topic).items() if f <= highs.get(p, -1)}
+        if not floors:
+            return
+        written: dict[int, set[int]] = {p: set() for p in floors}
+        rows = self.client.query(
+            f"SELECT kafka_partition, kafka_offset FROM {self.table} "  # noqa: S608
+            "WHERE kafka_topic = {t:String} AND kafka_offset >= {lo:Int64}",
+            parameters={"t": topic, "lo": min(floors.values())},
+        ).result_rows
+        for partition, offset in rows:
+            p, o = int(partition), int(offset)
+            if p in floors and o >= floors[p]:
+                written[p].add(o)
+        for p, floor in floors.items():
+            self._exact[(topic, p)] = (floor, highs[p], frozenset(written[p]))
+            missing = highs[p] - floor + 1 - len(written[p])
+            if missing:
+                logger.info(
+                    "%s: %s:%d has rows up to offset %d but none for %d offsets from %d "
+                    "(records with no row, or an insert cut short): the due ones are written",
+                    self.table, topic, p, highs[p], missing, floor,
+                )  # fmt: skip
 
     def write(self, batch: Batch) -> int:
         """Insert the rows not yet written; returns how many were inserted."""
@@ -216,7 +267,7 @@ class ClickHouseTableSink:
         for topic, _ in batch.positions:
             if topic not in self._known_topics:
                 self.load_positions(topic)
-        todo = batch.after(self._written) if batch.positions else batch
+        todo = batch.unwritten(self.is_written) if batch.positions else batch
         self.rows_skipped += len(batch) - len(todo)
         if not todo.rows:
             return 0

@@ -286,6 +286,11 @@ class ConsumerLoop:
         known = [d for d in done if d is not None]
         return max(min(known) if known else 0, self.committed.get(tp, 0))
 
+    def committed_of(self, topic: str) -> dict[int, int]:
+        """The group's committed offset per assigned partition of ``topic`` (a copy: commits
+        are answered on the consumer thread)."""
+        return {tp.partition: o for tp, o in dict(self.committed).items() if tp.topic == topic}
+
     def caught_up(self, tp: TP) -> bool:
         high = self.highwater(tp)
         if high is None:

@@ -288,7 +288,7 @@ class EventsSinkAgent(TableSinkAgent):
             topic, p, offset = msg.topic(), msg.partition(), msg.offset()
             if topic not in self._loaded:
                 self._load(topic)
-            if offset <= self.sink.written(topic, p):
+            if self.sink.is_written(topic, p, offset):
                 self.reread_skipped += 1
                 continue  # its row (or its verdict) is in ClickHouse already
             try:
@@ -345,6 +345,8 @@ def events_table_sink(rt: Runtime) -> ClickHouseTableSink:
         "events",
         columns,
         position_columns=True,
+        # What is committed was written whole; above it an insert may have been cut short.
+        floors=rt.loop.committed_of,
         before_insert=_marker(rt, "events", columns),
         max_backoff=settings.sink_retry_max_seconds,
         after_insert=lost_ack_fault(rate) if rate > 0 else None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -64,7 +65,9 @@ def addopts_without_strict_markers() -> str:
     return shlex.join(kept)
 
 
-def pytest_command(path: str, junit: Path, *, under_load: bool) -> list[str]:
+def pytest_command(
+    path: str, junit: Path, *, under_load: bool, basetemp: Path | None = None
+) -> list[str]:
     command = [
         sys.executable, "-m", "pytest", path,
         "-p", "no:rerunfailures",  # no rerun, whatever flaky(reruns=…) markers say
@@ -76,6 +79,8 @@ def pytest_command(path: str, junit: Path, *, under_load: bool) -> list[str]:
     ]  # fmt: skip
     if under_load:
         command += ["-o", f"timeout={LOADED_TEST_TIMEOUT}"]
+    if basetemp is not None:
+        command.append(f"--basetemp={basetemp}")
     return command
 
 
@@ -102,10 +107,13 @@ def run_once(suite: str, index: int, log_dir: Path, *, under_load: bool) -> Run:
         env["PORTAL_PULSE_TEST_CPU_LOAD"] = "1"
     else:
         env.pop("PORTAL_PULSE_TEST_CPU_LOAD", None)
+    # The run's workers' logs and databases: kept when it fails (what it left is the evidence),
+    # removed when it passes.
+    basetemp = stem.with_name(stem.name + "-tmp")
     began = time.monotonic()
     with open(stem.with_suffix(".log"), "wb") as log:
         code = subprocess.call(
-            pytest_command(SUITES[suite], junit, under_load=under_load),
+            pytest_command(SUITES[suite], junit, under_load=under_load, basetemp=basetemp),
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -113,6 +121,8 @@ def run_once(suite: str, index: int, log_dir: Path, *, under_load: bool) -> Run:
         )
     run = Run(suite, index, code, time.monotonic() - began)
     read_junit(junit, run)
+    if run.ok:
+        shutil.rmtree(basetemp, ignore_errors=True)
     return run
 
 

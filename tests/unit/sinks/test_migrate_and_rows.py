@@ -297,6 +297,44 @@ def test_the_token_not_the_content_decides(ch: Client) -> None:
     assert rows_for(ch, practice + "-next") == 2
 
 
+def _positioned(practice: str, topic: str, offsets: list[int]) -> Batch:
+    """Events rows with clean-topic positions, January for even offsets and February for odd:
+    one insert of them writes two parts, committed one after the other."""
+    batch = Batch()
+    for o in offsets:
+        ev = replace(event("portal.login", practice, f"{practice}-{o}"), occurred_at=T0)
+        if o % 2:
+            ev = replace(ev, occurred_at=T0 + timedelta(days=31))
+        batch.add([*event_row(ev), "", -1], topic, 0, o)
+    return batch
+
+
+def test_a_cut_short_insert_leaves_holes_the_next_owner_fills(ch: Client) -> None:
+    """ClickHouse commits an insert's parts (one per month here) one by one: a crash can leave a
+    batch's February rows written and its January rows not. The next owner re-reads from the
+    group's committed offset and writes exactly the missing ones; the highest offset written
+    is not a position below which everything is in the table."""
+    practice, topic = f"p-{uid()}", f"t-{uid()}"
+    columns = (*EVENT_COLUMNS, *EVENT_SOURCE_COLUMNS)
+    # What the crash left of the batch of offsets 10-15: only February's part.
+    ClickHouseTableSink(ch, "events", columns, position_columns=True, backoff=0).write(
+        _positioned(practice, topic, [11, 13, 15])
+    )
+    by_max = ClickHouseTableSink(ch, "events", columns, position_columns=True, backoff=0)
+    by_max.load_positions(topic)
+    assert by_max.is_written(topic, 0, 12), "the highest offset alone says 12 is in the table"
+
+    nxt = ClickHouseTableSink(
+        ch, "events", columns, position_columns=True, backoff=0, floors=lambda t: {0: 10}
+    )
+    assert nxt.write(_positioned(practice, topic, list(range(10, 18)))) == 5  # 10, 12, 14, 16, 17
+    offsets = ch.query(
+        "SELECT kafka_offset FROM events WHERE practice_id = {p:String} ORDER BY kafka_offset",
+        parameters={"p": practice},
+    ).result_rows
+    assert [o for (o,) in offsets] == list(range(10, 18)), "each offset once, none missing"
+
+
 def test_after_insert_failure_retries_without_duplicates(ch: Client) -> None:
     practice, topic = f"p-{uid()}", f"t-{uid()}"
     calls: list[int] = []
