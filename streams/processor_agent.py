@@ -44,7 +44,7 @@ from streams.delivery import DeliveringProducer
 from streams.records import TP, Message
 from streams.runtime import Runtime
 from streams.sink_agents import events_table_sink
-from streams.state import STATE_VALUES, ChangelogStore, StateTable
+from streams.state import MARKER_VALUES, STATE_VALUES, ChangelogStore, StateTable
 from streams.watermark import BadHeader, RecordHeaders, combine, raw_index, read_headers
 
 __all__ = ["CollectingOutputs", "Processors", "register"]
@@ -182,7 +182,9 @@ class Processors:
             for m in machines
         }
         self.live_store = ChangelogStore(loop.table(StateTable(app_id, "live-state", by)), delivery)
-        self.markers = ChangelogStore(loop.table(StateTable(app_id, "clocks", by)), delivery)
+        self.markers = ChangelogStore(
+            loop.table(StateTable(app_id, "clocks", by, MARKER_VALUES)), delivery
+        )
         self.out = CollectingOutputs()
         self.live = LiveMetrics(
             self.live_store, lambda pid, at: practices.for_practice(pid).calendar.local_date(at)

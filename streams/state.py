@@ -22,6 +22,7 @@ from streams.delivery import DeliveringProducer
 
 __all__ = [
     "JSON_VALUES",
+    "MARKER_VALUES",
     "STATE_VALUES",
     "ChangelogStore",
     "StateTable",
@@ -52,6 +53,12 @@ JSON_VALUES = Values(
 )
 #: The engine's bytes (``portal_pulse.engine``): memory and changelog hold the same bytes.
 STATE_VALUES = Values(bytes, bytes, stub, is_stub)
+#: Partition markers (``{"p", "s": clock, "o", "src", ...}``): never deleted, so no value is a
+#: stub. Under ``JSON_VALUES`` a marker written before its partition's clock started
+#: (``"s": None``) read as a deletion stub and was tombstoned at the next checkpoint, and with it
+#: the offset and raw positions it holds: after a stop, the next owner took second copies of raw
+#: records for new events.
+MARKER_VALUES = Values(json.loads, _json, lambda p, o: {"p": p, "s": None, "o": o}, lambda v: False)
 
 
 def changelog_topic(app_id: str, name: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from portal_pulse.engine import VALUE_HEADER
-from streams.state import STATE_VALUES, ChangelogStore, StateTable
+from streams.state import MARKER_VALUES, STATE_VALUES, ChangelogStore, StateTable
 
 BY = frozenset({"app.events.clean"})
 
@@ -121,3 +121,27 @@ def test_engine_state_bytes_come_back_unchanged() -> None:
 def test_a_record_this_pipeline_did_not_write_is_refused(key: bytes | None, value: bytes) -> None:
     with pytest.raises(ValueError):
         StateTable("app", "live", BY).apply({}, key, value)
+
+
+def test_a_marker_before_its_partition_clock_started_is_not_a_deletion_stub() -> None:
+    """A partition marker holds the last offset handled and the raw positions seen; written
+    before any watermark arrived its clock is None. It must survive the next checkpoint: read as
+    a stub it was tombstoned, and a worker restarting after that took second copies of raw
+    records for new events (the fault suite's SIGTERM-twice scenario)."""
+    rec = _Recorder()
+    markers = ChangelogStore(StateTable("app", "clocks", BY, MARKER_VALUES), rec)  # type: ignore[arg-type]
+    marker = {"p": 0, "s": None, "rs": None, "o": 1235, "src": {"raw.portal|0": 377}}
+    markers.put("0", marker, 0)
+    markers.write_changes()
+    markers.write_changes()  # the next checkpoint
+    markers.write_changes()
+    assert rec.sent == [("0", marker, 0)]
+    assert markers.get("0") == marker
+
+    # The same value in a store of stamped states is a deletion stub: tombstoned next time.
+    rec = _Recorder()
+    live = ChangelogStore(StateTable("app", "live-state", BY), rec)  # type: ignore[arg-type]
+    live.put("0", marker, 0)
+    live.write_changes()
+    live.write_changes()
+    assert rec.sent[-1] == ("0", None, 0)
