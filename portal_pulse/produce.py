@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 
 from portal_pulse.broker import librdkafka_logger
 from portal_pulse.errors import EXIT_UNREACHABLE, UserError
+from portal_pulse.kafka_producer import IDEMPOTENT_PRODUCER
 from portal_pulse.progress import STEP, ProgressFactory, count_lines
 from portal_pulse.settings import Settings
 from schemas.catalogue import source_of
@@ -57,7 +58,7 @@ def produce_file(
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 500_000,
             "compression.type": "lz4",
-            "enable.idempotence": True,
+            **IDEMPOTENT_PRODUCER,
             **settings.kafka_client_config(),
             # librdkafka's own lines (transient retries) stay off the terminal; --debug shows them.
             "logger": librdkafka_logger(),

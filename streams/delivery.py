@@ -20,6 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from portal_pulse.kafka_producer import IDEMPOTENT_PRODUCER
 from portal_pulse.settings import Settings
 
 __all__ = ["DeliveringProducer", "DeliveryError"]
@@ -40,7 +41,7 @@ class DeliveringProducer:
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
-                "enable.idempotence": True,  # keeps per-key order through retries
+                **IDEMPOTENT_PRODUCER,  # no duplicates, no reordering, no lost first batch
                 "linger.ms": 10,
                 "compression.type": "lz4",
                 # Never expire a queued record: an outage delays delivery, it does not drop it.
