@@ -49,12 +49,17 @@ from streams.group_lag import GroupLag  # noqa: E402
 # the one whose /metrics is watched.
 CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "all": ("all×1", ("all",)),
+    "process": (
+        "process×1 alone (raw → clean → state, alerts, facts; no ClickHouse)",
+        ("process",),
+    ),
     "process+sink": ("process×1 + sink", ("sink", "process")),
     "process2+sink": ("process×2 + sink", ("sink", "process", "process")),
     "failover": ("failover (process×2 + sink, kill -9 one)", ("sink", "process", "process")),
 }
 POLL = 0.2
 EVENTS_ROWS = re.compile(r'^portal_pulse_sink_rows_total\{table="events"\} (\S+)$', re.M)
+INGESTED = re.compile(r'^portal_pulse_events_total\{outcome="[a-z_]+"\} (\S+)$', re.M)
 
 
 class BenchError(RuntimeError):
@@ -96,16 +101,23 @@ class Worker:
     def tail(self, chars: int = 3000) -> str:
         return self.stderr_path.read_text(errors="replace")[-chars:]
 
-    def events_rows(self) -> int:
-        """The worker's `events` rows counter; 0 while its endpoint is not up yet."""
+    def _metrics(self) -> str:
+        """The worker's /metrics text; empty while its endpoint is not up yet."""
         url = f"http://127.0.0.1:{self.port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
-                text = resp.read().decode()
+                return resp.read().decode()
         except (urllib.error.URLError, OSError):
-            return 0
-        found = EVENTS_ROWS.search(text)
+            return ""
+
+    def events_rows(self) -> int:
+        """The worker's `events` rows counter; 0 while its endpoint is not up yet."""
+        found = EVENTS_ROWS.search(self._metrics())
         return int(float(found.group(1))) if found else 0
+
+    def ingested(self) -> int:
+        """Raw records its ingest has handled (clean, dead letter or duplicate)."""
+        return sum(int(float(n)) for n in INGESTED.findall(self._metrics()))
 
     def holds_partitions(self) -> bool:
         """Its last assignment (logged by the worker) is not empty."""
@@ -189,6 +201,8 @@ def measure(
         counts[role] = counts.get(role, 0) + 1
         workers.append(Worker(f"{role}-{counts[role]}", role, env, work))
     launched = time.monotonic()
+    if all(w.role == "process" for w in workers):
+        return measure_process(name, workers[0], launched, expected, timeout, settings, bootstrap)
     watched = next(w for w in workers if w.role != "process")
     t0: float | None = None
     kill: dict[str, Any] = {}
@@ -274,6 +288,53 @@ def measure(
             code = w.stop()
             if code not in (0, None) and not w.killed:
                 print(f"  note: {w.name} exited with {code} after SIGTERM (log {w.stderr_path})")
+
+
+def measure_process(
+    name: str,
+    worker: Worker,
+    launched: float,
+    expected: int,
+    timeout: float,
+    settings: Settings,
+    bootstrap: str,
+) -> Run:
+    """A `process` worker alone (issue #18's "per process worker" figure): first raw record
+    ingested → its group has committed every raw and clean partition it reads, that is, every
+    event went through ingest and the processors and their outputs are delivered. Nothing
+    writes ClickHouse."""
+    lag = GroupLag(
+        settings, bootstrap, topics_read(settings, "process"), group=group_id(settings, "process")
+    )
+    t0: float | None = None
+    try:
+        while True:
+            began = time.monotonic()
+            worker.check()
+            if began - launched > timeout:
+                raise BenchError(f"{name}: not caught up in {timeout:.0f}s:\n{worker.tail()}")
+            if t0 is None and worker.ingested() > 0:
+                t0 = began
+            if t0 is not None:
+                with contextlib.suppress(Exception):  # a slow broker answer: ask again
+                    if lag.behind() == {} and worker.ingested() >= expected:
+                        break
+            time.sleep(max(0.0, POLL - (time.monotonic() - began)))
+        t1 = time.monotonic()
+        assert t0 is not None
+        seconds = t1 - t0
+        return Run(
+            events=expected,
+            startup_s=round(t0 - launched, 2),
+            seconds=round(seconds, 2),
+            events_per_second=round(expected / seconds, 1) if seconds > 0 else None,
+            load_1min=round(os.getloadavg()[0], 1),
+        )
+    finally:
+        lag.close()
+        code = worker.stop()
+        if code not in (0, None):
+            print(f"  note: {worker.name} exited with {code} after SIGTERM ({worker.stderr_path})")
 
 
 def describe(label: str, run: Run) -> str:
