@@ -183,6 +183,22 @@ class Run:
     load_1min: float  # this machine's load average when the last row arrived (2 cores: noisy)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def timed(
+        cls, events: int, launched: float, t0: float, t1: float, extra: dict[str, Any] | None = None
+    ) -> Run:
+        """Figures of ``events`` done between ``t0`` and ``t1``, workers launched at ``launched``."""
+        seconds = t1 - t0
+        return cls(
+            events=events,
+            startup_s=round(t0 - launched, 2),
+            seconds=round(seconds, 2),
+            # All in the first poll that saw any: faster than the poll can tell.
+            events_per_second=round(events / seconds, 1) if seconds > 0 else None,
+            load_1min=round(os.getloadavg()[0], 1),
+            extra=extra or {},
+        )
+
 
 def measure(
     name: str,
@@ -266,16 +282,7 @@ def measure(
                 "session_timeout_s": float(env["PORTAL_PULSE_SESSION_TIMEOUT_SECONDS"]),
             }
         assert t0 is not None
-        seconds = t1 - t0
-        return Run(
-            events=rows,
-            startup_s=round(t0 - launched, 2),
-            seconds=round(seconds, 2),
-            # All rows in the first poll that saw any: faster than the poll can tell.
-            events_per_second=round(rows / seconds, 1) if seconds > 0 else None,
-            load_1min=round(os.getloadavg()[0], 1),
-            extra=extra,
-        )
+        return Run.timed(rows, launched, t0, t1, extra)
     finally:
         if watch is not None:
             watch.halt.set()
@@ -320,16 +327,8 @@ def measure_process(
                     if lag.behind() == {} and worker.ingested() >= expected:
                         break
             time.sleep(max(0.0, POLL - (time.monotonic() - began)))
-        t1 = time.monotonic()
         assert t0 is not None
-        seconds = t1 - t0
-        return Run(
-            events=expected,
-            startup_s=round(t0 - launched, 2),
-            seconds=round(seconds, 2),
-            events_per_second=round(expected / seconds, 1) if seconds > 0 else None,
-            load_1min=round(os.getloadavg()[0], 1),
-        )
+        return Run.timed(expected, launched, t0, time.monotonic())
     finally:
         lag.close()
         code = worker.stop()
