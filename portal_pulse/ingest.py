@@ -25,6 +25,7 @@ from enum import StrEnum
 from itertools import accumulate
 from typing import Any
 
+from portal_pulse import json_text
 from portal_pulse.pseudonym import Pseudonymizer
 from schemas.catalogue import event_types
 from schemas.model import CleanEvent, RawEvent
@@ -141,14 +142,8 @@ def fingerprint(event: CleanEvent) -> int:
     hash of a patient id (one could be reversed by hashing candidate MRNs).
     """
     millis = (event.occurred_at - _EPOCH) // _MILLISECOND
-    canonical = json.dumps(
-        [event.event_type, millis, event.patient_pseudonym, event.details],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=str,
-    )
-    digest = hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    text = json_text.canonical([event.event_type, millis, event.patient_pseudonym, event.details])
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from portal_pulse import json_text
 from portal_pulse.domain.instants import from_us, to_us
 from portal_pulse.domain.records import Alert, ResponseFact
 from schemas.model import CleanEvent
@@ -186,9 +187,9 @@ class Envelope:
         """``<state len><base len><first logged instant>`` + state + base + JSON [floor, log,
         emitted, ticked, stamp]; a length of 0xFFFFFFFF is an absent state."""
         none = 0xFFFFFFFF
-        tail = json.dumps(
-            [self.floor, self.log, self.emitted, self.ticked, self.stamp], separators=(",", ":")
-        ).encode()
+        tail = json_text.compact_bytes(
+            [self.floor, self.log, self.emitted, self.ticked, self.stamp]
+        )
         return (
             _LENGTHS.pack(
                 none if state_bytes is None else len(state_bytes),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import faust
 
+from portal_pulse import json_text
 from portal_pulse.ingest import Rejected, Remembered
 from schemas.model import CleanEvent
 from schemas.serializer import clean_event_to_record
@@ -88,15 +89,16 @@ class DedupChangelog:
 
 def record_key(practice_id: str | None, event_id: str) -> bytes:
     """A memory entry's changelog key (``practice_id`` None: an entry from an older version)."""
-    ids: Any = event_id if practice_id is None else [practice_id, event_id]
-    return json.dumps(ids, separators=(",", ":")).encode()
+    if practice_id is None:
+        return json_text.string(event_id).encode()
+    return f"[{json_text.string(practice_id)},{json_text.string(event_id)}]".encode()
 
 
 def record(
     practice_id: str, event_id: str, partition: int, fingerprint: int
 ) -> tuple[bytes, bytes]:
     """A memory entry's changelog key and value."""
-    value = json.dumps([partition, f"{fingerprint:016x}"], separators=(",", ":")).encode()
+    value = f'[{int(partition)},"{fingerprint:016x}"]'.encode()
     return record_key(practice_id, event_id), value
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from portal_pulse import json_text
 from portal_pulse.engine import is_stub, stub
 from streams.delivery import DeliveringProducer
 
@@ -33,8 +34,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+_json = json_text.compact_bytes
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from streams.records import TP
@@ -113,35 +114,42 @@ _NUMBER = re.compile(r"[0-9]{1,19}")
 _HEX = re.compile(r"[0-9a-f]{1,256}")
 
 
+def _text(wanted: str, value: Any) -> str:
+    """A header's text; ``BadHeader`` when empty, too long or not ASCII (the pipeline writes
+    only ASCII)."""
+    if value is None or len(value) == 0:
+        raise BadHeader(wanted, "empty")
+    if len(value) > _MAX_HEADER:
+        raise BadHeader(wanted, f"longer than {_MAX_HEADER} characters")
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("ascii")
+        except UnicodeDecodeError:
+            raise BadHeader(wanted, "not ASCII") from None
+    if isinstance(value, str) and value.isascii():
+        return value
+    raise BadHeader(wanted, "not ASCII text")
+
+
 def _header(headers: Headers, wanted: str) -> str | None:
-    """The text of header ``wanted``, None when absent; ``BadHeader`` when present but empty,
-    too long or not ASCII (the pipeline writes only ASCII)."""
+    """The text of the first header ``wanted``, None when absent."""
     if not headers:
         return None
     items = headers.items() if isinstance(headers, Mapping) else headers
     for name, value in items:
-        if name != wanted:
-            continue
-        if value is None or len(value) == 0:
-            raise BadHeader(wanted, "empty")
-        if len(value) > _MAX_HEADER:
-            raise BadHeader(wanted, f"longer than {_MAX_HEADER} characters")
-        if isinstance(value, bytes | bytearray):
-            try:
-                return bytes(value).decode("ascii")
-            except UnicodeDecodeError:
-                raise BadHeader(wanted, "not ASCII") from None
-        if isinstance(value, str) and value.isascii():
-            return value
-        raise BadHeader(wanted, "not ASCII text")
+        if name == wanted:
+            return _text(wanted, value)
     return None
 
 
 def read_header(headers: Headers) -> datetime | None:
     """The watermark a record carries (ms since the epoch), None when it carries none."""
     value = _header(headers, HEADER)
-    if value is None:
-        return None
+    return None if value is None else _watermark_of(value)
+
+
+@lru_cache(maxsize=64)  # consecutive records mostly carry the same watermark
+def _watermark_of(value: str) -> datetime:
     if not _MILLIS.fullmatch(value):
         raise BadHeader(HEADER, "not a number of milliseconds")
     try:
@@ -162,8 +170,10 @@ def read_source(headers: Headers, known: Collection[str] | None = None) -> tuple
     """``("topic|partition", offset)`` of the raw record behind a clean one, if stamped;
     ``known``: the raw ``topic|partition`` names it may name (None: any)."""
     text = _header(headers, SOURCE_HEADER)
-    if text is None:
-        return None
+    return None if text is None else _source_of(text, known)
+
+
+def _source_of(text: str, known: Collection[str] | None) -> tuple[str, int]:
     where, _, offset = text.rpartition("|")
     topic, _, partition = where.rpartition("|")
     if not topic or not _NUMBER.fullmatch(partition) or not _NUMBER.fullmatch(offset):
@@ -196,8 +206,11 @@ def read_cover(headers: Headers) -> tuple[int, bool] | None:
     """The cover of a record's watermark: (mask, all caught up); None (all partitions, as one
     worker) when absent."""
     text = _header(headers, COVER_HEADER)
-    if text is None:
-        return None
+    return None if text is None else _cover_of(text)
+
+
+@lru_cache(maxsize=64)  # consecutive records mostly carry the same cover
+def _cover_of(text: str) -> tuple[int, bool]:
     mask, _, done = text.partition(";")
     if not _HEX.fullmatch(mask) or done not in ("0", "1"):
         raise BadHeader(COVER_HEADER, "not <hex mask>;<0 or 1>")
@@ -216,10 +229,23 @@ def read_headers(headers: Headers, known_sources: Collection[str] | None = None)
     """Every pipeline header of a clean record at once, so one guard covers them all: raises
     ``BadHeader`` if any does not parse. A cover without a watermark is refused too (the
     pipeline writes them together)."""
-    watermark, cover = read_header(headers), read_cover(headers)
+    texts: dict[str, str] = {}
+    if headers:
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        for name, value in items:  # one pass; the first of a name counts, as in ``_header``
+            if name in _OURS and name not in texts:
+                texts[name] = _text(name, value)
+    watermark_text, cover_text = texts.get(HEADER), texts.get(COVER_HEADER)
+    watermark = None if watermark_text is None else _watermark_of(watermark_text)
+    cover = None if cover_text is None else _cover_of(cover_text)
     if cover is not None and watermark is None:
         raise BadHeader(COVER_HEADER, f"without {HEADER}")
-    return RecordHeaders(watermark, cover, read_source(headers, known_sources))
+    source_text = texts.get(SOURCE_HEADER)
+    source = None if source_text is None else _source_of(source_text, known_sources)
+    return RecordHeaders(watermark, cover, source)
+
+
+_OURS = frozenset({HEADER, COVER_HEADER, SOURCE_HEADER})
 
 
 def combine(

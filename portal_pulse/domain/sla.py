@@ -13,6 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from portal_pulse import json_text
 from portal_pulse.domain.instants import DAY_US, from_us, to_us
 from portal_pulse.domain.machine import State
 from portal_pulse.domain.practices import Practices
@@ -85,7 +86,7 @@ class SlaMachine:
     # -- storage -------------------------------------------------------------------------------
 
     def dumps(self, state: State) -> bytes:
-        return json.dumps(state, separators=(",", ":")).encode()
+        return json_text.compact_bytes(state)
 
     def loads(self, key: str, data: bytes, start: int = 0) -> State:
         return json.loads(data[start:])

@@ -413,6 +413,15 @@ def test_fingerprint_is_the_same_for_the_same_event_however_encoded() -> None:
     assert 0 <= fingerprint(base) < 2**64
 
 
+def test_fingerprint_is_what_earlier_versions_stored() -> None:
+    """The de-duplication changelog keeps fingerprints across upgrades: a changed formula would
+    turn every repeat of a remembered event into a conflicting duplicate."""
+    pseudonym = Pseudonymizer(KEY)
+    assert fingerprint(pseudonymize(validate_event(flat()), pseudonym)) == 0x25BA299C8E35CD97
+    clinical = pseudonymize(validate_event(flat(category="clinical")), pseudonym)
+    assert fingerprint(clinical) == 0x72C86CA384E22C2D
+
+
 def test_fingerprint_holds_no_unkeyed_hash_of_the_patient_id() -> None:
     """Taken of the pseudonymized event: another key gives another fingerprint, so it cannot be
     matched against hashes of candidate MRNs without the key."""
