@@ -34,6 +34,8 @@ class NotCompiled(ValueError):
 def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
     b = buf[pos]
     pos += 1
+    if b < 0x80:  # one byte: most lengths, enum indexes and union branches
+        return (b >> 1) ^ -(b & 1), pos
     n = b & 0x7F
     shift = 7
     while b & 0x80:

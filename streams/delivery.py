@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 POLL_EVERY = 1000
 """Records produced between two ``poll(0)`` calls (``flush`` serves everything anyway)."""
+_ANY_PARTITION = -1  # librdkafka's "unassigned": the key's partitioner chooses
 
 
 class DeliveryError(RuntimeError):
@@ -74,10 +75,17 @@ class DeliveringProducer:
         if err is not None:
             self._errors.append(f"{err.name()}: {err.str()}"[:200])
 
-    def _produce(self, topic: str, kwargs: dict[str, Any]) -> None:
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None:
         while True:
             try:
-                self._producer.produce(topic, **kwargs)
+                self._producer.produce(topic, value, key, partition, headers=headers)
                 break
             except BufferError:  # the local queue is full: let librdkafka drain it
                 self._producer.poll(0.05)
@@ -93,19 +101,17 @@ class DeliveringProducer:
         headers: dict[str, bytes] | None = None,
         partition: int | None = None,
     ) -> None:
-        kwargs: dict[str, Any] = {"key": key, "value": value}
-        if headers:
-            kwargs["headers"] = list(headers.items())
-        if partition is not None:
-            kwargs["partition"] = partition
-        self._produce(topic, kwargs)
+        self._produce(
+            topic,
+            value,
+            key,
+            _ANY_PARTITION if partition is None else partition,
+            list(headers.items()) if headers else None,
+        )
 
     def send_tombstone(self, topic: str, key: bytes, partition: int) -> None:
         """A null value: deletes the key from a compacted (changelog) topic."""
-        self._produce(
-            topic,
-            {"key": key, "value": None, "partition": partition},
-        )
+        self._produce(topic, None, key, partition, None)
 
     def stop(self) -> None:
         """Make a flush in progress give up (at shutdown): its inputs stay unacknowledged."""
