@@ -142,7 +142,9 @@ def fingerprint(event: CleanEvent) -> int:
     hash of a patient id (one could be reversed by hashing candidate MRNs).
     """
     millis = (event.occurred_at - _EPOCH) // _MILLISECOND
-    text = json_text.canonical([event.event_type, millis, event.patient_pseudonym, event.details])
+    text = json_text.canonical_record(
+        (event.event_type, millis, event.patient_pseudonym), event.details
+    )
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 

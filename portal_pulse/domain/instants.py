@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 __all__ = ["DAY_US", "MINUTE_US", "from_us", "iso_of_us", "to_us"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 MINUTE_US = 60_000_000
 DAY_US = 86_400_000_000
 
@@ -24,7 +23,8 @@ def to_us(at: datetime) -> int:
     """An aware instant → microseconds since the epoch (exact; naive instants are refused)."""
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError(f"instants must be timezone-aware, got {at!r}")
-    return (at - _EPOCH) // _US
+    delta = at - _EPOCH  # exact integer arithmetic, without dividing timedeltas
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def from_us(us: int) -> datetime:

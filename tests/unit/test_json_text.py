@@ -44,3 +44,24 @@ def test_string_is_json_dumps_of_the_text(text: str) -> None:
 def test_string_quotes_a_plain_identifier_without_the_encoder() -> None:
     assert json_text.string("P001-E0000475") == '"P001-E0000475"'
     assert json_text.string('a"b') == '"a\\"b"'
+
+
+# A flat record's values: mostly the plain kinds written directly, some that are not.
+flat_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), texts, st.from_regex(r"[a-z0-9-]{0,12}", fullmatch=True),
+    st.floats(), st.lists(st.integers(), max_size=2),
+)  # fmt: skip
+
+
+@given(
+    st.tuples(texts | st.from_regex(r"[a-z.]{1,20}", fullmatch=True), st.integers(), texts),
+    st.dictionaries(texts | st.from_regex(r"[a-z_]{1,12}", fullmatch=True), flat_values),
+)
+def test_canonical_record_is_canonical_of_the_list(head: tuple[Any, ...], fields: Any) -> None:
+    """The fingerprint's text: any difference would make every remembered event conflict."""
+    assert json_text.canonical_record(head, fields) == json_text.canonical([*head, fields])
+
+
+def test_canonical_record_of_an_event() -> None:
+    text = json_text.canonical_record(("message.sent", 5, "ab"), {"z": None, "a": "x", "m": 1})
+    assert text == '["message.sent",5,"ab",{"a":"x","m":1,"z":null}]'
