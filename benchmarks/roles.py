@@ -119,6 +119,12 @@ class Worker:
         """Raw records its ingest has handled (clean, dead letter or duplicate)."""
         return sum(int(float(n)) for n in INGESTED.findall(self._metrics()))
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the worker process has used so far: on a shared machine a
+        steadier figure than its wall time, which other tenants' load stretches."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def holds_partitions(self) -> bool:
         """Its last assignment (logged by the worker) is not empty."""
         lines = [ln for ln in self.tail(200_000).splitlines() if "partitions assigned" in ln]
@@ -314,6 +320,7 @@ def measure_process(
         settings, bootstrap, topics_read(settings, "process"), group=group_id(settings, "process")
     )
     t0: float | None = None
+    cpu0 = 0.0
     try:
         while True:
             began = time.monotonic()
@@ -321,14 +328,17 @@ def measure_process(
             if began - launched > timeout:
                 raise BenchError(f"{name}: not caught up in {timeout:.0f}s:\n{worker.tail()}")
             if t0 is None and worker.ingested() > 0:
-                t0 = began
+                t0, cpu0 = began, worker.cpu_seconds()
             if t0 is not None:
                 with contextlib.suppress(Exception):  # a slow broker answer: ask again
                     if lag.behind() == {} and worker.ingested() >= expected:
                         break
             time.sleep(max(0.0, POLL - (time.monotonic() - began)))
         assert t0 is not None
-        return Run.timed(expected, launched, t0, time.monotonic())
+        t1, cpu = time.monotonic(), worker.cpu_seconds() - cpu0
+        return Run.timed(
+            expected, launched, t0, t1, {"worker_cpu_us_per_event": round(cpu / expected * 1e6, 1)}
+        )
     finally:
         lag.close()
         code = worker.stop()
@@ -347,7 +357,9 @@ def describe(label: str, run: Run) -> str:
         f"(start-up {run.startup_s:.1f} s; load average {run.load_1min:g})"
     )
     x = run.extra
-    if x:
+    if "worker_cpu_us_per_event" in x:
+        line += f"; worker CPU {x['worker_cpu_us_per_event']:g} µs per event"
+    elif x:
         if x["events_rows_at_kill"] >= run.events:
             line += "; the sink had every row before the kill"
         line += (
@@ -364,7 +376,7 @@ def medians(runs: list[Run]) -> dict[str, float | None]:
     keys: dict[str, list[float]] = {"events_per_second": rates}
     keys["seconds"] = [r.seconds for r in runs]
     keys["startup_s"] = [r.startup_s for r in runs]
-    for k in ("kill_to_group_caught_up_s", "kill_to_sink_complete_s"):
+    for k in ("kill_to_group_caught_up_s", "kill_to_sink_complete_s", "worker_cpu_us_per_event"):
         if all(k in r.extra for r in runs):
             keys[k] = [r.extra[k] for r in runs]
     return {k: round(statistics.median(v), 2) if v else None for k, v in keys.items()}
