@@ -174,15 +174,7 @@ def compile_reader(schema: Any, named: dict[str, Any] | None = None) -> Reader:
         raise NotCompiled(schema["logicalType"])
     if kind == "record":
         named[schema["name"]] = schema
-        fields = [(f["name"], compile_reader(f["type"], named)) for f in schema["fields"]]
-
-        def read_record(buf: bytes, pos: int) -> tuple[dict[str, Any], int]:
-            record = {}
-            for name, read in fields:
-                record[name], pos = read(buf, pos)
-            return record, pos
-
-        return read_record
+        return _record_reader(schema, named)
     if kind == "enum":
         named[schema["name"]] = schema
         symbols = list(schema["symbols"])
@@ -245,16 +237,7 @@ def compile_writer(schema: Any, named: dict[str, Any] | None = None) -> Writer:
         raise NotCompiled(schema["logicalType"])
     if kind == "record":
         named[schema["name"]] = schema
-        fields = [(f["name"], compile_writer(f["type"], named)) for f in schema["fields"]]
-        names = {name for name, _ in fields}
-
-        def write_record(out: bytearray, value: Any) -> None:
-            if type(value) is not dict or not names.issuperset(value):
-                raise TypeError("not a record of this schema")
-            for name, write in fields:
-                write(out, value[name])  # a missing field: KeyError, fastavro decides
-
-        return write_record
+        return _record_writer(schema, named)
     if kind == "enum":
         named[schema["name"]] = schema
         index = {symbol: i for i, symbol in enumerate(schema["symbols"])}
@@ -298,3 +281,105 @@ def _union_writer(branches: list[Any], named: dict[str, Any]) -> Writer:
     if len(branches) > 63:
         raise NotCompiled("union of more than 63 branches")
     return write_union
+
+
+# -- records as straight-line code -------------------------------------------------------------
+#
+# A record's reader and writer are generated as one function each, its fields in order, with
+# strings (and optional strings, ["null", "string"]) read and written in place: a loop over
+# per-field closures cost a call, a tuple and a dict store per field. Only names from the
+# schema (the project's own files) reach the source, as dict keys through ``repr``.
+
+
+def _is_optional_string(schema: Any) -> bool:
+    return isinstance(schema, list) and schema == ["null", "string"]
+
+
+def _read_string_lines(var: str, pad: str) -> list[str]:
+    return [
+        f"{pad}b = buf[pos]",
+        f"{pad}if b < 0x80 and not b & 1:  # a one-byte length",
+        f"{pad}    end = pos + 1 + (b >> 1)",
+        f"{pad}    if end > size:",
+        f'{pad}        raise ValueError("string runs past the record")',
+        f'{pad}    {var} = buf[pos + 1 : end].decode("utf-8")',
+        f"{pad}    pos = end",
+        f"{pad}else:",
+        f"{pad}    {var}, pos = _read_string(buf, pos)",
+    ]
+
+
+def _record_reader(schema: dict[str, Any], named: dict[str, Any]) -> Reader:
+    env: dict[str, Any] = {"_read_string": _read_string, "_read_long": _read_long}
+    env.update(_EPOCH=_EPOCH, timedelta=timedelta)
+    lines = ["def read_record(buf, pos):", "    size = len(buf)"]
+    for i, field in enumerate(schema["fields"]):
+        kind, var = field["type"], f"v{i}"
+        if kind == "string":
+            lines += _read_string_lines(var, "    ")
+        elif _is_optional_string(kind):
+            env[f"r{i}"] = compile_reader(kind, named)  # anything but branch 0 or 1
+            lines += [
+                "    b = buf[pos]",
+                "    if b == 0:",
+                f"        {var} = None",
+                "        pos += 1",
+            ]
+            lines += ["    elif b == 2:", "        pos += 1", *_read_string_lines(var, "        ")]
+            lines += ["    else:", f"        {var}, pos = r{i}(buf, pos)"]
+        elif (
+            isinstance(kind, dict)
+            and kind.get("logicalType") == "timestamp-millis"
+            and (kind.get("type") == "long")
+        ):
+            lines += ["    ms, pos = _read_long(buf, pos)"]
+            lines += [f"    {var} = _EPOCH + timedelta(microseconds=ms * 1000)"]
+        else:
+            env[f"r{i}"] = compile_reader(kind, named)
+            lines.append(f"    {var}, pos = r{i}(buf, pos)")
+    items = ", ".join(f"{field['name']!r}: v{i}" for i, field in enumerate(schema["fields"]))
+    lines.append(f"    return {{{items}}}, pos")
+    return _define("read_record", lines, env, schema)
+
+
+def _write_string_lines(var: str, pad: str) -> list[str]:
+    return [
+        f"{pad}if type({var}) is not str:",
+        f'{pad}    raise TypeError("not a str")',
+        f'{pad}data = {var}.encode("utf-8")',
+        f"{pad}n = len(data)",
+        f"{pad}if n < 64:  # a one-byte length",
+        f"{pad}    out.append(n << 1)",
+        f"{pad}else:",
+        f"{pad}    _write_long(out, n)",
+        f"{pad}out += data",
+    ]
+
+
+def _record_writer(schema: dict[str, Any], named: dict[str, Any]) -> Writer:
+    env: dict[str, Any] = {"_write_long": _write_long}
+    env["names"] = frozenset(field["name"] for field in schema["fields"])
+    lines = [
+        "def write_record(out, value):",
+        "    if type(value) is not dict or not names.issuperset(value):",
+        '        raise TypeError("not a record of this schema")',
+    ]
+    for i, field in enumerate(schema["fields"]):
+        kind = field["type"]
+        # A missing field: KeyError, and fastavro decides.
+        lines.append(f"    v = value[{field['name']!r}]")
+        if kind == "string":
+            lines += _write_string_lines("v", "    ")
+        elif _is_optional_string(kind):
+            lines += ["    if v is None:", "        out.append(0)", "    else:"]
+            lines += ["        out.append(2)", *_write_string_lines("v", "        ")]
+        else:
+            env[f"w{i}"] = compile_writer(kind, named)
+            lines.append(f"    w{i}(out, v)")
+    return _define("write_record", lines, env, schema)
+
+
+def _define(name: str, lines: list[str], env: dict[str, Any], schema: dict[str, Any]) -> Any:
+    code = compile("\n".join(lines) + "\n", f"<avro {name} {schema['name']}>", "exec")
+    exec(code, env)  # noqa: S102 - source built above from the schema's field names only
+    return env[name]
