@@ -44,7 +44,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from streams.records import TP
+from streams.records import TP, tp_for
 from streams.state import StateTable
 from streams.warm_copies import WarmCopies
 
@@ -180,7 +180,7 @@ class Feed:
             return
         highest: dict[TP, int] = {}
         for m in records:
-            highest[TP(m.topic(), m.partition())] = m.offset()  # type: ignore[arg-type]
+            highest[tp_for(m.topic(), m.partition())] = m.offset()  # type: ignore[arg-type]
         with self._lock:
             processed = self.processed
             for tp, offset in highest.items():
@@ -380,14 +380,14 @@ class ConsumerLoop:
                     logger.warning("Kafka consumer: %s (retrying)", err.str())
                 continue
             topic, offset = m.topic(), m.offset()
-            tp = TP(topic, m.partition())  # type: ignore[arg-type]
-            want = expected.get(tp)
+            where = tp_for(topic, m.partition())  # type: ignore[arg-type]
+            want = expected.get(where)
             if want is None:
                 continue  # not (or no longer) assigned
             if offset < want:  # type: ignore[operator]
                 self.stats.dropped_repeats += 1
                 continue
-            expected[tp] = offset + 1  # type: ignore[operator]
+            expected[where] = offset + 1  # type: ignore[operator]
             for feed in by_topic.get(topic, ()):  # type: ignore[arg-type]
                 slot = out.get(id(feed))
                 if slot is None:

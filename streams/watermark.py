@@ -110,7 +110,13 @@ Headers = Mapping[str, Any] | Iterable[tuple[str, bytes]] | None
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_HEADER = 512  # characters: the pipeline's own headers are far shorter
 _MILLIS = re.compile(r"-?[0-9]{1,15}")
-_NUMBER = re.compile(r"[0-9]{1,19}")
+
+
+def _is_number(text: str) -> bool:
+    """``[0-9]{1,19}`` (str methods: a regular expression per record cost more)."""
+    return 0 < len(text) <= 19 and text.isascii() and text.isdigit()
+
+
 _HEX = re.compile(r"[0-9a-f]{1,256}")
 
 
@@ -176,7 +182,7 @@ def read_source(headers: Headers, known: Collection[str] | None = None) -> tuple
 def _source_of(text: str, known: Collection[str] | None) -> tuple[str, int]:
     where, _, offset = text.rpartition("|")
     topic, _, partition = where.rpartition("|")
-    if not topic or not _NUMBER.fullmatch(partition) or not _NUMBER.fullmatch(offset):
+    if not topic or not _is_number(partition) or not _is_number(offset):
         raise BadHeader(SOURCE_HEADER, "not topic|partition|offset")
     if known is not None and where not in known:
         raise BadHeader(SOURCE_HEADER, "not a raw partition of this pipeline")

@@ -112,3 +112,25 @@ def test_the_ingest_watermark_never_passes_the_wall_clock() -> None:
     later = now + timedelta(minutes=10)
     assert mark.compute([a, b], lambda tp: True, later) == T0 + timedelta(minutes=4)
     assert mark.compute([a, b], lambda tp: True) == T0 + timedelta(minutes=4)  # no cap (tests)
+
+
+@given(
+    st.text(alphabet="0123456789٣x|", max_size=22), st.text(alphabet="0123456789²|", max_size=22)
+)
+def test_a_source_position_is_digits_as_the_pattern_said(partition: str, offset: str) -> None:
+    """Partition and offset are ``[0-9]{1,19}``: no other digits (Arabic-Indic, superscripts),
+    no sign, not empty, not longer."""
+    import re
+
+    number = re.compile(r"[0-9]{1,19}")
+    text = f"p.raw.portal|{partition}|{offset}"
+    where, _, last = text.rpartition("|")
+    topic, _, part = where.rpartition("|")
+    valid = text.isascii() and bool(topic) and bool(number.fullmatch(part))
+    valid = valid and bool(number.fullmatch(last))
+    headers = [(SOURCE_HEADER, text.encode())]
+    if valid:
+        assert read_source(headers) == (where, int(last))
+    else:
+        with pytest.raises(BadHeader):
+            read_source(headers)
