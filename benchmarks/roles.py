@@ -37,6 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.run import raw_baseline  # noqa: E402
 from portal_pulse.broker import resolve_bootstrap  # noqa: E402
 from portal_pulse.kafka_admin import ensure_topics  # noqa: E402
 from portal_pulse.produce import produce_file  # noqa: E402
@@ -359,7 +360,12 @@ def describe(label: str, run: Run) -> str:
     x = run.extra
     if "worker_cpu_us_per_event" in x:
         line += f"; worker CPU {x['worker_cpu_us_per_event']:g} µs per event"
-    elif x:
+    if "ratio_to_raw_loop" in x:
+        line += (
+            f"; raw loop {x['raw_loop_events_per_second']:,.0f} events/s just before, "
+            f"ratio {x['ratio_to_raw_loop']:.3f}"
+        )
+    if "killed" in x:
         if x["events_rows_at_kill"] >= run.events:
             line += "; the sink had every row before the kill"
         line += (
@@ -376,7 +382,8 @@ def medians(runs: list[Run]) -> dict[str, float | None]:
     keys: dict[str, list[float]] = {"events_per_second": rates}
     keys["seconds"] = [r.seconds for r in runs]
     keys["startup_s"] = [r.startup_s for r in runs]
-    for k in ("kill_to_group_caught_up_s", "kill_to_sink_complete_s", "worker_cpu_us_per_event"):
+    for k in ("kill_to_group_caught_up_s", "kill_to_sink_complete_s", "worker_cpu_us_per_event",
+              "ratio_to_raw_loop"):  # fmt: skip
         if all(k in r.extra for r in runs):
             keys[k] = [r.extra[k] for r in runs]
     return {k: round(statistics.median(v), 2) if v else None for k, v in keys.items()}
@@ -407,6 +414,12 @@ def main() -> None:
         "10, elsewhere): how long a dead process worker holds its partitions",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="per configuration run")
+    parser.add_argument(
+        "--raw-loop",
+        action="store_true",
+        help="before each configuration run, time the raw loop (consume + decode, run.py's "
+        "baseline) on the same topics, and give the run's ratio to it",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the chDB paths and data dirs (logs always stay)"
     )
@@ -470,9 +483,19 @@ def main() -> None:
                 ensure_topics(settings, bootstrap)
                 produced = produce_file(settings, bootstrap, recording)
                 produced_valid = produced.valid
+                raw = None
+                if args.raw_loop:
+                    raw = raw_baseline(
+                        bootstrap, list(settings.topics.raw.values()), produced.valid
+                    )
                 result = measure(
                     name, roles, env, work, produced.valid, args.timeout, settings, bootstrap
                 )
+                if raw is not None and result.events_per_second is not None:
+                    result.extra["raw_loop_events_per_second"] = raw["events_per_second"]
+                    result.extra["ratio_to_raw_loop"] = round(
+                        result.events_per_second / raw["events_per_second"], 3
+                    )
                 results.setdefault(name, []).append(result)
                 print(describe(label, result), flush=True)
                 if not args.keep:
@@ -501,6 +524,10 @@ def main() -> None:
                 f"  {CONFIGS[name][0]}: {_num(mid['events_per_second'], ',.0f')} events/s, "
                 f"{_num(mid['seconds'], '.1f')} s, start-up {_num(mid['startup_s'], '.1f')} s"
             )
+            if mid.get("worker_cpu_us_per_event") is not None:
+                line += f"; worker CPU {mid['worker_cpu_us_per_event']:g} µs per event"
+            if mid.get("ratio_to_raw_loop") is not None:
+                line += f"; ratio to the raw loop {mid['ratio_to_raw_loop']:.3f}"
             if "kill_to_group_caught_up_s" in mid:
                 line += (
                     f"; kill → group caught up {_num(mid['kill_to_group_caught_up_s'], '.1f')} s, "

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import permutations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from portal_pulse.domain.enrollment import Enrollment, from_iso, to_iso
 from portal_pulse.domain.instants import to_us
@@ -126,3 +129,45 @@ def test_naive_instants_are_rejected() -> None:
         from_iso("2026-01-05T09:00:00")
     with pytest.raises(ValueError):
         Enrollment().with_event(ev("portal.enrolled", datetime(2026, 1, 5, 9, 0)))
+
+
+_instants_us = st.none() | st.integers(0, 2_000_000_000_000_000)
+_kinds = st.sampled_from(["portal.invited", "portal.enrolled", "portal.login", "app.installed"])
+
+
+@given(
+    st.builds(Enrollment, _instants_us, _instants_us, _instants_us, _instants_us, _instants_us),
+    _kinds,
+    st.integers(0, 2_000_000_000),
+    st.sampled_from(["web", "mobile_app"]),
+)
+def test_each_event_changes_exactly_its_fields(
+    record: Enrollment, kind: str, seconds: int, channel: str
+) -> None:
+    """``with_event`` builds the record field by field (no ``dataclasses.replace``): each kind
+    sets the fields SPEC §4 names and keeps every other one."""
+    at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    t = to_us(at)
+    after = record.with_event(ev(kind, at, channel=channel))
+
+    def low(v: int | None) -> int:
+        return t if v is None else min(v, t)
+
+    if kind == "portal.invited":
+        want = record if record.is_enrolled else replace(record, invited_at=low(record.invited_at))
+    elif kind == "portal.enrolled":
+        want = replace(record, invited_at=None, enrolled_at=low(record.enrolled_at))
+    elif kind == "portal.login":
+        app = low(record.app_installed_at) if channel == "mobile_app" else record.app_installed_at
+        last = t if record.last_login_at is None else max(record.last_login_at, t)
+        want = replace(
+            record,
+            invited_at=None,
+            enrolled_at=low(record.enrolled_at),
+            first_login_at=low(record.first_login_at),
+            app_installed_at=app,
+            last_login_at=last,
+        )
+    else:
+        want = replace(record, app_installed_at=low(record.app_installed_at))
+    assert after == want
