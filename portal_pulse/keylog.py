@@ -89,6 +89,10 @@ def _instant(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+#: ``json.dumps(obj, default=str)``, built once (a digest is taken of every output).
+_DIGEST_TEXT = json.JSONEncoder(default=str).encode
+
+
 def digest(record: Alert | ResponseFact) -> str:
     """What identifies a version for the difference: every field a user reads, but not the
     bookkeeping instants (``updated_at``), which a correction moves on by construction."""
@@ -108,7 +112,7 @@ def digest(record: Alert | ResponseFact) -> str:
                 "external_due_at", "met_internal_target", "met_external_promise",
             )
         )  # fmt: skip
-    text = json.dumps([_instant(p) for p in parts], default=str)
+    text = _DIGEST_TEXT([_instant(p) for p in parts])
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 

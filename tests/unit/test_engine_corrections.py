@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from portal_pulse.domain.practices import Practices
 from portal_pulse.domain.records import Alert, ResponseFact
 from portal_pulse.engine import BEYOND_HORIZON, CORRECTED, DictStore, Engine
-from portal_pulse.keylog import order_key
+from portal_pulse.keylog import digest, order_key
 from portal_pulse.pipeline import build_machines
 from schemas.model import CleanEvent
 
@@ -240,3 +240,15 @@ def test_an_event_beyond_the_horizon_changes_no_alert() -> None:
     engine.on_event(reply)
     assert engine.last_outcome == BEYOND_HORIZON
     assert out.standing() == before
+
+
+def test_an_output_digest_is_what_earlier_versions_stored() -> None:
+    """Digests are kept in every stored envelope (``emitted``): another formula would make
+    each key's next correction see all its outputs as changed and send them again."""
+    at = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+    alert = Alert(
+        alert_id="a1", kind="sla_breach", practice_id="P001", subject_id="th-1",
+        patient_pseudonym="ab" * 16, category="clinical", staff_pool="nurse",
+        due_at=at, raised_at=at, updated_at=at,
+    )  # fmt: skip
+    assert digest(alert) == "c2fbfbdb20ea"
