@@ -217,7 +217,23 @@ class FollowupMachine:
         return Followups(state.practice, state.pseudonym, state.record, opened)
 
     def next_due(self, state: Followups) -> int | None:
-        return min((due for _, _, due in self._pending(state)), default=None)
+        """The earliest due of ``_pending``, without building it: the engine asks at every
+        store and every deadline check."""
+        record, opened = state.record, state.opened
+        thresholds = self._thresholds_for(state.practice)
+        earliest = None
+        for code, (_, threshold) in _KINDS.items():
+            if code in opened:
+                continue
+            start = _episode_start(code, record)
+            if start is None:
+                continue
+            days: int = getattr(thresholds, threshold)
+            if days > 0:
+                due = start + days * DAY_US
+                if earliest is None or due < earliest:
+                    earliest = due
+        return earliest
 
     def _pending(self, state: Followups) -> list[tuple[str, int, int]]:
         """(code, episode start, due) for every condition that holds and has not been raised."""

@@ -508,3 +508,24 @@ def test_packed_state_round_trips(fields: tuple[int | None, ...], opened: dict) 
     assert unpack("p|1", PATIENT, data, 6) == state
     machine = FollowupMachine(thresholds())
     assert machine.loads(f"p|1|{PATIENT}", data, 6) == state  # the key's last field is the patient
+
+
+_us = st.none() | st.integers(0, 2**60)
+
+
+@given(
+    st.builds(Enrollment, _us, _us, _us, _us, _us),
+    st.dictionaries(st.sampled_from("ifad"), st.tuples(st.integers(0, 2**60), st.integers(0, 2**60))),
+    st.builds(
+        StaleThresholds,
+        st.integers(-1, 60), st.integers(-1, 60), st.integers(-1, 60), st.integers(-1, 60),
+    ),
+)  # fmt: skip
+def test_next_due_is_the_earliest_pending_deadline(
+    record: Enrollment, opened: dict[str, tuple[int, int]], limits: StaleThresholds
+) -> None:
+    """The engine's wake-up: the first condition to come due that holds and is not raised."""
+    machine = FollowupMachine(lambda practice_id: limits)
+    state = Followups("p1", "a" * 32, record, opened)
+    dues = [due for _, _, due in machine._pending(state)]
+    assert machine.next_due(state) == (min(dues) if dues else None)
