@@ -1,7 +1,8 @@
 """Portal Pulse benchmark: prints figures, asserts nothing (targets live here, not in tests).
 
 1. produce: a simulated recording to the raw topics as Avro;
-2. raw baseline: confluent-kafka consume + fastavro decode of those topics;
+2. raw baseline: confluent-kafka consume + Avro decode of those topics (the worker's decoder: the
+   compiled reader of `schemas/compiled.py`, fastavro for anything it does not take);
 3. end to end: the full worker (ingest, SLA + follow-ups, ClickHouse sinks) until the last event
    row is in chDB, in its own process (events/s and peak RSS);
 4. alert latency: deadline → alert row in ClickHouse, idle and under load (p50/p99);
@@ -181,7 +182,7 @@ def main() -> None:
             )
             raw = raw_baseline(bootstrap, list(settings.topics.raw.values()), n)
             print(
-                f"raw baseline: {raw['events']:,} events in {raw['seconds']}s = {raw['events_per_second']:,.0f} events/s (consume + fastavro decode)"
+                f"raw baseline: {raw['events']:,} events in {raw['seconds']}s = {raw['events_per_second']:,.0f} events/s (consume + Avro decode)"
             )
             profile = None
             if args.profile is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["canonical", "canonical_record", "compact", "compact_bytes", "string"]
+__all__ = ["canonical", "canonical_record", "compact", "compact_bytes", "loads", "string"]
 
 #: ``json.dumps(obj, separators=(",", ":"))``
 compact = json.JSONEncoder(separators=(",", ":")).encode
@@ -20,6 +20,15 @@ compact = json.JSONEncoder(separators=(",", ":")).encode
 canonical = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
 ).encode
+
+
+_decode = json.JSONDecoder().decode
+
+
+def loads(data: bytes) -> Any:
+    """``json.loads(data)`` for the UTF-8 JSON the pipeline writes, without its encoding
+    detection (a Python function run per call on ``bytes``)."""
+    return _decode(data.decode("utf-8", "surrogatepass"))
 
 
 def compact_bytes(obj: Any) -> bytes:

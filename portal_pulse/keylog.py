@@ -224,7 +224,7 @@ class Envelope:
         at += 0 if n_state == none else n_state
         base = None if n_base == none else data[at : at + n_base]
         at += 0 if n_base == none else n_base
-        return state, base, json.loads(data[at:])
+        return state, base, json_text.loads(data[at:])
 
 
 def differences(

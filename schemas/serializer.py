@@ -255,7 +255,8 @@ def record_to_flat(record: dict[str, Any]) -> dict[str, Any]:
 
 def clean_event_from_record(record: dict[str, Any]) -> CleanEvent:
     branch = record["details"]
-    details = dict(branch[1]) if isinstance(branch, tuple) else dict(branch or {})
+    # The decoded record is this call's own: its details dict is taken over, not copied.
+    details = branch[1] if isinstance(branch, tuple) else dict(branch or {})
     at = record["occurred_at"]
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)

@@ -237,7 +237,8 @@ def read_headers(headers: Headers, known_sources: Collection[str] | None = None)
     pipeline writes them together)."""
     texts: dict[str, str] = {}
     if headers:
-        items = headers.items() if isinstance(headers, Mapping) else headers
+        # librdkafka gives a list; anything else a Mapping (an ABC check costs more)
+        items = headers if type(headers) is list else _items(headers)
         for name, value in items:  # one pass; the first of a name counts, as in ``_header``
             if name in _OURS and name not in texts:
                 texts[name] = _text(name, value)
@@ -252,6 +253,10 @@ def read_headers(headers: Headers, known_sources: Collection[str] | None = None)
 
 
 _OURS = frozenset({HEADER, COVER_HEADER, SOURCE_HEADER})
+
+
+def _items(headers: Headers) -> Iterable[tuple[str, Any]]:
+    return headers.items() if isinstance(headers, Mapping) else headers  # type: ignore[union-attr,return-value]
 
 
 def combine(

@@ -9,7 +9,6 @@ state, so alerts and resolutions depend only on the events, never on the wall cl
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,7 +88,7 @@ class SlaMachine:
         return json_text.compact_bytes(state)
 
     def loads(self, key: str, data: bytes, start: int = 0) -> State:
-        return json.loads(data[start:])
+        return json_text.loads(data[start:])
 
     # -- KeyedMachine --------------------------------------------------------------------------
 

@@ -65,3 +65,10 @@ def test_canonical_record_is_canonical_of_the_list(head: tuple[Any, ...], fields
 def test_canonical_record_of_an_event() -> None:
     text = json_text.canonical_record(("message.sent", 5, "ab"), {"z": None, "a": "x", "m": 1})
     assert text == '["message.sent",5,"ab",{"a":"x","m":1,"z":null}]'
+
+
+@given(values)
+def test_loads_reads_what_json_loads_reads(value: Any) -> None:
+    data = json_text.compact_bytes(value)
+    # Compared as text: a NaN read back is not equal to itself.
+    assert json_text.compact(json_text.loads(data)) == json_text.compact(json.loads(data))
