@@ -208,8 +208,15 @@ def _earlier_writers(name: str) -> dict[int, Schema]:
     return out
 
 
+@cache
+def _field_names(event_type: str) -> frozenset[str]:
+    return frozenset(f.name for f in event_types()[event_type].fields)
+
+
 def _details_branch(event_type: str, details: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     spec = event_types()[event_type]
+    if details.keys() == _field_names(event_type):  # a validated event's: every field, no other
+        return (spec.record, details)
     return (spec.record, {f.name: details.get(f.name, f.default) for f in spec.fields})
 
 
