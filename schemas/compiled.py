@@ -292,7 +292,7 @@ def _union_writer(branches: list[Any], named: dict[str, Any]) -> Writer:
 
 
 def _is_optional_string(schema: Any) -> bool:
-    return isinstance(schema, list) and schema == ["null", "string"]
+    return schema == ["null", "string"]
 
 
 def _read_string_lines(var: str, pad: str) -> list[str]:
@@ -310,8 +310,7 @@ def _read_string_lines(var: str, pad: str) -> list[str]:
 
 
 def _record_reader(schema: dict[str, Any], named: dict[str, Any]) -> Reader:
-    env: dict[str, Any] = {"_read_string": _read_string, "_read_long": _read_long}
-    env.update(_EPOCH=_EPOCH, timedelta=timedelta)
+    env: dict[str, Any] = {"_read_string": _read_string}
     lines = ["def read_record(buf, pos):", "    size = len(buf)"]
     for i, field in enumerate(schema["fields"]):
         kind, var = field["type"], f"v{i}"
@@ -327,13 +326,6 @@ def _record_reader(schema: dict[str, Any], named: dict[str, Any]) -> Reader:
             ]
             lines += ["    elif b == 2:", "        pos += 1", *_read_string_lines(var, "        ")]
             lines += ["    else:", f"        {var}, pos = r{i}(buf, pos)"]
-        elif (
-            isinstance(kind, dict)
-            and kind.get("logicalType") == "timestamp-millis"
-            and (kind.get("type") == "long")
-        ):
-            lines += ["    ms, pos = _read_long(buf, pos)"]
-            lines += [f"    {var} = _EPOCH + timedelta(microseconds=ms * 1000)"]
         else:
             env[f"r{i}"] = compile_reader(kind, named)
             lines.append(f"    {var}, pos = r{i}(buf, pos)")

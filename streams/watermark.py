@@ -137,12 +137,15 @@ def _text(wanted: str, value: Any) -> str:
     raise BadHeader(wanted, "not ASCII text")
 
 
+def _items(headers: Headers) -> Iterable[tuple[str, Any]]:
+    return headers.items() if isinstance(headers, Mapping) else headers  # type: ignore[union-attr,return-value]
+
+
 def _header(headers: Headers, wanted: str) -> str | None:
     """The text of the first header ``wanted``, None when absent."""
     if not headers:
         return None
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    for name, value in items:
+    for name, value in _items(headers):
         if name == wanted:
             return _text(wanted, value)
     return None
@@ -253,10 +256,6 @@ def read_headers(headers: Headers, known_sources: Collection[str] | None = None)
 
 
 _OURS = frozenset({HEADER, COVER_HEADER, SOURCE_HEADER})
-
-
-def _items(headers: Headers) -> Iterable[tuple[str, Any]]:
-    return headers.items() if isinstance(headers, Mapping) else headers  # type: ignore[union-attr,return-value]
 
 
 def combine(

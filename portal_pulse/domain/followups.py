@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -217,11 +217,13 @@ class FollowupMachine:
         return Followups(state.practice, state.pseudonym, state.record, opened)
 
     def next_due(self, state: Followups) -> int | None:
-        """The earliest due of ``_pending``, without building it: the engine asks at every
-        store and every deadline check."""
-        record, opened = state.record, state.opened
+        return min((due for _, _, due in self._pending(state)), default=None)
+
+    def _pending(self, state: Followups) -> Iterator[tuple[str, int, int]]:
+        """(code, episode start, due) for every condition that holds and has not been raised."""
+        record = state.record
+        opened = state.opened
         thresholds = self._thresholds_for(state.practice)
-        earliest = None
         for code, (_, threshold) in _KINDS.items():
             if code in opened:
                 continue
@@ -230,28 +232,7 @@ class FollowupMachine:
                 continue
             days: int = getattr(thresholds, threshold)
             if days > 0:
-                due = start + days * DAY_US
-                if earliest is None or due < earliest:
-                    earliest = due
-        return earliest
-
-    def _pending(self, state: Followups) -> list[tuple[str, int, int]]:
-        """(code, episode start, due) for every condition that holds and has not been raised."""
-        record = state.record
-        opened = state.opened
-        thresholds = self._thresholds_for(state.practice)
-        out: list[tuple[str, int, int]] = []
-        for code, (_, threshold) in _KINDS.items():
-            if code in opened:
-                continue
-            start = _episode_start(code, record)
-            if start is None:
-                continue
-            days: int = getattr(thresholds, threshold)
-            if days <= 0:
-                continue
-            out.append((code, start, start + days * DAY_US))
-        return out
+                yield code, start, start + days * DAY_US
 
     def _alert(self, state: Followups, code: str, start: int, due: int) -> Alert:
         kind = _KINDS[code][0]
