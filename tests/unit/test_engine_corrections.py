@@ -53,8 +53,11 @@ class Emitted:
             if record.withdrawn_at is None
         }
 
-    def withdrawals(self) -> int:
-        return sum(1 for r in self.versions if r.withdrawn_at is not None)
+    def alert_withdrawals(self) -> int:
+        """Alerts withdrawn: what SPEC §7.1 rules out when every event arrives within the hold.
+        A response fact may still be withdrawn then (its id names its first message, and a
+        message that arrives late but within the hold can be the thread's first)."""
+        return sum(1 for r in self.versions if isinstance(r, Alert) and r.withdrawn_at is not None)
 
 
 def _user_fields(record: Alert | ResponseFact) -> tuple[Any, ...]:
@@ -189,7 +192,7 @@ def test_events_within_the_hold_withdraw_nothing(
     ]  # fmt: skip
     until = _until(events)
     got, _ = arrive(arrival, hold, until)
-    assert got.withdrawals() == 0
+    assert got.alert_withdrawals() == 0
     assert got.standing() == truth(events, until).standing()
 
 
@@ -252,3 +255,36 @@ def test_an_output_digest_is_what_earlier_versions_stored() -> None:
         due_at=at, raised_at=at, updated_at=at,
     )  # fmt: skip
     assert digest(alert) == "c2fbfbdb20ea"
+
+
+def test_a_message_late_within_the_hold_rewrites_the_response_fact_but_withdraws_no_alert() -> None:
+    """Found by the property above: a reply at 15:30, a message of 15:30 (ordered before the reply
+    at the same instant) and one of 15:29 arriving a minute late. The fact first names the 15:30
+    message, then the 15:29 one: the first fact is withdrawn (SPEC §7.1: "a fact that no longer
+    exists is withdrawn"); no alert is, and the result is replay's."""
+
+    def sent(n: int, at: datetime) -> CleanEvent:
+        details = {"thread_id": "t1", "message_id": f"m{n}", "category": "clinical"}
+        return CleanEvent(f"e{n}", "message.sent", at, "P1", "pat", details)
+
+    def replied(n: int, at: datetime) -> CleanEvent:
+        details = {
+            "thread_id": "t1",
+            "message_id": f"m{n}",
+            "staff_pool": "nurse",
+            "automated": False,
+        }
+        return CleanEvent(f"e{n}", "message.replied", at, "P1", "pat", details)
+
+    at_13, at_1529, at_1530 = (
+        T0.replace(hour=13),
+        T0.replace(hour=15, minute=29),
+        T0.replace(hour=15, minute=30),
+    )
+    events = [sent(0, at_13), replied(1, at_13), replied(2, at_13), replied(3, at_1530)]
+    events += [sent(4, at_1530), sent(5, at_1529)]  # in arrival order: e5 a minute late
+    until = _until(events)
+    got, _ = arrive(events, timedelta(hours=1), until)
+    assert got.alert_withdrawals() == 0
+    assert sum(1 for r in got.versions if r.withdrawn_at is not None) == 1  # the 15:30 fact
+    assert got.standing() == truth(events, until).standing()
