@@ -166,7 +166,9 @@ class ClickHouseTableSink:
         self._stop.set()
 
     def forget(self, tps: Iterable[tuple[str, int]] | None = None) -> None:
-        """Read positions back from ClickHouse again (another sink may have written since)."""
+        """Read positions back from ClickHouse again (another sink may have written since). On
+        the thread that writes: between an insert's read-back and its skip it would write rows
+        twice."""
         if tps is None:
             self._written.clear()
             self._exact.clear()

@@ -509,7 +509,12 @@ class Processors:
         async with self.checkpoint.lock:
             self.partitions.clear()
             if self.events_sink is not None:
-                self.events_sink.forget()
+                # On the database thread, after any insert still running there: a batch cut
+                # short (a stop) releases the lock while its insert goes on, and positions
+                # forgotten between that insert's read-back and its skip wrote rows twice.
+                await asyncio.get_running_loop().run_in_executor(
+                    self.rt.db_executor, self.events_sink.forget
+                )
             self._unconfirmed.clear()
 
     async def on_assigned(self, assigned: frozenset[TP]) -> None:

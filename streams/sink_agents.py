@@ -200,9 +200,10 @@ class TableSinkAgent:
         )
 
     async def on_assigned(self, assigned: frozenset[TP]) -> None:
-        # Another sink may have written these partitions meanwhile: read positions again.
+        # Another sink may have written these partitions meanwhile: read positions again. On
+        # the database thread, after any insert still running there (a cut-short batch's).
         async with self.lock:
-            self.sink.forget()
+            await asyncio.get_running_loop().run_in_executor(self.rt.db_executor, self.sink.forget)
 
     async def on_revoked(self, revoked: frozenset[TP]) -> None:
         async with self.lock:  # a batch in flight finishes first

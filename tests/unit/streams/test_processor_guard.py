@@ -6,7 +6,9 @@ processors are driven record by record; dead letters queue in the producer and a
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -213,3 +215,37 @@ def test_the_rules_clock_follows_only_the_sources_the_rules_read(processors: Pro
     assert state.rule_clock is not None and state.rule_clock.now() == portal_time
     kinds = [a.kind for a in pr.out.alerts]
     assert kinds == ["sla.at_risk", "sla.internal_missed"], "the rules ran on the portal's clock"
+
+
+def test_positions_are_forgotten_after_an_insert_still_running(processors: Processors) -> None:
+    """A stop cuts a batch short and releases the checkpoint lock while its insert goes on on
+    the database thread; the revocation's forget must come after that insert, not beside it
+    (beside it, the insert's skip of rows already written saw no positions: rows twice)."""
+    order: list[str] = []
+
+    class Positions:  # the sink's position memory, as far as a revocation touches it
+        def forget(self) -> None:
+            order.append(f"forget on {threading.current_thread().name}")
+
+    insert_running, release = threading.Event(), threading.Event()
+
+    def insert() -> None:
+        insert_running.set()
+        release.wait(10)
+        order.append("insert done")
+
+    processors.events_sink = Positions()  # type: ignore[assignment]
+    in_flight = processors.rt.db_executor.submit(insert)
+    assert insert_running.wait(10)
+
+    async def revoke() -> None:
+        task = asyncio.ensure_future(processors.on_revoked(frozenset()))
+        await asyncio.sleep(0.2)  # the revocation now waits for the database thread
+        assert order == []
+        release.set()
+        await task
+
+    asyncio.run(revoke())
+    in_flight.result(10)
+    assert order[0] == "insert done"
+    assert order[1].startswith("forget on clickhouse")
